@@ -1,0 +1,232 @@
+package jobstore
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Dual-write: every state change is one script run with the primary keys
+// and, when mirroring is on, the mirror keys of the same records and
+// queues. One code path serves both namespaces: an operation lists the keys
+// it touches as keyRefs, and each namespace turns them into key names.
+
+// keyRef names a key independently of the namespace: a record when queue
+// is empty, else a queue.
+type keyRef struct {
+	queue Queue
+	id    string
+}
+
+func recordRef(id string) keyRef { return keyRef{id: id} }
+func queueRef(q Queue) keyRef    { return keyRef{queue: q} }
+
+// keys appends the key names of refs in keyspace k to dst.
+func (k keyspace) keys(dst []string, refs []keyRef) []string {
+	for _, r := range refs {
+		if r.queue == "" {
+			dst = append(dst, k.record(r.id))
+		} else {
+			dst = append(dst, k.queue(r.queue))
+		}
+	}
+	return dst
+}
+
+// DualWriteStats counts mirror writes since the Store was created. The
+// report's "dual-write success rate" is SuccessRate.
+type DualWriteStats struct {
+	// Attempted counts write operations that mirrored something.
+	Attempted uint64
+	// Failed counts those whose mirror failed in whole or part, including
+	// Panics. The primary write succeeded in every one of them.
+	Failed uint64
+	// Panics counts mirror code panics that were recovered.
+	Panics uint64
+}
+
+// SuccessRate is (Attempted-Failed)/Attempted, or 1 when nothing was
+// attempted.
+func (d DualWriteStats) SuccessRate() float64 {
+	if d.Attempted == 0 {
+		return 1
+	}
+	return float64(d.Attempted-d.Failed) / float64(d.Attempted)
+}
+
+type dualWriteCounters struct {
+	attempted, failed, panics atomic.Uint64
+}
+
+// DualWriteStats returns the mirror counters. It is safe for concurrent use.
+func (s *Store) DualWriteStats() DualWriteStats {
+	return DualWriteStats{
+		Attempted: s.stats.attempted.Load(),
+		Failed:    s.stats.failed.Load(),
+		Panics:    s.stats.panics.Load(),
+	}
+}
+
+// SetDualWrite turns mirroring to the step namespace on or off for every
+// later operation, without a restart (an admin endpoint can call it).
+// Operations already sent to Redis finish as they started. It is safe for
+// concurrent use.
+func (s *Store) SetDualWrite(on bool) {
+	if s.dual.Swap(on) != on {
+		s.log.Info("jobstore: dual-write changed", slog.Bool("dual_write", on))
+	}
+}
+
+// DualWrite reports whether writes are mirrored to the step namespace.
+func (s *Store) DualWrite() bool { return s.dual.Load() }
+
+// reply is a script reply without its mirror part.
+type reply struct {
+	status string
+	data   []any
+}
+
+func (r reply) str(i int) string {
+	if i < len(r.data) {
+		if s, ok := r.data[i].(string); ok {
+			return s
+		}
+	}
+	return ""
+}
+
+func (r reply) int(i int) int64 {
+	if i < len(r.data) {
+		if n, ok := r.data[i].(int64); ok {
+			return n
+		}
+	}
+	return 0
+}
+
+func (r reply) list(i int) []any {
+	if i < len(r.data) {
+		if l, ok := r.data[i].([]any); ok {
+			return l
+		}
+	}
+	return nil
+}
+
+// exec runs one state-change script for the operation op: with the
+// primary keys of refs, plus their mirror keys when dual-write is on. A
+// failure to prepare or account for the mirror, even a panic, is recovered
+// and counted; it never keeps the primary write from happening or from
+// being reported as it happened.
+func (s *Store) exec(ctx context.Context, op, id string, script *redis.Script, refs []keyRef, args ...any) (reply, error) {
+	keys := s.primary.keys(make([]string, 0, 2*len(refs)), refs)
+	mirror := s.dual.Load() && s.mirrorKeys(ctx, op, id, refs, &keys)
+	debug := mirror && s.log.Enabled(ctx, slog.LevelDebug)
+
+	argv := make([]any, 0, 2+len(args))
+	argv = append(argv, flagArg(mirror), flagArg(debug))
+	argv = append(argv, args...)
+	res, err := script.Run(ctx, s.rdb, keys, argv...).Slice()
+	if err != nil {
+		return reply{}, redisError(op, id, err)
+	}
+	if len(res) < 4 {
+		return reply{}, fmt.Errorf("jobstore: %s id=%q: unexpected script reply %v", op, id, res)
+	}
+	status, _ := res[0].(string)
+	if mirror {
+		s.accountMirror(ctx, op, id, res)
+	}
+	return reply{status: status, data: res[4:]}, nil
+}
+
+// mirrorKeys appends the mirror keys of refs to keys. It reports false,
+// leaving keys as they were, if building them panicked.
+func (s *Store) mirrorKeys(ctx context.Context, op, id string, refs []keyRef, keys *[]string) (ok bool) {
+	n := len(*keys)
+	defer func() {
+		if p := recover(); p != nil {
+			*keys = (*keys)[:n]
+			s.stats.attempted.Add(1)
+			s.mirrorPanic(ctx, op, id, p)
+			ok = false
+		}
+	}()
+	if s.mirrorHook != nil {
+		s.mirrorHook(op)
+	}
+	*keys = s.mirror.keys(*keys, refs)
+	return true
+}
+
+// accountMirror counts and logs the mirror part of a script reply.
+func (s *Store) accountMirror(ctx context.Context, op, id string, res []any) {
+	counted := false
+	defer func() {
+		if p := recover(); p != nil {
+			if !counted {
+				s.stats.attempted.Add(1)
+			}
+			s.mirrorPanic(ctx, op, id, p)
+		}
+	}()
+	if s.mirrorHook != nil {
+		s.mirrorHook(op + ".reply")
+	}
+	errs, _ := res[1].([]any)
+	logs, _ := res[2].([]any)
+	n, _ := res[3].(int64)
+	if n == 0 && len(errs) == 0 {
+		return
+	}
+	s.stats.attempted.Add(1)
+	counted = true
+	if len(errs) > 0 {
+		s.stats.failed.Add(1)
+		msgs := make([]string, 0, len(errs))
+		for _, e := range errs {
+			msgs = append(msgs, fmt.Sprint(e))
+		}
+		s.log.LogAttrs(ctx, slog.LevelError, "Dual-write failed; the primary write succeeded",
+			slog.String("op", op), slog.String("id", id),
+			slog.String("primary", s.primary.ns.String()), slog.String("mirror", s.mirror.ns.String()),
+			slog.String("errors", strings.Join(msgs, "; ")))
+	}
+	for _, l := range logs {
+		s.log.LogAttrs(ctx, slog.LevelDebug, fmt.Sprintf("Dual-write: %v", l), slog.String("op", op))
+	}
+}
+
+func (s *Store) mirrorPanic(ctx context.Context, op, id string, p any) {
+	s.stats.failed.Add(1)
+	s.stats.panics.Add(1)
+	s.log.LogAttrs(ctx, slog.LevelError, "Dual-write panicked; recovered, the primary write is unaffected",
+		slog.String("op", op), slog.String("id", id), slog.String("panic", fmt.Sprint(p)))
+}
+
+func flagArg(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+// redisError wraps an error from Redis for the caller: WRONGTYPE becomes
+// ErrCorruptRecord; anything else (network, context, OOM) is wrapped as is.
+func redisError(op, id string, err error) error {
+	if isWrongType(err) {
+		return fmt.Errorf("%w: %s id=%q: %v", ErrCorruptRecord, op, id, err)
+	}
+	if id == "" {
+		return fmt.Errorf("jobstore: %s: %w", op, err)
+	}
+	return fmt.Errorf("jobstore: %s id=%q: %w", op, id, err)
+}
+
+func isWrongType(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "WRONGTYPE")
+}

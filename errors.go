@@ -1,0 +1,51 @@
+package jobstore
+
+import "errors"
+
+// Sentinel errors. Every error jobstore returns for one of these conditions
+// wraps the sentinel, so test for them with errors.Is; the wrapping message
+// names the id, field or value at fault. redis.Nil never reaches callers.
+var (
+	// ErrJobNotFound: no record exists for the id.
+	ErrJobNotFound = errors.New("jobstore: job not found")
+	// ErrJobExists: SubmitJob was given the id of a record that exists.
+	ErrJobExists = errors.New("jobstore: job already exists")
+	// ErrNoJob: ClaimJob found no pending job for the requested services.
+	ErrNoJob = errors.New("jobstore: no job available")
+	// ErrNotHeld: the worker does not hold the job it tried to extend,
+	// start, complete or fail. Nothing was changed.
+	ErrNotHeld = errors.New("jobstore: job is not held by this worker")
+	// ErrJobFinished: the job already completed, failed or was cancelled.
+	ErrJobFinished = errors.New("jobstore: job already finished")
+	// ErrCorruptRecord: a record or queue in Redis cannot be read: a key of
+	// the wrong type, a missing required field, or a field that does not
+	// parse.
+	ErrCorruptRecord = errors.New("jobstore: corrupt record")
+
+	// ErrInvalidID: an id is empty, longer than MaxIDLength bytes, not
+	// UTF-8, or contains whitespace, a control character or one of *?[]{}:\
+	ErrInvalidID = errors.New("jobstore: invalid id")
+	// ErrInvalidService: a service name is empty, too long or malformed.
+	ErrInvalidService = errors.New("jobstore: invalid service name")
+	// ErrInvalidPriority: a priority is outside MinPriority..MaxPriority.
+	ErrInvalidPriority = errors.New("jobstore: invalid priority")
+	// ErrInvalidPayload: a payload, requirements or result is not valid JSON.
+	ErrInvalidPayload = errors.New("jobstore: invalid JSON payload")
+	// ErrPayloadTooLarge: a payload or result exceeds the configured limit.
+	ErrPayloadTooLarge = errors.New("jobstore: payload too large")
+	// ErrInvalidMaxRetries: max retries is negative or absurdly large.
+	ErrInvalidMaxRetries = errors.New("jobstore: invalid max retries")
+	// ErrInvalidWorker: a worker id is empty, too long or malformed.
+	ErrInvalidWorker = errors.New("jobstore: invalid worker id")
+	// ErrInvalidArgument: any other argument that cannot be used, such as
+	// a negative limit or an unknown extra field name.
+	ErrInvalidArgument = errors.New("jobstore: invalid argument")
+
+	// ErrInvalidConfig: New was given an option or environment value it
+	// cannot use. The message names the option or variable and the value.
+	ErrInvalidConfig = errors.New("jobstore: invalid configuration")
+	// ErrClusterUnsupported: New was given a *redis.ClusterClient. The
+	// legacy layout puts a record and its queues in different hash slots,
+	// so its writes cannot be atomic on a cluster.
+	ErrClusterUnsupported = errors.New("jobstore: redis cluster is not supported")
+)

@@ -1,0 +1,96 @@
+package jobstore
+
+// Every Redis key name jobstore reads or writes is built in this file, by
+// small pure functions. Scripts receive the names in KEYS and never build
+// them, so a key layout change is a change here and nowhere else.
+
+// Queue names one of the sorted sets that index job records. The same four
+// queues exist in both namespaces: jobs:pending and steps:pending, and so on.
+type Queue string
+
+// The queues of a namespace.
+const (
+	// QueuePending holds ids waiting for a worker. The score orders claims:
+	// highest first, so higher priority first, then oldest first.
+	QueuePending Queue = "pending"
+	// QueueActive holds claimed ids scored by their lease deadline (Unix ms).
+	QueueActive Queue = "active"
+	// QueueCompleted holds completed ids scored by completion time (Unix ms).
+	QueueCompleted Queue = "completed"
+	// QueueFailed holds failed and cancelled ids scored by the time they
+	// ended (Unix ms).
+	QueueFailed Queue = "failed"
+)
+
+// Queues lists every queue of a namespace, in a fixed order.
+var Queues = []Queue{QueuePending, QueueActive, QueueCompleted, QueueFailed}
+
+// Namespace is one of the two key layouts: the legacy job:<id> / jobs:<queue>
+// and the new step:<id> / steps:<queue>. The zero value is not useful; use
+// JobNamespace or StepNamespace.
+type Namespace struct {
+	// Record is the prefix of record keys, "job:" or "step:".
+	Record string
+	// Queue is the prefix of queue keys, "jobs:" or "steps:".
+	Queue string
+}
+
+var (
+	// JobNamespace is the legacy layout, job:<id> and jobs:<queue>.
+	JobNamespace = Namespace{Record: "job:", Queue: "jobs:"}
+	// StepNamespace is the new layout, step:<id> and steps:<queue>.
+	StepNamespace = Namespace{Record: "step:", Queue: "steps:"}
+)
+
+// String returns the record prefix without its colon: "job" or "step".
+func (n Namespace) String() string {
+	if len(n.Record) == 0 {
+		return ""
+	}
+	return n.Record[:len(n.Record)-1]
+}
+
+// keyspace is a namespace under an optional key prefix (WithKeyPrefix). It
+// is the only type that turns ids and queues into key names.
+type keyspace struct {
+	prefix string
+	ns     Namespace
+}
+
+// record returns the key of the record with the given id, e.g. "job:42".
+func (k keyspace) record(id string) string { return k.prefix + k.ns.Record + id }
+
+// queue returns the key of the given queue, e.g. "jobs:pending".
+func (k keyspace) queue(q Queue) string { return k.prefix + k.ns.Queue + string(q) }
+
+// recordPattern is the SCAN pattern that matches every record key of the
+// namespace, and also sub-keys such as job:<id>:progress, which callers must
+// filter out with idFromRecordKey.
+func (k keyspace) recordPattern() string { return k.prefix + k.ns.Record + "*" }
+
+// idFromRecordKey returns the id of a record key of this namespace, and
+// false for any other key: a queue key, a key of the other namespace, or a
+// sub-key like job:<id>:progress (ids never contain ':').
+func (k keyspace) idFromRecordKey(key string) (string, bool) {
+	p := k.prefix + k.ns.Record
+	if len(key) <= len(p) || key[:len(p)] != p {
+		return "", false
+	}
+	id := key[len(p):]
+	if validateID(id) != nil {
+		return "", false
+	}
+	return id, true
+}
+
+// JobKey returns the legacy record key of id: "job:<id>".
+func JobKey(id string) string { return keyspace{ns: JobNamespace}.record(id) }
+
+// StepKey returns the new record key of id: "step:<id>".
+func StepKey(id string) string { return keyspace{ns: StepNamespace}.record(id) }
+
+// JobsQueueKey returns the legacy key of a queue: "jobs:<queue>".
+func JobsQueueKey(q Queue) string { return keyspace{ns: JobNamespace}.queue(q) }
+
+// StepsQueueKey returns the new key of a queue: "steps:<queue>".
+func StepsQueueKey(q Queue) string { return keyspace{ns: StepNamespace}.queue(q) }
