@@ -43,23 +43,27 @@ local function errtext(e)
   return tostring(e)
 end
 
+-- mcall runs a mirror command under pcall; on error it records the error
+-- and returns nil, else the command's reply.
 local function mcall(key, ...)
   local r = redis.pcall(...)
   if type(r) == 'table' and r.err then
     merr[#merr + 1] = key .. ': ' .. r.err
-    return false
+    return nil
   end
-  return true
+  return r
+end
+
+local function note(text)
+  if MLOG then mlog[#mlog + 1] = text end
 end
 
 local function sync_record(i)
   local src, dst = KEYS[i], KEYS[i + N]
   if redis.call('EXISTS', src) == 1 then
-    if mcall(dst, 'COPY', src, dst, 'REPLACE') and MLOG then
-      mlog[#mlog + 1] = 'copied ' .. src .. ' → ' .. dst
-    end
-  elseif mcall(dst, 'DEL', dst) and MLOG then
-    mlog[#mlog + 1] = 'deleted ' .. dst
+    if mcall(dst, 'COPY', src, dst, 'REPLACE') then note('copied ' .. src .. ' → ' .. dst) end
+  elseif mcall(dst, 'DEL', dst) == 1 then
+    note('deleted ' .. dst)
   end
 end
 
@@ -67,11 +71,11 @@ local function sync_member(i, m)
   local dst = KEYS[i + N]
   local s = redis.call('ZSCORE', KEYS[i], m)
   if s then
-    if mcall(dst, 'ZADD', dst, s, m) and MLOG then
-      mlog[#mlog + 1] = 'added ' .. m .. ' to ' .. dst
-    end
-  elseif mcall(dst, 'ZREM', dst, m) and MLOG then
-    mlog[#mlog + 1] = 'removed ' .. m .. ' from ' .. dst
+    local r = mcall(dst, 'ZADD', dst, s, m)
+    if r == 1 then note('added ' .. m .. ' to ' .. dst)
+    elseif r then note('updated ' .. m .. ' in ' .. dst) end
+  elseif mcall(dst, 'ZREM', dst, m) == 1 then
+    note('removed ' .. m .. ' from ' .. dst)
   end
 end
 

@@ -37,10 +37,10 @@ type Store struct {
 
 // How ClaimJob and the maintenance calls walk the queues.
 const (
-	claimBatchAny      = 16    // candidates per round trip when any service matches
-	claimBatchFiltered = 100   // candidates per round trip when filtering by service
-	claimScanLimit     = 10000 // candidates ClaimJob looks at before ErrNoJob
-	maintenanceBatch   = 100   // entries per RecoverExpired / TrimRetention script
+	claimBatchFirst  = 8     // candidates in ClaimJob's first round trip
+	claimBatchMax    = 128   // candidates per round trip later, doubling up to this
+	claimScanLimit   = 10000 // candidates ClaimJob looks at before ErrNoJob
+	maintenanceBatch = 100   // entries per RecoverExpired / TrimRetention script
 )
 
 // New returns a Store that uses rdb, a *redis.Client or a Sentinel
@@ -259,12 +259,9 @@ func (s *Store) ClaimJob(ctx context.Context, workerID string, services ...strin
 			return nil, err
 		}
 	}
-	batch := int64(claimBatchAny)
-	if len(services) > 0 {
-		batch = claimBatchFiltered
-	}
 	pending := s.primary.queue(QueuePending)
-	for offset, scanned := int64(0), 0; scanned < claimScanLimit; {
+	batch := int64(claimBatchFirst)
+	for offset, scanned := int64(0), 0; scanned < claimScanLimit; batch = min(2*batch, claimBatchMax) {
 		ids, err := s.rdb.ZRevRange(ctx, pending, offset, offset+batch-1).Result()
 		if err != nil {
 			return nil, redisError("claim", "", err)
@@ -583,4 +580,24 @@ func (s *Store) statusError(op, id string, r reply) error {
 		return fmt.Errorf("%w: %s id=%q: %s", ErrCorruptRecord, op, id, r.str(0))
 	}
 	return fmt.Errorf("jobstore: %s id=%q: unexpected script status %q", op, id, r.status)
+}
+
+// QueueSizes is how many entries each queue of a namespace holds.
+type QueueSizes struct {
+	Pending, Active, Completed, Failed int64
+}
+
+// QueueSizes counts the entries of the four queues in one round trip.
+func (s *Store) QueueSizes(ctx context.Context) (QueueSizes, error) {
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.IntCmd, len(Queues))
+	for i, q := range Queues {
+		cmds[i] = pipe.ZCard(ctx, s.primary.queue(q))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return QueueSizes{}, redisError("queue sizes", "", err)
+	}
+	return QueueSizes{
+		Pending: cmds[0].Val(), Active: cmds[1].Val(), Completed: cmds[2].Val(), Failed: cmds[3].Val(),
+	}, nil
 }

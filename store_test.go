@@ -607,3 +607,21 @@ func TestWrongTypeQueues(t *testing.T) {
 		require.ErrorIs(t, err, ErrCorruptRecord)
 	})
 }
+
+func TestQueueSizes(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		s := newStore(t, b)
+		for range 3 {
+			_, err := s.SubmitJob(ctx, Job{Service: "s"})
+			require.NoError(t, err)
+		}
+		j, err := s.ClaimJob(ctx, "w")
+		require.NoError(t, err)
+		require.NoError(t, s.CompleteJob(ctx, j.ID, "w", nil))
+		_, err = s.ClaimJob(ctx, "w")
+		require.NoError(t, err)
+		n, err := s.QueueSizes(ctx)
+		require.NoError(t, err)
+		require.Equal(t, QueueSizes{Pending: 1, Active: 1, Completed: 1}, n)
+	})
+}
