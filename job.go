@@ -80,44 +80,44 @@ const (
 // lifecycle fields (Status, RetryCount, WorkerID, LastFailedWorker, Error,
 // Result and the other timestamps), which only state changes write.
 type Job struct {
-	ID           string          // id; SubmitJob generates a UUID when empty
-	Service      string          // service_required
-	Priority     int             // priority, MinPriority..MaxPriority; higher is claimed first
-	Payload      json.RawMessage // payload; JSON text, "{}" when empty
-	Requirements json.RawMessage // requirements; JSON text, optional
-	CustomerID   string          // customer_id, optional
+	ID           string          `json:"id"`                     // SubmitJob generates a UUID when empty
+	Service      string          `json:"service_required"`       // the service that must run it
+	Priority     int             `json:"priority"`               // MinPriority..MaxPriority; higher is claimed first
+	Payload      json.RawMessage `json:"payload,omitempty"`      // JSON; SubmitJob stores {} when empty
+	Requirements json.RawMessage `json:"requirements,omitempty"` // JSON, optional
+	CustomerID   string          `json:"customer_id,omitempty"`
 
-	WorkflowID string // workflow_id, optional
+	WorkflowID string `json:"workflow_id,omitempty"`
 	// WorkflowPriority, when not zero, orders the job in place of Priority,
 	// so that the steps of a workflow are claimed together.
-	WorkflowPriority int
+	WorkflowPriority int `json:"workflow_priority,omitempty"`
 	// WorkflowDatetime, when not zero, orders the job in place of
 	// CreatedAt. It is stored as Unix milliseconds, as existing records do.
-	WorkflowDatetime time.Time
-	CurrentStep      int // current_step, optional
-	TotalSteps       int // total_steps, optional
+	WorkflowDatetime time.Time `json:"workflow_datetime,omitzero"`
+	CurrentStep      int       `json:"current_step,omitempty"`
+	TotalSteps       int       `json:"total_steps,omitempty"`
 
-	Status     Status // status; SubmitJob always stores pending
-	RetryCount int    // retry_count: how many times the job went back to pending
+	Status     Status `json:"status"`      // SubmitJob always stores pending
+	RetryCount int    `json:"retry_count"` // how many times the job went back to pending
 	// MaxRetries is how many times a failed job goes back to pending
 	// before it is marked failed. SubmitJob stores DefaultMaxRetries when
 	// it is 0.
-	MaxRetries       int
-	WorkerID         string          // worker_id of the worker holding or last holding the job
-	LastFailedWorker string          // last_failed_worker
-	Error            string          // error: the last failure reason
-	Result           json.RawMessage // result: what CompleteJob stored
+	MaxRetries       int             `json:"max_retries"`
+	WorkerID         string          `json:"worker_id,omitempty"` // worker_id of the worker holding or last holding the job
+	LastFailedWorker string          `json:"last_failed_worker,omitempty"`
+	Error            string          `json:"error,omitempty"`  // the last failure reason
+	Result           json.RawMessage `json:"result,omitempty"` // JSON given to CompleteJob
 
-	CreatedAt   time.Time // created_at; SubmitJob sets it when zero
-	AssignedAt  time.Time // assigned_at: when a worker claimed it
-	StartedAt   time.Time // started_at: when StartJob was called
-	CompletedAt time.Time // completed_at
-	FailedAt    time.Time // failed_at: when it was finally marked failed
-	CancelledAt time.Time // cancelled_at
+	CreatedAt   time.Time `json:"created_at,omitzero"`  // SubmitJob sets it when zero
+	AssignedAt  time.Time `json:"assigned_at,omitzero"` // when a worker claimed it
+	StartedAt   time.Time `json:"started_at,omitzero"`  // when StartJob was called
+	CompletedAt time.Time `json:"completed_at,omitzero"`
+	FailedAt    time.Time `json:"failed_at,omitzero"` // when it was finally marked failed
+	CancelledAt time.Time `json:"cancelled_at,omitzero"`
 
 	// Extra holds the record's fields that Job has no field for, such as
 	// trace ids written by other services. SubmitJob writes them as given.
-	Extra map[string]string
+	Extra map[string]string `json:"extra,omitempty"`
 }
 
 // Record field names, as existing records spell them.
