@@ -71,18 +71,34 @@ func (s *Store) DualWriteStats() DualWriteStats {
 	}
 }
 
-// SetDualWrite turns mirroring to the step namespace on or off for every
-// later operation, without a restart (an admin endpoint can call it).
-// Operations already sent to Redis finish as they started. It is safe for
-// concurrent use.
+// SetDualWrite is the phase 4.3.1 switch: it moves the Store between
+// StageLegacy (off) and StageDualWrite (on) for every later operation,
+// without a restart (an admin endpoint can call it). Operations already
+// sent to Redis finish as they started. In the later stages, where
+// SetStage is the switch, it changes nothing and logs an error. It is
+// safe for concurrent use.
 func (s *Store) SetDualWrite(on bool) {
-	if s.dual.Swap(on) != on {
-		s.log.Info("jobstore: dual-write changed", slog.Bool("dual_write", on))
+	to := StageLegacy
+	if on {
+		to = StageDualWrite
+	}
+	for {
+		from := s.Stage()
+		if from > StageDualWrite {
+			s.log.LogAttrs(context.Background(), slog.LevelError,
+				"jobstore: SetDualWrite ignored: the store is past dual-write; use SetStage",
+				slog.String("stage", from.String()), slog.Bool("dual_write", on))
+			return
+		}
+		if s.casStage(from, to) {
+			return
+		}
 	}
 }
 
-// DualWrite reports whether writes are mirrored to the step namespace.
-func (s *Store) DualWrite() bool { return s.dual.Load() }
+// DualWrite reports whether writes are mirrored to the other namespace:
+// true in dual-write, dual-read and step-primary.
+func (s *Store) DualWrite() bool { return s.Stage().DualWrites() }
 
 // reply is a script reply without its mirror part.
 type reply struct {
@@ -117,14 +133,16 @@ func (r reply) list(i int) []any {
 	return nil
 }
 
-// exec runs one state-change script for the operation op: with the
-// primary keys of refs, plus their mirror keys when dual-write is on. A
-// failure to prepare or account for the mirror, even a panic, is recovered
-// and counted; it never keeps the primary write from happening or from
-// being reported as it happened.
-func (s *Store) exec(ctx context.Context, op, id string, script *redis.Script, refs []keyRef, args ...any) (reply, error) {
-	keys := s.primary.keys(make([]string, 0, 2*len(refs)), refs)
-	mirror := s.dual.Load() && s.mirrorKeys(ctx, op, id, refs, &keys)
+// exec runs one state-change script for the operation op in stage st:
+// with the keys of refs in the stage's authoritative namespace, plus their
+// keys in the mirror namespace when the stage has one. A failure to
+// prepare or account for the mirror, even a panic, is recovered and
+// counted; it never keeps the primary write from happening or from being
+// reported as it happened.
+func (s *Store) exec(ctx context.Context, st Stage, op, id string, script *redis.Script, refs []keyRef, args ...any) (reply, error) {
+	keys := s.space(st.Primary()).keys(make([]string, 0, 2*len(refs)), refs)
+	mns, mirror := st.Mirror()
+	mirror = mirror && s.mirrorKeys(ctx, op, id, s.space(mns), refs, &keys)
 	debug := mirror && s.log.Enabled(ctx, slog.LevelDebug)
 
 	argv := make([]any, 0, 2+len(args))
@@ -139,14 +157,14 @@ func (s *Store) exec(ctx context.Context, op, id string, script *redis.Script, r
 	}
 	status, _ := res[0].(string)
 	if mirror {
-		s.accountMirror(ctx, op, id, res)
+		s.accountMirror(ctx, st, op, id, res)
 	}
 	return reply{status: status, data: res[4:]}, nil
 }
 
 // mirrorKeys appends the mirror keys of refs to keys. It reports false,
 // leaving keys as they were, if building them panicked.
-func (s *Store) mirrorKeys(ctx context.Context, op, id string, refs []keyRef, keys *[]string) (ok bool) {
+func (s *Store) mirrorKeys(ctx context.Context, op, id string, mirror keyspace, refs []keyRef, keys *[]string) (ok bool) {
 	n := len(*keys)
 	defer func() {
 		if p := recover(); p != nil {
@@ -159,12 +177,12 @@ func (s *Store) mirrorKeys(ctx context.Context, op, id string, refs []keyRef, ke
 	if s.mirrorHook != nil {
 		s.mirrorHook(op)
 	}
-	*keys = s.mirror.keys(*keys, refs)
+	*keys = mirror.keys(*keys, refs)
 	return true
 }
 
 // accountMirror counts and logs the mirror part of a script reply.
-func (s *Store) accountMirror(ctx context.Context, op, id string, res []any) {
+func (s *Store) accountMirror(ctx context.Context, st Stage, op, id string, res []any) {
 	counted := false
 	defer func() {
 		if p := recover(); p != nil {
@@ -193,7 +211,7 @@ func (s *Store) accountMirror(ctx context.Context, op, id string, res []any) {
 		}
 		s.log.LogAttrs(ctx, slog.LevelError, "Dual-write failed; the primary write succeeded",
 			slog.String("op", op), slog.String("id", id),
-			slog.String("primary", s.primary.ns.String()), slog.String("mirror", s.mirror.ns.String()),
+			slog.String("stage", st.String()),
 			slog.String("errors", strings.Join(msgs, "; ")))
 	}
 	for _, l := range logs {

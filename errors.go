@@ -41,6 +41,10 @@ var (
 	// a negative limit or an unknown extra field name.
 	ErrInvalidArgument = errors.New("jobstore: invalid argument")
 
+	// ErrStageJump: a stage change of more than one stage at a time, which
+	// SetStage and PublishStage refuse unless forced.
+	ErrStageJump = errors.New("jobstore: stage change skips a stage")
+
 	// ErrInvalidConfig: New was given an option or environment value it
 	// cannot use. The message names the option or variable and the value.
 	ErrInvalidConfig = errors.New("jobstore: invalid configuration")

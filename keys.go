@@ -94,3 +94,8 @@ func JobsQueueKey(q Queue) string { return keyspace{ns: JobNamespace}.queue(q) }
 
 // StepsQueueKey returns the new key of a queue: "steps:<queue>".
 func StepsQueueKey(q Queue) string { return keyspace{ns: StepNamespace}.queue(q) }
+
+// stageKey is the hash holding the shared stage that FollowStage reads and
+// PublishStage writes. It lies outside both namespaces, so no record scan,
+// backfill or cleanup ever matches it.
+func stageKey(prefix string) string { return prefix + "jobstore:stage" }

@@ -18,7 +18,8 @@ const (
 type Option func(*config)
 
 type config struct {
-	dualWrite          *bool
+	stage              *Stage
+	shadowRatio        float64
 	logger             *slog.Logger
 	clock              func() time.Time
 	lease              time.Duration
@@ -49,17 +50,41 @@ func (c *config) validate() error {
 		return fmt.Errorf("%w: WithRetention(%v, %v): must not be negative", ErrInvalidConfig, c.completedRetention, c.failedRetention)
 	case c.maxPayload <= 0:
 		return fmt.Errorf("%w: WithMaxPayloadBytes(%d): must be positive", ErrInvalidConfig, c.maxPayload)
+	case c.stage != nil && !c.stage.valid():
+		return fmt.Errorf("%w: WithStage(%d): not a stage", ErrInvalidConfig, int(*c.stage))
+	case c.shadowRatio < 0 || c.shadowRatio > 1:
+		return fmt.Errorf("%w: WithShadowReads(%v): must be between 0 and 1", ErrInvalidConfig, c.shadowRatio)
 	case strings.ContainsAny(c.prefix, "*?[]\\ \t\r\n"):
 		return fmt.Errorf("%w: WithKeyPrefix(%q): must not contain glob characters or whitespace", ErrInvalidConfig, c.prefix)
 	}
 	return nil
 }
 
-// WithDualWrite turns mirroring to step:* and steps:* on or off, and makes
-// New ignore the REDIS_DUAL_WRITE_STEPS environment variable. Without it,
-// New reads that variable (see EnvDualWrite); unset means off.
+// WithDualWrite is the phase 4.3.1 setting: on is WithStage(StageDualWrite),
+// off is WithStage(StageLegacy). Like WithStage, it makes New ignore the
+// environment. Without either, New reads REDIS_DUAL_WRITE_STEPS and
+// REDIS_STEP_MIGRATION_STAGE (see EnvDualWrite and EnvStage); unset means
+// legacy.
 func WithDualWrite(on bool) Option {
-	return func(c *config) { c.dualWrite = &on }
+	st := StageLegacy
+	if on {
+		st = StageDualWrite
+	}
+	return WithStage(st)
+}
+
+// WithStage sets the migration stage and makes New ignore the environment.
+func WithStage(st Stage) Option {
+	return func(c *config) { c.stage = &st }
+}
+
+// WithShadowReads checks a sampled share (0 to 1) of plain reads against
+// the other namespace, in the stages that write both: the record read is
+// compared field by field with its copy, and mismatches are counted
+// (ReadStats) and logged at level Warn. What the read returns never
+// changes. The default is 0, no checks.
+func WithShadowReads(ratio float64) Option {
+	return func(c *config) { c.shadowRatio = ratio }
 }
 
 // WithLogger sets the logger for mirror failures (level Error), recovered

@@ -17,12 +17,11 @@ import (
 // Store reads and writes job records and queues in Redis. It is safe for
 // concurrent use by many goroutines; one Store per process is enough.
 type Store struct {
-	rdb     redis.UniversalClient
-	primary keyspace // the authoritative namespace: writes land here first
-	mirror  keyspace // written after the primary, when dual-write is on
-	dual    atomic.Bool
-	log     *slog.Logger
-	now     func() time.Time
+	rdb    redis.UniversalClient
+	prefix string       // WithKeyPrefix
+	stage  atomic.Int32 // a Stage; see Stage and SetStage
+	log    *slog.Logger
+	now    func() time.Time
 
 	lease              time.Duration
 	completedRetention time.Duration
@@ -30,6 +29,10 @@ type Store struct {
 	maxPayload         int
 
 	stats dualWriteCounters
+	reads readCounters
+	// shadowRatio is the share of plain reads checked against the other
+	// namespace; see WithShadowReads.
+	shadowRatio float64
 	// mirrorHook, when set by tests, runs inside the mirror code paths so
 	// that they can panic.
 	mirrorHook func(op string)
@@ -63,12 +66,12 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Store, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
-	dual := false
-	if c.dualWrite != nil {
-		dual = *c.dualWrite
+	var stage Stage
+	if c.stage != nil {
+		stage = *c.stage
 	} else {
 		var err error
-		if dual, err = dualWriteFromEnv(c.lookupEnv); err != nil {
+		if stage, err = stageFromEnv(c.lookupEnv); err != nil {
 			return nil, err
 		}
 	}
@@ -78,16 +81,16 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Store, error) {
 	}
 	s := &Store{
 		rdb:                rdb,
-		primary:            keyspace{prefix: c.prefix, ns: JobNamespace},
-		mirror:             keyspace{prefix: c.prefix, ns: StepNamespace},
+		prefix:             c.prefix,
 		log:                log,
 		now:                c.clock,
 		lease:              c.lease,
 		completedRetention: c.completedRetention,
 		failedRetention:    c.failedRetention,
 		maxPayload:         c.maxPayload,
+		shadowRatio:        c.shadowRatio,
 	}
-	s.dual.Store(dual)
+	s.stage.Store(int32(stage))
 	return s, nil
 }
 
@@ -122,6 +125,7 @@ func ttlArg(d time.Duration) int64 { return d.Milliseconds() }
 // The record and its queue entry are written in one atomic step, mirrored
 // in the same step when dual-write is on.
 func (s *Store) SubmitJob(ctx context.Context, j Job) (string, error) {
+	st := s.Stage()
 	if j.ID == "" {
 		j.ID = newID()
 	}
@@ -135,7 +139,7 @@ func (s *Store) SubmitJob(ctx context.Context, j Job) (string, error) {
 	for _, f := range fields {
 		args = append(args, f)
 	}
-	r, err := s.exec(ctx, "submit", j.ID, submitScript,
+	r, err := s.exec(ctx, st, "submit", j.ID, submitScript,
 		[]keyRef{recordRef(j.ID), queueRef(QueuePending)}, args...)
 	if err != nil {
 		return "", err
@@ -151,28 +155,41 @@ func (s *Store) SubmitJob(ctx context.Context, j Job) (string, error) {
 
 // GetJob returns the job with the given id, or an error wrapping
 // ErrJobNotFound when there is none, or ErrCorruptRecord when its record
-// cannot be read.
+// cannot be read. It reads the stage's read namespace (see Stage.Reads).
 func (s *Store) GetJob(ctx context.Context, id string) (*Job, error) {
 	if err := validateID(id); err != nil {
 		return nil, err
 	}
-	h, err := s.rdb.HGetAll(ctx, s.primary.record(id)).Result()
+	hs, err := s.readRecords(ctx, s.Stage(), []string{id})
 	if err != nil {
-		return nil, redisError("get", id, err)
+		return nil, err
 	}
-	if len(h) == 0 {
+	if len(hs[0]) == 0 {
 		return nil, fmt.Errorf("%w: id=%q", ErrJobNotFound, id)
 	}
-	return decodeJob(id, h)
+	return decodeJob(id, hs[0])
 }
 
 // GetPendingJobs returns up to limit pending jobs in the order ClaimJob
-// would take them. Queue entries whose record is gone are passed over.
+// would take them. Queue entries whose record is gone are passed over. It
+// reads the stage's read namespace; in dual-read, a steps:pending that
+// does not exist yet falls back to jobs:pending.
 func (s *Store) GetPendingJobs(ctx context.Context, limit int) ([]*Job, error) {
 	if limit <= 0 {
 		return nil, fmt.Errorf("%w: limit %d must be positive", ErrInvalidArgument, limit)
 	}
-	pending := s.primary.queue(QueuePending)
+	st := s.Stage()
+	pending := s.space(st.Reads()).queue(QueuePending)
+	if st.readsFallBack() {
+		n, err := s.rdb.Exists(ctx, pending).Result()
+		if err != nil {
+			return nil, redisError("list pending", "", err)
+		}
+		if n == 0 {
+			pending = s.space(JobNamespace).queue(QueuePending)
+			s.reads.fallbacks.Add(1)
+		}
+	}
 	jobs := make([]*Job, 0, min(limit, 1000))
 	for offset := int64(0); len(jobs) < limit; {
 		want := int64(limit - len(jobs))
@@ -184,8 +201,6 @@ func (s *Store) GetPendingJobs(ctx context.Context, limit int) ([]*Job, error) {
 			break
 		}
 		offset += int64(len(ids))
-		pipe := s.rdb.Pipeline()
-		cmds := make([]*redis.MapStringStringCmd, 0, len(ids))
 		valid := ids[:0:0]
 		for _, id := range ids {
 			if validateID(id) != nil {
@@ -194,16 +209,12 @@ func (s *Store) GetPendingJobs(ctx context.Context, limit int) ([]*Job, error) {
 				continue
 			}
 			valid = append(valid, id)
-			cmds = append(cmds, pipe.HGetAll(ctx, s.primary.record(id)))
 		}
-		if _, err := pipe.Exec(ctx); err != nil && !isWrongType(err) {
-			return nil, redisError("list pending", "", err)
+		hs, err := s.readRecords(ctx, st, valid)
+		if err != nil {
+			return nil, err
 		}
-		for i, cmd := range cmds {
-			h, err := cmd.Result()
-			if err != nil {
-				return nil, redisError("list pending", valid[i], err)
-			}
+		for i, h := range hs {
 			if len(h) == 0 {
 				continue
 			}
@@ -225,10 +236,11 @@ func (s *Store) GetPendingJobs(ctx context.Context, limit int) ([]*Job, error) {
 // A finished job gives ErrJobFinished. The record is kept for the failed
 // retention.
 func (s *Store) CancelJob(ctx context.Context, id string) error {
+	st := s.Stage()
 	if err := validateID(id); err != nil {
 		return err
 	}
-	r, err := s.exec(ctx, "cancel", id, cancelScript,
+	r, err := s.exec(ctx, st, "cancel", id, cancelScript,
 		[]keyRef{recordRef(id), queueRef(QueuePending), queueRef(QueueActive)},
 		id, formatTime(s.now()), ttlArg(s.failedRetention))
 	if err != nil {
@@ -259,7 +271,8 @@ func (s *Store) ClaimJob(ctx context.Context, workerID string, services ...strin
 			return nil, err
 		}
 	}
-	pending := s.primary.queue(QueuePending)
+	st := s.Stage()
+	pending := s.space(st.Primary()).queue(QueuePending)
 	batch := int64(claimBatchFirst)
 	for offset, scanned := int64(0), 0; scanned < claimScanLimit; batch = min(2*batch, claimBatchMax) {
 		ids, err := s.rdb.ZRevRange(ctx, pending, offset, offset+batch-1).Result()
@@ -291,7 +304,7 @@ func (s *Store) ClaimJob(ctx context.Context, workerID string, services ...strin
 		}
 		r := reply{status: "NONE", data: []any{int64(0)}}
 		if len(refs) > 2 {
-			if r, err = s.exec(ctx, "claim", "", claimScript, refs, args...); err != nil {
+			if r, err = s.exec(ctx, st, "claim", "", claimScript, refs, args...); err != nil {
 				return nil, err
 			}
 		}
@@ -342,10 +355,11 @@ func (s *Store) logNotes(ctx context.Context, notes []any) {
 // started_at. Calling it is optional: a claimed job can be completed or
 // failed directly.
 func (s *Store) StartJob(ctx context.Context, id, workerID string) error {
+	st := s.Stage()
 	if err := validateHeld(id, workerID); err != nil {
 		return err
 	}
-	r, err := s.exec(ctx, "start", id, startScript,
+	r, err := s.exec(ctx, st, "start", id, startScript,
 		[]keyRef{recordRef(id), queueRef(QueueActive)},
 		id, workerID, formatTime(s.now()))
 	if err != nil {
@@ -358,6 +372,7 @@ func (s *Store) StartJob(ctx context.Context, id, workerID string) error {
 // now (the configured lease duration when d <= 0) and returns the new
 // deadline. A worker that lost its lease gets ErrNotHeld.
 func (s *Store) ExtendLease(ctx context.Context, id, workerID string, d time.Duration) (time.Time, error) {
+	st := s.Stage()
 	if err := validateHeld(id, workerID); err != nil {
 		return time.Time{}, err
 	}
@@ -365,7 +380,7 @@ func (s *Store) ExtendLease(ctx context.Context, id, workerID string, d time.Dur
 		d = s.lease
 	}
 	deadline := s.now().Add(d)
-	r, err := s.exec(ctx, "extend", id, extendScript,
+	r, err := s.exec(ctx, st, "extend", id, extendScript,
 		[]keyRef{recordRef(id), queueRef(QueueActive)},
 		id, workerID, ms(deadline))
 	if err != nil {
@@ -381,6 +396,7 @@ func (s *Store) ExtendLease(ctx context.Context, id, workerID string, d time.Dur
 // JSON result, and starts its retention. A worker that does not hold the
 // job gets ErrNotHeld and nothing changes.
 func (s *Store) CompleteJob(ctx context.Context, id, workerID string, result json.RawMessage) error {
+	st := s.Stage()
 	if err := validateHeld(id, workerID); err != nil {
 		return err
 	}
@@ -390,7 +406,7 @@ func (s *Store) CompleteJob(ctx context.Context, id, workerID string, result jso
 		}
 	}
 	now := s.now()
-	r, err := s.exec(ctx, "complete", id, completeScript,
+	r, err := s.exec(ctx, st, "complete", id, completeScript,
 		[]keyRef{recordRef(id), queueRef(QueueActive), queueRef(QueueCompleted)},
 		id, workerID, ms(now), formatTime(now), ttlArg(s.completedRetention), string(result))
 	if err != nil {
@@ -405,6 +421,7 @@ func (s *Store) CompleteJob(ctx context.Context, id, workerID string, result jso
 // its retention starts. A worker that does not hold the job gets
 // ErrNotHeld and nothing changes.
 func (s *Store) FailJob(ctx context.Context, id, workerID, reason string) error {
+	st := s.Stage()
 	if err := validateHeld(id, workerID); err != nil {
 		return err
 	}
@@ -412,7 +429,7 @@ func (s *Store) FailJob(ctx context.Context, id, workerID, reason string) error 
 		return err
 	}
 	now := s.now()
-	r, err := s.exec(ctx, "fail", id, failScript,
+	r, err := s.exec(ctx, st, "fail", id, failScript,
 		[]keyRef{recordRef(id), queueRef(QueueActive), queueRef(QueuePending), queueRef(QueueFailed)},
 		id, workerID, reason, ms(now), formatTime(now), ttlArg(s.failedRetention))
 	if err != nil {
@@ -433,18 +450,19 @@ type RecoveryStats struct {
 // it periodically from one or more processes (Maintain does); concurrent
 // runs are safe, as each job is moved atomically and only once.
 func (s *Store) RecoverExpired(ctx context.Context) (RecoveryStats, error) {
-	var st RecoveryStats
-	active := s.primary.queue(QueueActive)
+	var rs RecoveryStats
+	st := s.Stage()
+	active := s.space(st.Primary()).queue(QueueActive)
 	for offset := int64(0); ; {
 		now := s.now()
 		ids, err := s.rdb.ZRangeByScore(ctx, active, &redis.ZRangeBy{
 			Min: "-inf", Max: strconv.FormatInt(ms(now), 10), Offset: offset, Count: maintenanceBatch,
 		}).Result()
 		if err != nil {
-			return st, redisError("recover", "", err)
+			return rs, redisError("recover", "", err)
 		}
 		if len(ids) == 0 {
-			return st, nil
+			return rs, nil
 		}
 		refs := []keyRef{queueRef(QueueActive), queueRef(QueuePending), queueRef(QueueFailed)}
 		args := []any{ms(now), formatTime(now), ttlArg(s.failedRetention), "lease expired"}
@@ -457,22 +475,22 @@ func (s *Store) RecoverExpired(ctx context.Context) (RecoveryStats, error) {
 			args = append(args, id)
 		}
 		if len(refs) > 3 {
-			r, err := s.exec(ctx, "recover", "", recoverScript, refs, args...)
+			r, err := s.exec(ctx, st, "recover", "", recoverScript, refs, args...)
 			if err != nil {
-				return st, err
+				return rs, err
 			}
 			if err := s.statusError("recover", "", r); err != nil {
-				return st, err
+				return rs, err
 			}
 			moved := int(r.int(0) + r.int(1) + r.int(2))
-			st.Requeued += int(r.int(0))
-			st.Failed += int(r.int(1))
-			st.Dropped += int(r.int(2))
+			rs.Requeued += int(r.int(0))
+			rs.Failed += int(r.int(1))
+			rs.Dropped += int(r.int(2))
 			// Entries left in place (corrupt records) are stepped over.
 			offset += int64(len(refs) - 3 - moved)
 		}
 		if len(ids) < maintenanceBatch {
-			return st, nil
+			return rs, nil
 		}
 	}
 }
@@ -483,6 +501,7 @@ func (s *Store) RecoverExpired(ctx context.Context) (RecoveryStats, error) {
 // how many entries it removed.
 func (s *Store) TrimRetention(ctx context.Context) (int, error) {
 	total := 0
+	st := s.Stage()
 	for _, t := range []struct {
 		q         Queue
 		status    Status
@@ -496,7 +515,7 @@ func (s *Store) TrimRetention(ctx context.Context) (int, error) {
 		}
 		cutoff := ms(s.now().Add(-t.retention))
 		for {
-			ids, err := s.rdb.ZRangeByScore(ctx, s.primary.queue(t.q), &redis.ZRangeBy{
+			ids, err := s.rdb.ZRangeByScore(ctx, s.space(st.Primary()).queue(t.q), &redis.ZRangeBy{
 				Min: "-inf", Max: strconv.FormatInt(cutoff, 10), Count: maintenanceBatch,
 			}).Result()
 			if err != nil {
@@ -511,7 +530,7 @@ func (s *Store) TrimRetention(ctx context.Context) (int, error) {
 			if len(ids) == 0 {
 				break
 			}
-			r, err := s.exec(ctx, "trim", "", trimScript, refs, args...)
+			r, err := s.exec(ctx, st, "trim", "", trimScript, refs, args...)
 			if err != nil {
 				return total, err
 			}
@@ -587,12 +606,14 @@ type QueueSizes struct {
 	Pending, Active, Completed, Failed int64
 }
 
-// QueueSizes counts the entries of the four queues in one round trip.
+// QueueSizes counts the entries of the four queues of the stage's read
+// namespace in one round trip.
 func (s *Store) QueueSizes(ctx context.Context) (QueueSizes, error) {
+	reads := s.space(s.Stage().Reads())
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.IntCmd, len(Queues))
 	for i, q := range Queues {
-		cmds[i] = pipe.ZCard(ctx, s.primary.queue(q))
+		cmds[i] = pipe.ZCard(ctx, reads.queue(q))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return QueueSizes{}, redisError("queue sizes", "", err)

@@ -1,0 +1,258 @@
+package jobstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Stage is a setting of the migration from job:*/jobs:* to step:*/steps:*.
+// Every running process has one. Adjacent stages work side by side, as
+// they must during a rolling restart; see the README's runbook.
+//
+//	stage         writes (authoritative first)   plain reads
+//	legacy        job                            job
+//	dual-write    job, then mirror to step       job
+//	dual-read     job, then mirror to step       step, falling back to job
+//	step-primary  step, then mirror to job       step
+//	step-only     step                           step
+//
+// State changes (claim, complete, fail, cancel, ...) always act on the
+// authoritative namespace, and mirror the result in the same atomic step.
+// The zero value is StageLegacy.
+type Stage int
+
+// The five stages, in migration order.
+const (
+	StageLegacy Stage = iota
+	StageDualWrite
+	StageDualRead
+	StageStepPrimary
+	StageStepOnly
+)
+
+var stageNames = [...]string{"legacy", "dual-write", "dual-read", "step-primary", "step-only"}
+
+// Stages lists the stages in migration order.
+var Stages = []Stage{StageLegacy, StageDualWrite, StageDualRead, StageStepPrimary, StageStepOnly}
+
+// String returns the stage's name, as ParseStage reads it.
+func (s Stage) String() string {
+	if s.valid() {
+		return stageNames[s]
+	}
+	return fmt.Sprintf("Stage(%d)", int(s))
+}
+
+func (s Stage) valid() bool { return s >= StageLegacy && s <= StageStepOnly }
+
+// ParseStage reads a stage name: legacy, dual-write, dual-read,
+// step-primary or step-only, in any case.
+func ParseStage(name string) (Stage, error) {
+	n := strings.ToLower(strings.TrimSpace(name))
+	for i, sn := range stageNames {
+		if n == sn {
+			return Stage(i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown stage %q (want %s)", name, strings.Join(stageNames[:], ", "))
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (s Stage) MarshalText() ([]byte, error) {
+	if !s.valid() {
+		return nil, fmt.Errorf("jobstore: invalid stage %d", int(s))
+	}
+	return []byte(s.String()), nil
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler, with ParseStage.
+func (s *Stage) UnmarshalText(b []byte) error {
+	st, err := ParseStage(string(b))
+	if err != nil {
+		return fmt.Errorf("jobstore: %w", err)
+	}
+	*s = st
+	return nil
+}
+
+// Primary is the authoritative namespace: writes land there first, and
+// state changes read it.
+func (s Stage) Primary() Namespace {
+	if s >= StageStepPrimary {
+		return StepNamespace
+	}
+	return JobNamespace
+}
+
+// Mirror is the namespace writes are mirrored to, if any.
+func (s Stage) Mirror() (Namespace, bool) {
+	switch s {
+	case StageDualWrite, StageDualRead:
+		return StepNamespace, true
+	case StageStepPrimary:
+		return JobNamespace, true
+	}
+	return Namespace{}, false
+}
+
+// DualWrites reports whether the stage writes both namespaces.
+func (s Stage) DualWrites() bool {
+	_, ok := s.Mirror()
+	return ok
+}
+
+// Reads is the namespace plain reads (GetJob, GetPendingJobs, QueueSizes)
+// go to. In dual-read they fall back to the job namespace for what the
+// step namespace does not have yet.
+func (s Stage) Reads() Namespace {
+	if s >= StageDualRead {
+		return StepNamespace
+	}
+	return JobNamespace
+}
+
+// readsFallBack reports whether plain reads fall back to job:*.
+func (s Stage) readsFallBack() bool { return s == StageDualRead }
+
+// adjacent reports whether a move from s to t is at most one stage.
+func (s Stage) adjacent(t Stage) bool { return t-s <= 1 && s-t <= 1 }
+
+// space returns the keyspace of a namespace under the Store's prefix.
+func (s *Store) space(ns Namespace) keyspace { return keyspace{prefix: s.prefix, ns: ns} }
+
+// Stage returns the Store's current stage. It is safe for concurrent use.
+func (s *Store) Stage() Stage { return Stage(s.stage.Load()) }
+
+func (s *Store) casStage(from, to Stage) bool {
+	if !s.stage.CompareAndSwap(int32(from), int32(to)) {
+		return false
+	}
+	if from != to {
+		s.log.LogAttrs(context.Background(), slog.LevelInfo, "jobstore: stage changed",
+			slog.String("from", from.String()), slog.String("to", to.String()))
+	}
+	return true
+}
+
+// SetStage moves the Store to another stage for every later operation,
+// without a restart. It refuses, with ErrStageJump, a move of more than
+// one stage: adjacent stages are the ones that can run side by side. Use
+// ForceStage to jump. It is safe for concurrent use.
+func (s *Store) SetStage(to Stage) error {
+	if !to.valid() {
+		return fmt.Errorf("%w: %d is not a stage", ErrInvalidArgument, int(to))
+	}
+	for {
+		from := s.Stage()
+		if !from.adjacent(to) {
+			return fmt.Errorf("%w: from %s to %s", ErrStageJump, from, to)
+		}
+		if s.casStage(from, to) {
+			return nil
+		}
+	}
+}
+
+// ForceStage moves the Store to any stage, however far. It is safe for
+// concurrent use.
+func (s *Store) ForceStage(to Stage) error {
+	if !to.valid() {
+		return fmt.Errorf("%w: %d is not a stage", ErrInvalidArgument, int(to))
+	}
+	for !s.casStage(s.Stage(), to) {
+	}
+	return nil
+}
+
+// SharedStage reads the stage published in Redis for every process. ok is
+// false when none has been published.
+func (s *Store) SharedStage(ctx context.Context) (st Stage, ok bool, err error) {
+	v, err := s.rdb.HGet(ctx, stageKey(s.prefix), "stage").Result()
+	if errors.Is(err, redis.Nil) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, redisError("read shared stage", "", err)
+	}
+	if st, err = ParseStage(v); err != nil {
+		return 0, false, fmt.Errorf("%w: %s: %v", ErrCorruptRecord, stageKey(s.prefix), err)
+	}
+	return st, true, nil
+}
+
+// publishStageScript sets the shared stage, refusing a jump of more than
+// one stage unless forced. The check and the write are atomic, so two
+// operators cannot race each other past the rule.
+//
+//	KEYS: stage key
+//	ARGV: to, force ("1"/"0"), now_iso, current stage when none is published, stage names in order...
+//	Reply: {"OK", previous} | {"JUMP", current}
+var publishStageScript = redis.NewScript(`
+local order = {}
+for i = 5, #ARGV do order[ARGV[i]] = i end
+local cur = redis.call('HGET', KEYS[1], 'stage') or ARGV[4]
+local to = ARGV[1]
+if ARGV[2] ~= '1' and (not order[cur] or math.abs(order[cur] - order[to]) > 1) then
+  return {'JUMP', cur}
+end
+redis.call('HSET', KEYS[1], 'stage', to, 'previous', cur, 'changed_at', ARGV[3])
+return {'OK', cur}
+`)
+
+// PublishStage writes the shared stage that every Store running
+// FollowStage adopts, then moves this Store to it. Unless force is set, a
+// move of more than one stage from the stage published before (or, when
+// none was, from this Store's stage) is refused with ErrStageJump.
+func (s *Store) PublishStage(ctx context.Context, to Stage, force bool) error {
+	if !to.valid() {
+		return fmt.Errorf("%w: %d is not a stage", ErrInvalidArgument, int(to))
+	}
+	args := []any{to.String(), flagArg(force), formatTime(s.now()), s.Stage().String()}
+	for _, n := range stageNames {
+		args = append(args, n)
+	}
+	res, err := publishStageScript.Run(ctx, s.rdb, []string{stageKey(s.prefix)}, args...).StringSlice()
+	if err != nil {
+		return redisError("publish stage", "", err)
+	}
+	if len(res) == 2 && res[0] == "JUMP" {
+		return fmt.Errorf("%w: the shared stage is %s, not next to %s; move one stage at a time or force", ErrStageJump, res[1], to)
+	}
+	return s.ForceStage(to)
+}
+
+// FollowStage makes the Store follow the shared stage: it reads it now
+// and every interval until ctx is done, and moves the Store to it when it
+// changes, then returns ctx.Err(). Every API service and worker runs it (in
+// a goroutine), so that one PublishStage switches them all without a
+// restart. Read errors are logged and retried at the next interval.
+//
+// A switch reaches processes up to one interval apart, so for that long
+// two adjacent stages run side by side, which the stages are designed for.
+func (s *Store) FollowStage(ctx context.Context, interval time.Duration) error {
+	if interval <= 0 {
+		return fmt.Errorf("%w: interval %v must be positive", ErrInvalidArgument, interval)
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if st, ok, err := s.SharedStage(ctx); err != nil {
+			if ctx.Err() == nil {
+				s.log.LogAttrs(ctx, slog.LevelError, "jobstore: read shared stage", slog.String("error", err.Error()))
+			}
+		} else if ok && st != s.Stage() {
+			_ = s.ForceStage(st)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
