@@ -99,3 +99,7 @@ func StepsQueueKey(q Queue) string { return keyspace{ns: StepNamespace}.queue(q)
 // PublishStage writes. It lies outside both namespaces, so no record scan,
 // backfill or cleanup ever matches it.
 func stageKey(prefix string) string { return prefix + "jobstore:stage" }
+
+// statsKey is the hash where FollowStage adds each process's counters, so
+// that operators see the dual-write success rate of the whole fleet.
+func statsKey(prefix string) string { return prefix + "jobstore:stats" }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -229,7 +230,8 @@ func (s *Store) PublishStage(ctx context.Context, to Stage, force bool) error {
 
 // FollowStage makes the Store follow the shared stage: it reads it now
 // and every interval until ctx is done, and moves the Store to it when it
-// changes, then returns ctx.Err(). Every API service and worker runs it (in
+// changes, then returns ctx.Err(). Each round also adds this Store's new
+// dual-write and read counts to the fleet's (see FleetStats). Every API service and worker runs it (in
 // a goroutine), so that one PublishStage switches them all without a
 // restart. Read errors are logged and retried at the next interval.
 //
@@ -241,7 +243,9 @@ func (s *Store) FollowStage(ctx context.Context, interval time.Duration) error {
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var flushed fleetCounts
 	for {
+		flushed = s.flushStats(ctx, flushed)
 		if st, ok, err := s.SharedStage(ctx); err != nil {
 			if ctx.Err() == nil {
 				s.log.LogAttrs(ctx, slog.LevelError, "jobstore: read shared stage", slog.String("error", err.Error()))
@@ -251,8 +255,76 @@ func (s *Store) FollowStage(ctx context.Context, interval time.Duration) error {
 		}
 		select {
 		case <-ctx.Done():
+			// A last flush, so that a process shutting down still
+			// counts what it did.
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			s.flushStats(fctx, flushed)
+			cancel()
 			return ctx.Err()
 		case <-t.C:
 		}
 	}
+}
+
+// fleetCounts is what one Store has added to the shared stats so far.
+type fleetCounts struct {
+	dw DualWriteStats
+	rd ReadStats
+}
+
+// flushStats adds the counts since the last flush to the shared stats
+// hash and returns what has been flushed in all. On error nothing is
+// counted as flushed, so the next round retries the same deltas.
+func (s *Store) flushStats(ctx context.Context, prev fleetCounts) fleetCounts {
+	cur := fleetCounts{dw: s.DualWriteStats(), rd: s.ReadStats()}
+	deltas := []struct {
+		field string
+		n     uint64
+	}{
+		{"dual_write_attempted", cur.dw.Attempted - prev.dw.Attempted},
+		{"dual_write_failed", cur.dw.Failed - prev.dw.Failed},
+		{"dual_write_panics", cur.dw.Panics - prev.dw.Panics},
+		{"reads", cur.rd.Reads - prev.rd.Reads},
+		{"read_fallbacks", cur.rd.Fallbacks - prev.rd.Fallbacks},
+		{"shadow_checks", cur.rd.ShadowChecks - prev.rd.ShadowChecks},
+		{"shadow_mismatches", cur.rd.ShadowMismatches - prev.rd.ShadowMismatches},
+	}
+	pipe := s.rdb.TxPipeline()
+	n := 0
+	for _, d := range deltas {
+		if d.n > 0 {
+			pipe.HIncrBy(ctx, statsKey(s.prefix), d.field, int64(d.n))
+			n++
+		}
+	}
+	if n == 0 {
+		return prev
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		if ctx.Err() == nil {
+			s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: flush fleet stats", slog.String("error", err.Error()))
+		}
+		return prev
+	}
+	return cur
+}
+
+// FleetStats sums the counters that every Store running FollowStage has
+// added to Redis: the dual-write success rate of all API services and
+// workers together, as the report's monitoring asks for.
+func (s *Store) FleetStats(ctx context.Context) (DualWriteStats, ReadStats, error) {
+	h, err := s.rdb.HGetAll(ctx, statsKey(s.prefix)).Result()
+	if err != nil {
+		return DualWriteStats{}, ReadStats{}, redisError("read fleet stats", "", err)
+	}
+	get := func(f string) uint64 {
+		n, _ := strconv.ParseUint(h[f], 10, 64)
+		return n
+	}
+	return DualWriteStats{
+			Attempted: get("dual_write_attempted"), Failed: get("dual_write_failed"), Panics: get("dual_write_panics"),
+		}, ReadStats{
+			Reads: get("reads"), Fallbacks: get("read_fallbacks"),
+			ShadowChecks: get("shadow_checks"), ShadowMismatches: get("shadow_mismatches"),
+		}, nil
 }

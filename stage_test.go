@@ -271,6 +271,38 @@ func TestSharedStage(t *testing.T) {
 	})
 }
 
+func TestFleetStats(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		s1 := newStore(t, b, WithStage(StageDualRead))
+		s2 := newStore(t, b, WithStage(StageDualRead))
+		for _, s := range []*Store{s1, s2} {
+			_, err := s.SubmitJob(ctx, Job{Service: "s"})
+			require.NoError(t, err)
+		}
+		_, err := s1.GetJob(ctx, "nope")
+		require.ErrorIs(t, err, ErrJobNotFound)
+		for _, s := range []*Store{s1, s2} {
+			c, cancel := context.WithCancel(ctx)
+			cancel() // one round, then return
+			require.ErrorIs(t, s.FollowStage(c, time.Hour), context.Canceled)
+		}
+		dw, rd, err := s1.FleetStats(ctx)
+		require.NoError(t, err)
+		require.Equal(t, DualWriteStats{Attempted: 2}, dw)
+		require.Equal(t, ReadStats{Reads: 1}, rd)
+
+		// Only new counts are added on the next round.
+		_, err = s1.SubmitJob(ctx, Job{Service: "s"})
+		require.NoError(t, err)
+		c, cancel := context.WithCancel(ctx)
+		cancel()
+		_ = s1.FollowStage(c, time.Hour)
+		dw, _, err = s2.FleetStats(ctx)
+		require.NoError(t, err)
+		require.Equal(t, DualWriteStats{Attempted: 3}, dw)
+	})
+}
+
 // TestAdjacentStagesSideBySide runs two Stores in adjacent stages on the
 // same Redis, as during a rolling restart, with API and worker goroutines
 // on both. No job may be lost or processed twice, and wherever both stores
