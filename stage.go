@@ -243,9 +243,8 @@ func (s *Store) FollowStage(ctx context.Context, interval time.Duration) error {
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	var flushed fleetCounts
 	for {
-		flushed = s.flushStats(ctx, flushed)
+		s.flushStats(ctx)
 		if st, ok, err := s.SharedStage(ctx); err != nil {
 			if ctx.Err() == nil {
 				s.log.LogAttrs(ctx, slog.LevelError, "jobstore: read shared stage", slog.String("error", err.Error()))
@@ -258,7 +257,7 @@ func (s *Store) FollowStage(ctx context.Context, interval time.Duration) error {
 			// A last flush, so that a process shutting down still
 			// counts what it did.
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			s.flushStats(fctx, flushed)
+			s.flushStats(fctx)
 			cancel()
 			return ctx.Err()
 		case <-t.C:
@@ -273,9 +272,12 @@ type fleetCounts struct {
 }
 
 // flushStats adds the counts since the last flush to the shared stats
-// hash and returns what has been flushed in all. On error nothing is
-// counted as flushed, so the next round retries the same deltas.
-func (s *Store) flushStats(ctx context.Context, prev fleetCounts) fleetCounts {
+// hash. On error nothing is counted as flushed, so the next round retries
+// the same deltas. Concurrent calls are serialised.
+func (s *Store) flushStats(ctx context.Context) {
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
+	prev := s.flushed
 	cur := fleetCounts{dw: s.DualWriteStats(), rd: s.ReadStats()}
 	deltas := []struct {
 		field string
@@ -298,15 +300,15 @@ func (s *Store) flushStats(ctx context.Context, prev fleetCounts) fleetCounts {
 		}
 	}
 	if n == 0 {
-		return prev
+		return
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		if ctx.Err() == nil {
 			s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: flush fleet stats", slog.String("error", err.Error()))
 		}
-		return prev
+		return
 	}
-	return cur
+	s.flushed = cur
 }
 
 // FleetStats sums the counters that every Store running FollowStage has

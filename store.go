@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -30,6 +31,9 @@ type Store struct {
 
 	stats dualWriteCounters
 	reads readCounters
+	// flushed is what FollowStage has added to the fleet stats so far.
+	flushMu sync.Mutex
+	flushed fleetCounts
 	// shadowRatio is the share of plain reads checked against the other
 	// namespace; see WithShadowReads.
 	shadowRatio float64
