@@ -133,33 +133,55 @@ func (r reply) list(i int) []any {
 	return nil
 }
 
-// exec runs one state-change script for the operation op in stage st:
-// with the keys of refs in the stage's authoritative namespace, plus their
-// keys in the mirror namespace when the stage has one. A failure to
-// prepare or account for the mirror, even a panic, is recovered and
-// counted; it never keeps the primary write from happening or from being
-// reported as it happened.
-func (s *Store) exec(ctx context.Context, st Stage, op, id string, script *redis.Script, refs []keyRef, args ...any) (reply, error) {
-	keys := s.space(st.Primary()).keys(make([]string, 0, 2*len(refs)), refs)
-	mns, mirror := st.Mirror()
-	mirror = mirror && s.mirrorKeys(ctx, op, id, s.space(mns), refs, &keys)
-	debug := mirror && s.log.Enabled(ctx, slog.LevelDebug)
+// call is one state-change script run, prepared for a stage: the keys of
+// its refs in the authoritative namespace, then, when the stage mirrors,
+// in the mirror namespace, and ARGV with the mirror and log flags first.
+type call struct {
+	st     Stage
+	op, id string
+	mirror bool
+	keys   []string
+	argv   []any
+}
 
-	argv := make([]any, 0, 2+len(args))
-	argv = append(argv, flagArg(mirror), flagArg(debug))
-	argv = append(argv, args...)
-	res, err := script.Run(ctx, s.rdb, keys, argv...).Slice()
+// prepare builds the call for the operation op in stage st. A failure to
+// prepare the mirror, even a panic, is recovered and counted, and the call
+// then runs without it: the primary write still happens.
+func (s *Store) prepare(ctx context.Context, st Stage, op, id string, refs []keyRef, args ...any) call {
+	c := call{st: st, op: op, id: id}
+	c.keys = s.space(st.Primary()).keys(make([]string, 0, 2*len(refs)), refs)
+	if mns, ok := st.Mirror(); ok {
+		c.mirror = s.mirrorKeys(ctx, op, id, s.space(mns), refs, &c.keys)
+	}
+	debug := c.mirror && s.log.Enabled(ctx, slog.LevelDebug)
+	c.argv = make([]any, 0, 2+len(args))
+	c.argv = append(c.argv, flagArg(c.mirror), flagArg(debug))
+	c.argv = append(c.argv, args...)
+	return c
+}
+
+// finish turns the script's result into a reply, and counts and logs its
+// mirror part; accounting never fails the call.
+func (s *Store) finish(ctx context.Context, c call, res []any, err error) (reply, error) {
 	if err != nil {
-		return reply{}, redisError(op, id, err)
+		return reply{}, redisError(c.op, c.id, err)
 	}
 	if len(res) < 4 {
-		return reply{}, fmt.Errorf("jobstore: %s id=%q: unexpected script reply %v", op, id, res)
+		return reply{}, fmt.Errorf("jobstore: %s id=%q: unexpected script reply %v", c.op, c.id, res)
 	}
 	status, _ := res[0].(string)
-	if mirror {
-		s.accountMirror(ctx, st, op, id, res)
+	if c.mirror {
+		s.accountMirror(ctx, c.st, c.op, c.id, res)
 	}
 	return reply{status: status, data: res[4:]}, nil
+}
+
+// exec runs one state-change script for the operation op in stage st, in
+// one round trip; see prepare and finish.
+func (s *Store) exec(ctx context.Context, st Stage, op, id string, script *redis.Script, refs []keyRef, args ...any) (reply, error) {
+	c := s.prepare(ctx, st, op, id, refs, args...)
+	res, err := script.Run(ctx, s.rdb, c.keys, c.argv...).Slice()
+	return s.finish(ctx, c, res, err)
 }
 
 // mirrorKeys appends the mirror keys of refs to keys. It reports false,
