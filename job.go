@@ -271,9 +271,10 @@ func validatePriority(what string, p int) error {
 }
 
 // newRecord validates j for submission and returns the fields to write,
-// as name/value pairs in a fixed order. It fills in defaults: the status,
-// created_at, max_retries and an empty payload.
-func newRecord(j *Job, now time.Time, maxPayload int) ([]string, error) {
+// as name/value pairs in a fixed order, ready to be command arguments. It
+// fills in defaults: the status, created_at, max_retries and an empty
+// payload.
+func newRecord(j *Job, now time.Time, maxPayload int) ([]any, error) {
 	if err := validateID(j.ID); err != nil {
 		return nil, err
 	}
@@ -304,15 +305,20 @@ func newRecord(j *Job, now time.Time, maxPayload int) ([]string, error) {
 			return nil, err
 		}
 	}
-	for what, v := range map[string]string{"customer id": j.CustomerID, "workflow id": j.WorkflowID} {
-		if err := validateText(what, v, maxTextLength); err != nil {
-			return nil, err
-		}
+	if err := validateText("customer id", j.CustomerID, maxTextLength); err != nil {
+		return nil, err
+	}
+	if err := validateText("workflow id", j.WorkflowID, maxTextLength); err != nil {
+		return nil, err
 	}
 	if len(j.Extra) > maxExtraFields {
 		return nil, fmt.Errorf("%w: %d extra fields, limit %d", ErrInvalidArgument, len(j.Extra), maxExtraFields)
 	}
-	for _, k := range slices.Sorted(maps.Keys(j.Extra)) {
+	var extra []string
+	if len(j.Extra) > 0 {
+		extra = slices.Sorted(maps.Keys(j.Extra))
+	}
+	for _, k := range extra {
 		if knownFields[k] {
 			return nil, fmt.Errorf("%w: extra field %q is a known field; set it on Job instead", ErrInvalidArgument, k)
 		}
@@ -332,7 +338,8 @@ func newRecord(j *Job, now time.Time, maxPayload int) ([]string, error) {
 	if maxRetries == 0 {
 		maxRetries = DefaultMaxRetries
 	}
-	f := []string{
+	f := make([]any, 0, 22+2*len(extra))
+	f = append(f,
 		fID, j.ID,
 		fService, j.Service,
 		fPriority, strconv.Itoa(j.Priority),
@@ -341,7 +348,7 @@ func newRecord(j *Job, now time.Time, maxPayload int) ([]string, error) {
 		fRetryCount, "0",
 		fMaxRetries, strconv.Itoa(maxRetries),
 		fCreatedAt, formatTime(created),
-	}
+	)
 	add := func(name, v string) {
 		if v != "" {
 			f = append(f, name, v)
@@ -362,7 +369,7 @@ func newRecord(j *Job, now time.Time, maxPayload int) ([]string, error) {
 	if j.TotalSteps != 0 {
 		add(fTotalSteps, strconv.Itoa(j.TotalSteps))
 	}
-	for _, k := range slices.Sorted(maps.Keys(j.Extra)) {
+	for _, k := range extra {
 		f = append(f, k, j.Extra[k])
 	}
 	return f, nil

@@ -24,19 +24,20 @@ import "github.com/redis/go-redis/v9"
 //     status is "OK" or a failure code, mirror_errors and mirror_log are
 //     arrays of text, mirrored counts the keys and members synced.
 
-const prelude = `
+// prelude is every shared part; scripts include only the parts they use,
+// since Redis runs the whole text, defining each function, on every call.
+const prelude = preludeCore + preludeScore + preludeHeld + preludeRetry
+
+// preludeCore: the mirror, the reply, and key type guards.
+const preludeCore = `
 local MIRROR = ARGV[1] == '1'
 local MLOG = ARGV[2] == '1'
 local N = #KEYS
 if MIRROR then N = #KEYS / 2 end
 local merr, mlog, nmirrored = {}, {}, 0
 
--- 2^43 ms reaches the year 2248; 1001 * 2^43 < 2^53 keeps scores exact.
-local SCALE = 8796093022208
 local ACTIVE = {assigned = true, accepted = true, in_progress = true}
 local FINISHED = {completed = true, failed = true, cancelled = true, timeout = true, unworkable = true}
-
-local function num(x) return string.format('%.0f', x) end
 
 local function errtext(e)
   if type(e) == 'table' then return tostring(e.err or e.ok or '?') end
@@ -58,18 +59,24 @@ local function note(text)
   if MLOG then mlog[#mlog + 1] = text end
 end
 
+-- sync_record copies the record KEYS[i] over its mirror, or deletes the
+-- mirror when the record is gone (COPY answers 0 for a missing source).
 local function sync_record(i)
   local src, dst = KEYS[i], KEYS[i + N]
-  if redis.call('EXISTS', src) == 1 then
-    if mcall(dst, 'COPY', src, dst, 'REPLACE') then note('copied ' .. src .. ' → ' .. dst) end
-  elseif mcall(dst, 'DEL', dst) == 1 then
+  local r = mcall(dst, 'COPY', src, dst, 'REPLACE')
+  if r == 1 then
+    note('copied ' .. src .. ' → ' .. dst)
+  elseif r == 0 and mcall(dst, 'DEL', dst) == 1 then
     note('deleted ' .. dst)
   end
 end
 
-local function sync_member(i, m)
+-- sync_member gives member m of the mirror of queue KEYS[i] its score in
+-- KEYS[i]: s when the caller knows it (false: known to be absent), else
+-- read with ZSCORE.
+local function sync_member(i, m, s)
   local dst = KEYS[i + N]
-  local s = redis.call('ZSCORE', KEYS[i], m)
+  if s == nil then s = redis.call('ZSCORE', KEYS[i], m) end
   if s then
     local r = mcall(dst, 'ZADD', dst, s, m)
     if r == 1 then note('added ' .. m .. ' to ' .. dst)
@@ -79,14 +86,15 @@ local function sync_member(i, m)
   end
 end
 
--- done mirrors the records (key indexes) and queue members ({index, id})
--- the operation touched, then builds the reply.
+-- done mirrors the records (key indexes) and queue members ({index, id}
+-- or {index, id, score or false}) the operation touched, then builds the
+-- reply.
 local function done(status, recs, mems, data)
   if MIRROR and (#recs > 0 or #mems > 0) then
     nmirrored = #recs + #mems
     local ok, e = pcall(function()
       for _, i in ipairs(recs) do sync_record(i) end
-      for _, p in ipairs(mems) do sync_member(p[1], p[2]) end
+      for _, p in ipairs(mems) do sync_member(p[1], p[2], p[3]) end
     end)
     if not ok then merr[#merr + 1] = 'mirror: ' .. errtext(e) end
   end
@@ -97,14 +105,26 @@ local function done(status, recs, mems, data)
   return out
 end
 
--- wrongtype describes KEYS[i] if it exists with a type other than want.
+-- wrongtype describes KEYS[i] if it exists with a type other than want
+-- ('hash' or 'zset'). It probes with a command that answers an integer,
+-- cheaper in a script than TYPE's status reply, which only the error path
+-- reads.
+local PROBE = {hash = 'HLEN', zset = 'ZCARD'}
 local function wrongtype(i, want)
-  local t = redis.call('TYPE', KEYS[i])['ok']
-  if t ~= 'none' and t ~= want then
-    return KEYS[i] .. ' is a ' .. t .. ', want a ' .. want
+  local r = redis.pcall(PROBE[want], KEYS[i])
+  if type(r) == 'table' and r.err then
+    return KEYS[i] .. ' is a ' .. redis.call('TYPE', KEYS[i])['ok'] .. ', want a ' .. want
   end
   return false
 end
+`
+
+// preludeScore: pending scores, computed from a record.
+const preludeScore = `
+-- 2^43 ms reaches the year 2248; 1001 * 2^43 < 2^53 keeps scores exact.
+local SCALE = 8796093022208
+
+local function num(x) return string.format('%.0f', x) end
 
 local function days_from_civil(y, m, d)
   if m <= 2 then y = y - 1 end
@@ -155,6 +175,10 @@ local function score_of(i, now_ms)
   return num(p * SCALE + (SCALE - 1 - t))
 end
 
+`
+
+// preludeHeld: the check that a worker holds a job.
+const preludeHeld = `
 -- not_held explains why worker does not hold the job, or returns false.
 local function not_held(rec, active, id, worker)
   local f = redis.call('HMGET', KEYS[rec], 'status', 'worker_id')
@@ -167,6 +191,10 @@ local function not_held(rec, active, id, worker)
   return false, st
 end
 
+`
+
+// preludeRetry: what a failure does; needs preludeScore.
+const preludeRetry = `
 -- retry_or_fail moves a job on after a failure: back to pending with one
 -- more retry while retries remain, else to failed with the retention TTL.
 local function retry_or_fail(rec, active, pending, failed, id, worker, reason, now_ms, now_iso, ttl)
@@ -189,19 +217,21 @@ local function retry_or_fail(rec, active, pending, failed, id, worker, reason, n
 end
 `
 
-// submitScript stores a new job and queues it.
+// submitScript stores a new job and queues it. SubmitJob uses it for ids
+// the caller chose; it writes jobs with ids it generated itself with
+// MULTI/EXEC instead (see submitTx), which needs no existence check.
 //
 //	KEYS: record, pending
-//	ARGV: id, now_ms, field, value, ...
+//	ARGV: id, score, field, value, ...
 //	Reply: OK | EXISTS | WRONGTYPE detail
-var submitScript = redis.NewScript(prelude + `
-local id, now = ARGV[3], tonumber(ARGV[4])
-local bad = wrongtype(1, 'hash') or wrongtype(2, 'zset')
-if bad then return done('WRONGTYPE', {}, {}, {bad}) end
+var submitScript = redis.NewScript(preludeCore + `
+local id, score = ARGV[3], ARGV[4]
 if redis.call('EXISTS', KEYS[1]) == 1 then return done('EXISTS', {}, {}) end
+local bad = wrongtype(2, 'zset')
+if bad then return done('WRONGTYPE', {}, {}, {bad}) end
 redis.call('HSET', KEYS[1], unpack(ARGV, 5))
-redis.call('ZADD', KEYS[2], score_of(1, now), id)
-return done('OK', {1}, {{2, id}})
+redis.call('ZADD', KEYS[2], score, id)
+return done('OK', {1}, {{2, id, score}})
 `)
 
 // claimScript claims the first claimable candidate, in the order given.
@@ -212,7 +242,7 @@ return done('OK', {1}, {{2, id}})
 //	KEYS: pending, active, record of each candidate
 //	ARGV: worker, now_ms, now_iso, deadline_ms, nservices, service..., candidate id...
 //	Reply: OK id {field, value, ...} {note...} | NONE skipped {note...} | WRONGTYPE detail
-var claimScript = redis.NewScript(prelude + `
+var claimScript = redis.NewScript(preludeCore + `
 local worker, iso, deadline = ARGV[3], ARGV[5], ARGV[6]
 local ns = tonumber(ARGV[7])
 local want = {}
@@ -224,29 +254,26 @@ local mems, notes, skipped = {}, {}, 0
 for c = 1, N - 2 do
   local ki, id = c + 2, ARGV[base + c]
   if redis.call('ZSCORE', KEYS[1], id) then
-    local t = redis.call('TYPE', KEYS[ki])['ok']
-    if t == 'none' then
-      redis.call('ZREM', KEYS[1], id)
-      mems[#mems + 1] = {1, id}
-      notes[#notes + 1] = 'removed ' .. id .. ' from ' .. KEYS[1] .. ': ' .. KEYS[ki] .. ' does not exist'
-    elseif t ~= 'hash' then
+    local f = redis.pcall('HMGET', KEYS[ki], 'status', 'service_required')
+    if f.err then
       skipped = skipped + 1
-      notes[#notes + 1] = 'skipped ' .. id .. ': ' .. KEYS[ki] .. ' is a ' .. t
+      notes[#notes + 1] = 'skipped ' .. id .. ': ' .. KEYS[ki] .. ' is a ' .. redis.call('TYPE', KEYS[ki])['ok']
+    elseif not f[1] and redis.call('EXISTS', KEYS[ki]) == 0 then
+      redis.call('ZREM', KEYS[1], id)
+      mems[#mems + 1] = {1, id, false}
+      notes[#notes + 1] = 'removed ' .. id .. ' from ' .. KEYS[1] .. ': ' .. KEYS[ki] .. ' does not exist'
+    elseif f[1] ~= 'pending' and f[1] ~= 'queued' then
+      skipped = skipped + 1
+      notes[#notes + 1] = 'skipped ' .. id .. ': in ' .. KEYS[1] .. ' with status ' .. tostring(f[1] or 'missing')
+    elseif ns == 0 or want[f[2]] then
+      redis.call('HSET', KEYS[ki], 'status', 'assigned', 'worker_id', worker, 'assigned_at', iso)
+      redis.call('ZREM', KEYS[1], id)
+      redis.call('ZADD', KEYS[2], deadline, id)
+      mems[#mems + 1] = {1, id, false}
+      mems[#mems + 1] = {2, id, deadline}
+      return done('OK', {ki}, mems, {id, redis.call('HGETALL', KEYS[ki]), notes})
     else
-      local f = redis.call('HMGET', KEYS[ki], 'status', 'service_required')
-      if f[1] ~= 'pending' and f[1] ~= 'queued' then
-        skipped = skipped + 1
-        notes[#notes + 1] = 'skipped ' .. id .. ': in ' .. KEYS[1] .. ' with status ' .. tostring(f[1] or 'missing')
-      elseif ns == 0 or want[f[2]] then
-        redis.call('HSET', KEYS[ki], 'status', 'assigned', 'worker_id', worker, 'assigned_at', iso)
-        redis.call('ZREM', KEYS[1], id)
-        redis.call('ZADD', KEYS[2], deadline, id)
-        mems[#mems + 1] = {1, id}
-        mems[#mems + 1] = {2, id}
-        return done('OK', {ki}, mems, {id, redis.call('HGETALL', KEYS[ki]), notes})
-      else
-        skipped = skipped + 1
-      end
+      skipped = skipped + 1
     end
   end
 end
@@ -258,7 +285,7 @@ return done('NONE', {}, mems, {skipped, notes})
 //	KEYS: record, active
 //	ARGV: id, worker, now_iso
 //	Reply: OK | NOTFOUND | NOTHELD why status | WRONGTYPE detail
-var startScript = redis.NewScript(prelude + `
+var startScript = redis.NewScript(preludeCore + preludeHeld + `
 local id, worker = ARGV[3], ARGV[4]
 local bad = wrongtype(1, 'hash') or wrongtype(2, 'zset')
 if bad then return done('WRONGTYPE', {}, {}, {bad}) end
@@ -274,7 +301,7 @@ return done('OK', {1}, {{2, id}})
 //	KEYS: record, active
 //	ARGV: id, worker, deadline_ms
 //	Reply: OK | NOTFOUND | NOTHELD why status | WRONGTYPE detail
-var extendScript = redis.NewScript(prelude + `
+var extendScript = redis.NewScript(preludeCore + preludeHeld + `
 local id, worker = ARGV[3], ARGV[4]
 local bad = wrongtype(1, 'hash') or wrongtype(2, 'zset')
 if bad then return done('WRONGTYPE', {}, {}, {bad}) end
@@ -282,7 +309,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return done('NOTFOUND', {}, {}) end
 local why, st = not_held(1, 2, id, worker)
 if why then return done('NOTHELD', {}, {}, {why, st}) end
 redis.call('ZADD', KEYS[2], 'XX', ARGV[5], id)
-return done('OK', {1}, {{2, id}})
+return done('OK', {1}, {{2, id, ARGV[5]}})
 `)
 
 // completeScript marks a held job completed and starts its retention.
@@ -290,7 +317,7 @@ return done('OK', {1}, {{2, id}})
 //	KEYS: record, active, completed
 //	ARGV: id, worker, now_ms, now_iso, ttl_ms, result ("" for none)
 //	Reply: OK | NOTFOUND | NOTHELD why status | WRONGTYPE detail
-var completeScript = redis.NewScript(prelude + `
+var completeScript = redis.NewScript(preludeCore + preludeHeld + `
 local id, worker, now, ttl = ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[7])
 local bad = wrongtype(1, 'hash') or wrongtype(2, 'zset') or wrongtype(3, 'zset')
 if bad then return done('WRONGTYPE', {}, {}, {bad}) end
@@ -302,7 +329,7 @@ if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[8]) end
 redis.call('ZREM', KEYS[2], id)
 redis.call('ZADD', KEYS[3], now, id)
 if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
-return done('OK', {1}, {{2, id}, {3, id}})
+return done('OK', {1}, {{2, id, false}, {3, id, now}})
 `)
 
 // failScript records a failure of a held job: retried or failed.
@@ -326,7 +353,7 @@ return done('OK', {1}, {{2, id}, {3, id}, {4, id}}, {outcome})
 //	KEYS: record, pending, active
 //	ARGV: id, now_iso, ttl_ms
 //	Reply: OK previous_status | NOTFOUND | FINISHED status | WRONGTYPE detail
-var cancelScript = redis.NewScript(prelude + `
+var cancelScript = redis.NewScript(preludeCore + `
 local id, ttl = ARGV[3], tonumber(ARGV[5])
 local bad = wrongtype(1, 'hash') or wrongtype(2, 'zset') or wrongtype(3, 'zset')
 if bad then return done('WRONGTYPE', {}, {}, {bad}) end
@@ -384,7 +411,7 @@ return done('OK', recs, mems, {requeued, failed, dropped})
 //	KEYS: queue, record of each candidate
 //	ARGV: cutoff_ms, status, candidate id...
 //	Reply: OK removed | WRONGTYPE detail
-var trimScript = redis.NewScript(prelude + `
+var trimScript = redis.NewScript(preludeCore + `
 local cutoff, status = tonumber(ARGV[3]), ARGV[4]
 local bad = wrongtype(1, 'zset')
 if bad then return done('WRONGTYPE', {}, {}, {bad}) end

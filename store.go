@@ -121,56 +121,6 @@ func ms(t time.Time) int64 { return t.UnixMilli() }
 
 func ttlArg(d time.Duration) int64 { return d.Milliseconds() }
 
-// SubmitJob stores a new pending job and queues it, and returns its id. An
-// empty j.ID gets a new UUID; an id that exists gives ErrJobExists. Invalid
-// input gives an error wrapping one of the ErrInvalid sentinels (or
-// ErrPayloadTooLarge) and writes nothing.
-//
-// The record and its queue entry are written in one atomic step, mirrored
-// in the same step when the stage dual-writes.
-func (s *Store) SubmitJob(ctx context.Context, j Job) (string, error) {
-	st := s.Stage()
-	c, err := s.submitCall(ctx, st, &j, s.now())
-	if err != nil {
-		return "", err
-	}
-	res, err := submitScript.Run(ctx, s.rdb, c.keys, c.argv...).Slice()
-	return s.submitted(ctx, c, res, err)
-}
-
-// submitCall validates j, gives it an id when it has none, and prepares
-// its submit script call.
-func (s *Store) submitCall(ctx context.Context, st Stage, j *Job, now time.Time) (call, error) {
-	if j.ID == "" {
-		j.ID = newID()
-	}
-	fields, err := newRecord(j, now, s.maxPayload)
-	if err != nil {
-		return call{}, err
-	}
-	args := make([]any, 0, 2+len(fields))
-	args = append(args, j.ID, ms(now))
-	for _, f := range fields {
-		args = append(args, f)
-	}
-	return s.prepare(ctx, st, "submit", j.ID, []keyRef{recordRef(j.ID), queueRef(QueuePending)}, args...), nil
-}
-
-// submitted maps the result of a submit script to SubmitJob's results.
-func (s *Store) submitted(ctx context.Context, c call, res []any, err error) (string, error) {
-	r, err := s.finish(ctx, c, res, err)
-	if err != nil {
-		return "", err
-	}
-	switch r.status {
-	case "OK":
-		return c.id, nil
-	case "EXISTS":
-		return "", fmt.Errorf("%w: id=%q", ErrJobExists, c.id)
-	}
-	return "", s.statusError("submit", c.id, r)
-}
-
 // GetJob returns the job with the given id, or an error wrapping
 // ErrJobNotFound when there is none, or ErrCorruptRecord when its record
 // cannot be read. It reads the stage's read namespace (see Stage.Reads).

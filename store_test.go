@@ -601,6 +601,18 @@ func TestWrongTypeQueues(t *testing.T) {
 		require.ErrorIs(t, err, ErrCorruptRecord)
 		require.ErrorContains(t, err, "jobs:pending is a string")
 		requireNoKeys(t, b, "job:*")
+		// The same for a generated id, which takes the MULTI path, and
+		// with the mirror on.
+		s.SetDualWrite(true)
+		_, err = s.SubmitJob(ctx, Job{Service: "s"})
+		require.ErrorIs(t, err, ErrCorruptRecord)
+		require.ErrorContains(t, err, "jobs:pending is not a sorted set")
+		ids, err := s.SubmitJobs(ctx, []Job{{Service: "s"}, {Service: "s"}})
+		require.ErrorIs(t, err, ErrCorruptRecord)
+		require.Equal(t, []string{"", ""}, ids)
+		requireNoKeys(t, b, "job:*")
+		requireNoKeys(t, b, "step:*")
+		s.SetDualWrite(false)
 		_, err = s.ClaimJob(ctx, "w")
 		require.ErrorIs(t, err, ErrCorruptRecord)
 		_, err = s.GetPendingJobs(ctx, 1)
