@@ -35,6 +35,10 @@ local merr, mlog, nmirrored = {}, {}, 0
 local SCALE = 8796093022208
 local ACTIVE = {assigned = true, accepted = true, in_progress = true}
 local FINISHED = {completed = true, failed = true, cancelled = true, timeout = true, unworkable = true}
+-- The fields state changes write; a submit writes only status and retry_count of them.
+local LIFECYCLE = {status = true, retry_count = true, worker_id = true, assigned_at = true,
+  started_at = true, completed_at = true, failed_at = true, cancelled_at = true,
+  error = true, last_failed_worker = true, result = true}
 
 local function num(x) return string.format('%.0f', x) end
 
@@ -191,6 +195,13 @@ end
 
 // submitScript stores a new job and queues it.
 //
+// A record that holds exactly the fields this submit would write, apart
+// from the lifecycle fields that state changes write, is this very submit
+// run a second time: go-redis sends a command again when its reply
+// was lost, with the same arguments, created_at included. That replay
+// reports OK and writes nothing, so a job is never refused as existing by
+// the call that created it.
+//
 //	KEYS: record, pending
 //	ARGV: id, now_ms, field, value, ...
 //	Reply: OK | EXISTS | WRONGTYPE detail
@@ -198,7 +209,18 @@ var submitScript = redis.NewScript(prelude + `
 local id, now = ARGV[3], tonumber(ARGV[4])
 local bad = wrongtype(1, 'hash') or wrongtype(2, 'zset')
 if bad then return done('WRONGTYPE', {}, {}, {bad}) end
-if redis.call('EXISTS', KEYS[1]) == 1 then return done('EXISTS', {}, {}) end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local want = {}
+  for i = 5, #ARGV - 1, 2 do want[ARGV[i]] = ARGV[i + 1] end
+  local h = redis.call('HGETALL', KEYS[1])
+  for i = 1, #h - 1, 2 do
+    local f, v = h[i], h[i + 1]
+    if not LIFECYCLE[f] and want[f] ~= v then return done('EXISTS', {}, {}) end
+    want[f] = nil
+  end
+  if next(want) then return done('EXISTS', {}, {}) end
+  return done('OK', {}, {})
+end
 redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 redis.call('ZADD', KEYS[2], score_of(1, now), id)
 return done('OK', {1}, {{2, id}})
