@@ -100,6 +100,8 @@ func badInputs() []badInput {
 		{name: "max retries -1", call: submit(Job{Service: "s", MaxRetries: -1}), want: e(ErrInvalidMaxRetries), says: "-1 is outside 0..1000"},
 		{name: "max retries 1001", call: submit(Job{Service: "s", MaxRetries: 1001}), want: e(ErrInvalidMaxRetries), says: "1001"},
 		{name: "negative step", call: submit(Job{Service: "s", CurrentStep: -1}), want: e(ErrInvalidArgument), says: "negative workflow step"},
+		{name: "created at in the year 10000", call: submit(Job{Service: "s", CreatedAt: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}), want: e(ErrInvalidArgument), says: "outside the years 0000..9999"},
+		{name: "workflow datetime before 1970", call: submit(Job{Service: "s", WorkflowDatetime: time.Date(1969, 12, 31, 0, 0, 0, 0, time.UTC)}), want: e(ErrInvalidArgument), says: "workflow datetime 1969-12-31"},
 		{name: "pending limit 0", call: func(s *Store) error { _, err := s.GetPendingJobs(ctx, 0); return err }, want: e(ErrInvalidArgument), says: "limit 0"},
 		{name: "maintain interval 0", call: func(s *Store) error { return s.Maintain(ctx, 0) }, want: e(ErrInvalidArgument), says: "interval 0s"},
 
