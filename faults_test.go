@@ -129,7 +129,7 @@ func callWithin(t *testing.T, d time.Duration, call func(context.Context) error)
 //
 // go-redis honours context deadlines on the socket only with
 // ContextTimeoutEnabled; without it, ReadTimeout and WriteTimeout bound
-// each call instead (3s by default). Both are shown: the first with socket
+// each call instead (5s by default in this go-redis). Both are shown: the first with socket
 // timeouts far beyond the deadline, so that returning at all shows the
 // deadline was honoured.
 func TestDeadlinesUnderBlackhole(t *testing.T) {
