@@ -293,6 +293,15 @@ func newRecord(j *Job, now time.Time, maxPayload int) ([]any, error) {
 	if j.CurrentStep < 0 || j.TotalSteps < 0 {
 		return nil, fmt.Errorf("%w: negative workflow step", ErrInvalidArgument)
 	}
+	// Times must be stored in forms that parseTime (and the scripts'
+	// parse_ms) read back: ISO-8601 has four-digit years, and
+	// workflow_datetime is written as unsigned Unix milliseconds.
+	if y := j.CreatedAt.UTC().Year(); !j.CreatedAt.IsZero() && (y < 0 || y > 9999) {
+		return nil, fmt.Errorf("%w: created at %v is outside the years 0000..9999", ErrInvalidArgument, j.CreatedAt)
+	}
+	if !j.WorkflowDatetime.IsZero() && j.WorkflowDatetime.UnixMilli() < 0 {
+		return nil, fmt.Errorf("%w: workflow datetime %v is before 1970", ErrInvalidArgument, j.WorkflowDatetime)
+	}
 	payload := j.Payload
 	if len(bytes.TrimSpace(payload)) == 0 {
 		payload = json.RawMessage("{}")

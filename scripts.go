@@ -221,12 +221,37 @@ end
 // the caller chose; it writes jobs with ids it generated itself with
 // MULTI/EXEC instead (see submitTx), which needs no existence check.
 //
+// A record that holds exactly the fields this submit would write, apart
+// from the lifecycle fields that state changes write, is this very submit
+// run a second time: go-redis sends a command again when its reply
+// was lost, with the same arguments, created_at included. That replay
+// reports OK and writes nothing, so a job is never refused as existing by
+// the call that created it.
+//
 //	KEYS: record, pending
 //	ARGV: id, score, field, value, ...
 //	Reply: OK | EXISTS | WRONGTYPE detail
 var submitScript = redis.NewScript(preludeCore + `
 local id, score = ARGV[3], ARGV[4]
-if redis.call('EXISTS', KEYS[1]) == 1 then return done('EXISTS', {}, {}) end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local bad = wrongtype(1, 'hash')
+  if bad then return done('WRONGTYPE', {}, {}, {bad}) end
+  -- The fields state changes write; a submit writes only status and
+  -- retry_count of them.
+  local LIFECYCLE = {status = true, retry_count = true, worker_id = true, assigned_at = true,
+    started_at = true, completed_at = true, failed_at = true, cancelled_at = true,
+    error = true, last_failed_worker = true, result = true}
+  local want = {}
+  for i = 5, #ARGV - 1, 2 do want[ARGV[i]] = ARGV[i + 1] end
+  local h = redis.call('HGETALL', KEYS[1])
+  for i = 1, #h - 1, 2 do
+    local f, v = h[i], h[i + 1]
+    if not LIFECYCLE[f] and want[f] ~= v then return done('EXISTS', {}, {}) end
+    want[f] = nil
+  end
+  if next(want) then return done('EXISTS', {}, {}) end
+  return done('OK', {}, {})
+end
 local bad = wrongtype(2, 'zset')
 if bad then return done('WRONGTYPE', {}, {}, {bad}) end
 redis.call('HSET', KEYS[1], unpack(ARGV, 5))

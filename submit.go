@@ -72,7 +72,10 @@ func (s *Store) prepareJob(j Job, now time.Time) (newJob, error) {
 }
 
 // SubmitJob stores a new pending job and queues it, and returns its id. An
-// empty j.ID gets a new UUID; an id that exists gives ErrJobExists. Invalid
+// empty j.ID gets a new UUID. An id that exists gives ErrJobExists, unless
+// its record holds exactly the job given (same fields, created_at
+// included): that is a repeat of the same submit, which succeeds and
+// writes nothing, so a retried call never fails on its own job. Invalid
 // input gives an error wrapping one of the ErrInvalid sentinels (or
 // ErrPayloadTooLarge) and writes nothing.
 //
