@@ -217,6 +217,7 @@ func TestBackfillFreshness(t *testing.T) {
 		{"same instant, other forms", with("created_at", "2026-01-01T10:00:00+02:00", "trace", "a"),
 			with("created_at", "1767254400000"), "conflict"},
 		{"equal but different", with("trace", "a"), with("trace", "b"), "conflict"},
+		{"no retry_count is 0", base, with("retry_count", "", "created_at", ""), "copied"},
 	}
 	eachBackend(t, func(t *testing.T, b *backend) {
 		s := newStore(t, b, WithStage(StageDualWrite))
@@ -253,7 +254,7 @@ func TestBackfillFreshness(t *testing.T) {
 		// For real now: only the older and missing copies are written.
 		res, err := s.Backfill(ctx, BackfillOptions{})
 		require.NoError(t, err)
-		require.EqualValues(t, 5, res.Copied)
+		require.EqualValues(t, 6, res.Copied)
 		require.EqualValues(t, 2, res.Newer)
 		require.EqualValues(t, 3, res.Conflicts)
 		require.EqualValues(t, 1, res.Unchanged)
