@@ -99,6 +99,9 @@ type BackfillProgress struct {
 	// Fraction estimates how much of the record phase is done, from the
 	// SCAN cursor (0 when the server does not tell, 1 after the records).
 	Fraction float64
+	// Scanned counts the keys and queue members this run has looked at,
+	// including entries whose record the source has.
+	Scanned int64
 	BackfillResult
 }
 
@@ -188,7 +191,7 @@ type backfill struct {
 	ckey     string
 	batch    int
 	start    time.Time
-	paced    int64
+	paced    int64 // keys and members looked at by this run
 	res      BackfillResult
 	fraction float64
 }
@@ -281,8 +284,9 @@ func (b *backfill) run(ctx context.Context, cp backfillCheckpoint) error {
 				if err != nil {
 					return err
 				}
+				b.paced += int64(n)
 				b.report(phase)
-				if err := b.pace(ctx, int64(n)); err != nil {
+				if err := b.pace(ctx); err != nil {
 					return err
 				}
 			}
@@ -332,15 +336,14 @@ func (b *backfill) report(phase int) {
 	}
 	r := b.res
 	r.Elapsed = time.Since(b.start)
-	b.opts.Progress(BackfillProgress{Phase: b.phaseName(phase), Fraction: b.fraction, BackfillResult: r})
+	b.opts.Progress(BackfillProgress{Phase: b.phaseName(phase), Fraction: b.fraction, Scanned: b.paced, BackfillResult: r})
 }
 
 // pace sleeps as long as the run is ahead of opts.Rate.
-func (b *backfill) pace(ctx context.Context, n int64) error {
+func (b *backfill) pace(ctx context.Context) error {
 	if b.opts.Rate <= 0 {
 		return nil
 	}
-	b.paced += n
 	due := b.start.Add(time.Duration(float64(b.paced) / b.opts.Rate * float64(time.Second)))
 	return sleepCtx(ctx, time.Until(due))
 }

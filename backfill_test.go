@@ -406,6 +406,7 @@ func TestBackfillOptions(t *testing.T) {
 	require.Equal(t, "records", seen[0].Phase)
 	require.Equal(t, "completed", seen[len(seen)-1].Phase)
 	require.Equal(t, 1.0, seen[len(seen)-1].Fraction)
+	require.Greater(t, seen[len(seen)-1].Scanned, int64(6+1), "records, the sub-key and queue members")
 
 	// A destination queue of the wrong type stops the run before it writes.
 	require.NoError(t, b.rdb.Set(ctx, "steps:active", "x", 0).Err())

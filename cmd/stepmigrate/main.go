@@ -438,7 +438,7 @@ func (a *app) backfill(ctx context.Context, args []string) error {
 	}
 	p := a.progress(fmt.Sprintf("backfill %s→%s", from, to), "keys")
 	opts.Progress = func(bp jobstore.BackfillProgress) {
-		p.update(bp.Records+bp.Skipped+bp.Entries, bp.Fraction,
+		p.update(bp.Scanned, bp.Fraction,
 			fmt.Sprintf("%s: copied %s", bp.Phase, group(bp.Copied+bp.EntriesCopied)))
 	}
 	res, err := a.store.Backfill(ctx, opts)
