@@ -30,6 +30,15 @@
 // is logged and counted (DualWriteStats) and never fails the write. Reads
 // stay on job:*. SetDualWrite flips the flag at run time.
 //
+// # Migration
+//
+// The later phases are stages (see Stage): dual-read, step-primary and
+// step-only move reads, then writes, to step:*. Store.FollowStage makes a
+// process follow the stage published with Store.PublishStage. The phase
+// 4.3.2 copy is Store.Backfill, the content check Store.Verify, and the
+// final deletion (or a rollback's) Store.Cleanup. The stepmigrate command
+// drives them; the README has the runbook.
+//
 // Every error for a known condition wraps one of the sentinel errors, such
 // as ErrJobNotFound or ErrInvalidID; test for them with errors.Is.
 package jobstore

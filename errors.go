@@ -45,6 +45,14 @@ var (
 	// SetStage and PublishStage refuse unless forced.
 	ErrStageJump = errors.New("jobstore: stage change skips a stage")
 
+	// ErrNamespaceInUse: Cleanup was asked to delete a namespace that the
+	// current stage still reads or writes. Move every process to the
+	// stage the message names first.
+	ErrNamespaceInUse = errors.New("jobstore: namespace still in use")
+	// ErrCleanupRefused: the verification that Cleanup runs first found
+	// differences that deleting the namespace would lose.
+	ErrCleanupRefused = errors.New("jobstore: cleanup refused")
+
 	// ErrInvalidConfig: New was given an option or environment value it
 	// cannot use. The message names the option or variable and the value.
 	ErrInvalidConfig = errors.New("jobstore: invalid configuration")

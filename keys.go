@@ -103,3 +103,11 @@ func stageKey(prefix string) string { return prefix + "jobstore:stage" }
 // statsKey is the hash where FollowStage adds each process's counters, so
 // that operators see the dual-write success rate of the whole fleet.
 func statsKey(prefix string) string { return prefix + "jobstore:stats" }
+
+// checkpointKey is the string where Backfill keeps the progress of an
+// unfinished run that copies from one namespace to the other. Like the
+// stage key it lies outside both namespaces; cleanup and rollback delete
+// it with the namespace, as it means nothing once one side is gone.
+func checkpointKey(prefix string, from, to Namespace) string {
+	return prefix + "jobstore:backfill:" + from.String() + "-to-" + to.String()
+}
