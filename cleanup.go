@@ -20,6 +20,11 @@ type CleanupOptions struct {
 	// Force deletes without the verification. The stage guard still
 	// applies.
 	Force bool
+	// Strict refuses on any difference the verification finds, as a
+	// plain Verify reports them, instead of only on those that deleting
+	// would lose. In step-only (or legacy, for a rollback) every write
+	// leaves the deleted side behind, so Strict needs writes paused.
+	Strict bool
 	// BatchSize is how many keys each SCAN asks for and each UNLINK
 	// deletes. 0 means DefaultBatchSize.
 	BatchSize int
@@ -70,8 +75,9 @@ func usesNamespace(st Stage, ns Namespace) bool {
 //     deleting ns would lose: see VerifyResult.Unsafe. A stale or missing
 //     copy in ns is expected once it is no longer written and does not
 //     count; a record or entry only ns has, or a copy that is not older,
-//     does. Otherwise the error wraps ErrCleanupRefused, and the result
-//     holds the verification.
+//     does. With opts.Strict it must find no difference at all. Otherwise
+//     the error wraps ErrCleanupRefused, and the result holds the
+//     verification.
 //  3. It deletes, with UNLINK in batches, the keys of ns that are records
 //     (never sub-keys such as job:<id>:progress, nor any other look-alike),
 //     its four queue keys and Backfill's checkpoints. Keys are streamed
@@ -91,6 +97,10 @@ func (s *Store) Cleanup(ctx context.Context, ns Namespace, opts CleanupOptions) 
 		res.Verify = &vr
 		if err != nil {
 			return res, err
+		}
+		if opts.Strict && vr.Differences() > 0 {
+			return res, fmt.Errorf("%w: strict: verification found %d differences between job:* and step:*; repair them (Verify with Repair) with writes paused, or drop the strict rule",
+				ErrCleanupRefused, vr.Differences())
 		}
 		if vr.Unsafe > 0 {
 			return res, fmt.Errorf("%w: verification found %d differences that deleting %s:* would lose (first: %s); repair them from %s:* (Verify with Repair) or find the process still writing %s:*",

@@ -110,6 +110,29 @@ func TestCleanupRefusedOnDrift(t *testing.T) {
 	})
 }
 
+// TestCleanupStrict: a job side that is only behind (a write made in
+// step-only) loses nothing and passes by default; Strict refuses it.
+func TestCleanupStrict(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		s := mirroredJobs(t, b, StageStepPrimary, 4)
+		require.NoError(t, s.SetStage(StageStepOnly))
+		j, err := s.ClaimJob(ctx, "w")
+		require.NoError(t, err)
+		require.NoError(t, s.CompleteJob(ctx, j.ID, "w", nil))
+		before := allKeys(t, b)
+		res, err := s.Cleanup(ctx, JobNamespace, CleanupOptions{Verify: quick, Strict: true, DryRun: true})
+		require.ErrorIs(t, err, ErrCleanupRefused)
+		require.ErrorContains(t, err, "strict")
+		require.Positive(t, res.Verify.Differences())
+		require.Equal(t, before, allKeys(t, b))
+
+		res, err = s.Cleanup(ctx, JobNamespace, CleanupOptions{Verify: quick})
+		require.NoError(t, err, "the job side is only behind")
+		require.EqualValues(t, 4, res.Records)
+		requireNoKeys(t, b, "job*")
+	})
+}
+
 func TestCleanupStageGuard(t *testing.T) {
 	b := miniBackend(t)
 	for _, st := range Stages {

@@ -43,8 +43,8 @@ commands:
                                   copy job:* to step:* (--reverse: step:* to job:*)
   verify [--repair] [--rounds N] [--batch N]
                                   compare both namespaces; --repair fixes from the authoritative one
-  cleanup [--dry-run] [--force]   delete job:* (phase 4.3.5; only in step-only)
-  rollback [--dry-run] [--force]  delete step:* (only in legacy)
+  cleanup [--dry-run] [--force] [--strict]   delete job:* (phase 4.3.5; only in step-only)
+  rollback [--dry-run] [--force] [--strict]  delete step:* (only in legacy)
   stage [get]                     show the shared stage
   stage set NAME [--force]        publish a stage: legacy, dual-write, dual-read, step-primary, step-only
 
@@ -594,6 +594,7 @@ func (a *app) drop(ctx context.Context, name string, ns jobstore.Namespace, need
 	var opts jobstore.CleanupOptions
 	fs.BoolVar(&opts.DryRun, "dry-run", false, "count what would be deleted")
 	fs.BoolVar(&opts.Force, "force", false, "delete without verifying first")
+	fs.BoolVar(&opts.Strict, "strict", false, "refuse on any difference, not only on what deleting would lose")
 	fs.IntVar(&opts.BatchSize, "batch", 0, "keys per batch")
 	pos, err := a.parse(fs, args)
 	if err != nil {
