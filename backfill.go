@@ -80,9 +80,9 @@ type BackfillResult struct {
 	Skipped     int64    `json:"skipped"`
 	SkippedKeys []string `json:"skipped_keys,omitempty"`
 
-	// Entries counts queue entries looked at whose record the source does
-	// not have (for the others, the entries follow their record), and
-	// EntriesCopied those copied because the destination lacked them.
+	// Entries counts queue entries the destination lacked whose record
+	// the source does not have (entries of records follow their record),
+	// and EntriesCopied those copied.
 	Entries       int64 `json:"entries"`
 	EntriesCopied int64 `json:"entries_copied"`
 
@@ -383,48 +383,118 @@ func addExample(list []string, key string) []string {
 
 // backfillRecordsScript copies the records whose destination is missing or
 // strictly older, each together with its id's entries in the four queues.
-// It follows the mirror convention of the prelude: the destination of
-// KEYS[i] is KEYS[i+N].
+// The destination of KEYS[i] is KEYS[i+N].
+//
+// Backfill sends it only the records whose destination exists (see
+// copyRecords); it works for any record, though. HLEN probes the source
+// (a hash, and there), COPY without REPLACE copies it where the
+// destination is missing; otherwise the two are compared, identity first
+// (two HGETALLs), then freshness. The queue entries of the ids copied or
+// found unchanged are synced once per batch and queue (sync_queues).
 //
 //	KEYS: the 4 source queues (Queues order), the source record of each id,
 //	      then the same keys in the destination namespace
 //	ARGV: "1", "0", dry run ("1"/"0"), id...
-//	Reply: {"OK", mirror_errors, log, synced, outcome...} with one outcome
-//	       per id: copied, unchanged, newer, conflict, gone, srctype, dsttype
-//	     | {"WRONGTYPE", mirror_errors, log, 0, detail}
-var backfillRecordsScript = redis.NewScript(prelude + freshnessLua + `
+//	Reply: {"OK", {}, {}, copied, outcome...} with one outcome per id:
+//	       copied, unchanged, newer, conflict, gone, srctype, dsttype
+//	     | {"WRONGTYPE", {}, {}, 0, detail}
+var backfillRecordsScript = redis.NewScript(preludeCore + preludeScore + freshnessLua + syncQueuesLua + `
 local dry = ARGV[3] == '1'
 for q = 1, 4 do
   local bad = wrongtype(q, 'zset') or wrongtype(q + N, 'zset')
-  if bad then return done('WRONGTYPE', {}, {}, {bad}) end
+  if bad then return {'WRONGTYPE', {}, {}, 0, bad} end
 end
-local recs, mems, out = {}, {}, {}
+-- hlen is the number of fields of the hash KEYS[i], 0 when it does not
+-- exist, nil when it is not a hash.
+local function hlen(i)
+  local r = redis.pcall('HLEN', KEYS[i])
+  if type(r) == 'table' then return nil end
+  return r
+end
+local copied, out = {}, {'OK', {}, {}, 0}
 for j = 1, N - 4 do
-  local si, id = 4 + j, ARGV[3 + j]
-  local st = redis.call('TYPE', KEYS[si])['ok']
-  local dt = redis.call('TYPE', KEYS[si + N])['ok']
+  local si, di, id = 4 + j, 4 + j + N, ARGV[3 + j]
   local o
-  if st == 'none' then o = 'gone'
-  elseif st ~= 'hash' then o = 'srctype'
-  elseif dt == 'none' then o = 'copied'
-  elseif dt ~= 'hash' then o = 'dsttype'
+  local sl = hlen(si)
+  if not sl then o = 'srctype'
+  elseif sl == 0 then o = 'gone'
+  elseif not dry and redis.call('COPY', KEYS[si], KEYS[di]) == 1 then o = 'copied'
   else
-    local c = fresher(si, si + N)
-    if c > 0 then o = 'copied'
-    elseif c < 0 then o = 'newer'
-    elseif same(si, si + N) then o = 'unchanged'
-    else o = 'conflict' end
+    local dl = hlen(di)
+    if not dl then o = 'dsttype'
+    elseif dl == 0 then o = 'copied' -- a dry run: the destination is missing
+    elseif same(si, di) then o = 'unchanged'
+    else
+      local c = fresher(si, di)
+      if c > 0 then
+        o = 'copied'
+        if not dry then redis.call('COPY', KEYS[si], KEYS[di], 'REPLACE') end
+      elseif c < 0 then o = 'newer'
+      else o = 'conflict' end
+    end
   end
-  if o == 'copied' and not dry then
-    recs[#recs + 1] = si
-    for q = 1, 4 do mems[#mems + 1] = {q, id} end
-  end
-  out[j] = o
+  -- An unchanged record's entries are synced too: a write made where the
+  -- other side was not written can leave them behind.
+  if (o == 'copied' or o == 'unchanged') and not dry then copied[#copied + 1] = id end
+  out[#out + 1] = o
 end
-return done('OK', recs, mems, out)
+sync_queues(copied)
+out[4] = #copied
+return out
+`)
+
+// syncQueuesLua defines sync_queues(ids): each id's entry in each of the
+// four destination queues KEYS[N+1..N+4] gets its score in the source
+// queue KEYS[1..4], or is removed when the source has none. One ZMSCORE,
+// one ZADD and one ZREM per queue and group of ids.
+const syncQueuesLua = `
+local function sync_queues(all)
+  for lo = 1, #all, 1000 do
+    local ids = {unpack(all, lo, math.min(lo + 999, #all))}
+    for q = 1, 4 do
+      local sc = redis.call('ZMSCORE', KEYS[q], unpack(ids))
+      local add, rem = {}, {}
+      for k = 1, #ids do
+        if sc[k] then
+          add[#add + 1] = sc[k]
+          add[#add + 1] = ids[k]
+        else
+          rem[#rem + 1] = ids[k]
+        end
+      end
+      if #add > 0 then redis.call('ZADD', KEYS[q + N], unpack(add)) end
+      if #rem > 0 then redis.call('ZREM', KEYS[q + N], unpack(rem)) end
+    end
+  end
+end
+`
+
+// backfillQueuesScript syncs the queue entries of records Backfill has
+// copied with plain COPY: the entries are read and written in one atomic
+// step, so what a dual-writing service changed meanwhile is never undone.
+//
+//	KEYS: the 4 source queues (Queues order), then the 4 destination queues
+//	ARGV: "1", "0", id...
+//	Reply: {"OK", {}, {}, 0} | {"WRONGTYPE", {}, {}, 0, detail}
+var backfillQueuesScript = redis.NewScript(preludeCore + syncQueuesLua + `
+for q = 1, 4 do
+  local bad = wrongtype(q, 'zset') or wrongtype(q + N, 'zset')
+  if bad then return {'WRONGTYPE', {}, {}, 0, bad} end
+end
+sync_queues({unpack(ARGV, 3)})
+return {'OK', {}, {}, 0}
 `)
 
 // copyRecords copies one batch of record keys found by SCAN.
+//
+// Most destinations are missing, and for those a plain COPY without
+// REPLACE is already the whole rule: atomic per key, it copies only where
+// the destination does not exist, and copies nothing once the source is
+// gone. So one pipeline sends TYPE and COPY for each key (a COPY of a key
+// that turns out not to be a hash is deleted again); the records whose
+// destination exists go through backfillRecordsScript, which compares
+// them; and one backfillQueuesScript syncs the queue entries of the ids
+// copied. A dry run sends TYPE and EXISTS instead of COPY.
 func (b *backfill) copyRecords(ctx context.Context, keys []string) error {
 	ids := make([]string, 0, len(keys))
 	for _, k := range keys {
@@ -439,6 +509,102 @@ func (b *backfill) copyRecords(ctx context.Context, keys []string) error {
 	if len(ids) == 0 {
 		return nil
 	}
+	// Copies must not start if their queue entries cannot follow.
+	if err := b.checkQueues(ctx); err != nil {
+		return err
+	}
+	pipe := b.s.rdb.Pipeline()
+	types := make([]*redis.StatusCmd, len(ids))
+	copies := make([]*redis.IntCmd, len(ids))
+	for i, id := range ids {
+		types[i] = pipe.Type(ctx, b.src.record(id))
+		if b.opts.DryRun {
+			copies[i] = pipe.Exists(ctx, b.dst.record(id))
+		} else {
+			// Not pipe.Copy: go-redis always sends its DB argument.
+			copies[i] = redis.NewIntCmd(ctx, "COPY", b.src.record(id), b.dst.record(id))
+			_ = pipe.Process(ctx, copies[i])
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return redisError("backfill", "", err)
+	}
+	var copied, compare, undo []string
+	for i, id := range ids {
+		t, c := types[i].Val(), copies[i].Val()
+		if b.opts.DryRun {
+			c = 1 - c // EXISTS answered; "copied" means the destination is missing
+		}
+		switch {
+		case t == "none":
+			b.record(id, "gone")
+		case t != "hash":
+			b.record(id, "srctype")
+			if c == 1 && !b.opts.DryRun {
+				undo = append(undo, b.dst.record(id))
+			}
+		case c == 1:
+			b.record(id, "copied")
+			copied = append(copied, id)
+		default:
+			compare = append(compare, id)
+		}
+	}
+	if len(undo) > 0 {
+		if err := b.s.rdb.Del(ctx, undo...).Err(); err != nil {
+			return redisError("backfill: remove copies of keys that are not records", "", err)
+		}
+	}
+	if len(copied) > 0 && !b.opts.DryRun {
+		kk := make([]string, 0, 2*len(Queues))
+		for _, q := range Queues {
+			kk = append(kk, b.src.queue(q))
+		}
+		for _, q := range Queues {
+			kk = append(kk, b.dst.queue(q))
+		}
+		args := make([]any, 0, 2+len(copied))
+		args = append(args, "1", "0")
+		for _, id := range copied {
+			args = append(args, id)
+		}
+		res, err := backfillQueuesScript.Run(ctx, b.s.rdb, kk, args...).Slice()
+		if err := scriptOK("backfill", res, err); err != nil {
+			return err
+		}
+	}
+	if len(compare) > 0 {
+		return b.compareRecords(ctx, compare)
+	}
+	return nil
+}
+
+// checkQueues fails with ErrCorruptRecord when a queue key of either
+// namespace exists with a type other than a sorted set.
+func (b *backfill) checkQueues(ctx context.Context) error {
+	pipe := b.s.rdb.Pipeline()
+	var keys []string
+	var cmds []*redis.StatusCmd
+	for _, ks := range []keyspace{b.src, b.dst} {
+		for _, q := range Queues {
+			keys = append(keys, ks.queue(q))
+			cmds = append(cmds, pipe.Type(ctx, ks.queue(q)))
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return redisError("backfill", "", err)
+	}
+	for i, c := range cmds {
+		if t := c.Val(); t != "none" && t != "zset" {
+			return fmt.Errorf("%w: backfill: %s is a %s, want a zset; fix or remove that key, then run again", ErrCorruptRecord, keys[i], t)
+		}
+	}
+	return nil
+}
+
+// compareRecords runs backfillRecordsScript on records whose destination
+// exists.
+func (b *backfill) compareRecords(ctx context.Context, ids []string) error {
 	refs := make([]keyRef, 0, len(Queues)+len(ids))
 	for _, q := range Queues {
 		refs = append(refs, queueRef(q))
@@ -454,43 +620,59 @@ func (b *backfill) copyRecords(ctx context.Context, keys []string) error {
 		args = append(args, id)
 	}
 	res, err := backfillRecordsScript.Run(ctx, b.s.rdb, kk, args...).Slice()
-	if err != nil {
-		return redisError("backfill", "", err)
+	if err := scriptOK("backfill", res, err); err != nil {
+		return err
 	}
-	if len(res) < 4+1 {
-		return fmt.Errorf("jobstore: backfill: unexpected script reply %v", res)
-	}
-	if st, _ := res[0].(string); st != "OK" {
-		return fmt.Errorf("%w: backfill: %v; fix or remove that key, then run again", ErrCorruptRecord, res[4])
-	}
-	if errs, _ := res[1].([]any); len(errs) > 0 {
-		return fmt.Errorf("jobstore: backfill: copies failed: %v; fix the keys named, then run Verify with Repair", errs)
-	}
-	out := res[4:]
 	for i, id := range ids {
-		b.res.Records++
-		o, _ := out[i].(string)
-		switch o {
-		case "copied":
-			b.res.Copied++
-		case "unchanged":
-			b.res.Unchanged++
-		case "newer":
-			b.res.Newer++
-		case "conflict":
-			b.res.Conflicts++
-			b.res.ConflictKeys = addExample(b.res.ConflictKeys, b.dst.record(id))
-		case "gone":
-			b.res.Gone++
-		case "srctype":
-			b.res.WrongType++
-			b.res.WrongTypeKeys = addExample(b.res.WrongTypeKeys, b.src.record(id))
-		default:
-			b.res.WrongType++
-			b.res.WrongTypeKeys = addExample(b.res.WrongTypeKeys, b.dst.record(id))
-		}
+		o, _ := res[4+i].(string)
+		b.record(id, o)
 	}
 	return nil
+}
+
+// scriptOK checks the reply of a backfill script.
+func scriptOK(op string, res []any, err error) error {
+	if err != nil {
+		return redisError(op, "", err)
+	}
+	if len(res) < 4 {
+		return fmt.Errorf("jobstore: %s: unexpected script reply %v", op, res)
+	}
+	if st, _ := res[0].(string); st != "OK" {
+		detail := any("")
+		if len(res) > 4 {
+			detail = res[4]
+		}
+		return fmt.Errorf("%w: %s: %v; fix or remove that key, then run again", ErrCorruptRecord, op, detail)
+	}
+	if errs, _ := res[1].([]any); len(errs) > 0 {
+		return fmt.Errorf("jobstore: %s: copies failed: %v; fix the keys named, then run Verify with Repair", op, errs)
+	}
+	return nil
+}
+
+// record counts one record's outcome.
+func (b *backfill) record(id, outcome string) {
+	b.res.Records++
+	switch outcome {
+	case "copied":
+		b.res.Copied++
+	case "unchanged":
+		b.res.Unchanged++
+	case "newer":
+		b.res.Newer++
+	case "conflict":
+		b.res.Conflicts++
+		b.res.ConflictKeys = addExample(b.res.ConflictKeys, b.dst.record(id))
+	case "gone":
+		b.res.Gone++
+	case "srctype":
+		b.res.WrongType++
+		b.res.WrongTypeKeys = addExample(b.res.WrongTypeKeys, b.src.record(id))
+	default:
+		b.res.WrongType++
+		b.res.WrongTypeKeys = addExample(b.res.WrongTypeKeys, b.dst.record(id))
+	}
 }
 
 // backfillEntriesScript copies queue entries whose id has no record in the
@@ -514,14 +696,18 @@ local dry = ARGV[1] == '1'
 local out = {'OK'}
 for j = 1, (#ARGV - 1) / 2 do
   local id, ri = ARGV[2 * j], tonumber(ARGV[2 * j + 1])
-  local s = redis.call('ZSCORE', KEYS[1], id)
   local o
-  if not s then o = 'gone'
-  elseif ri > 0 and redis.call('EXISTS', KEYS[ri]) == 1 then o = 'record'
-  elseif redis.call('ZSCORE', KEYS[2], id) then o = 'present'
+  -- Most entries have their record, which the record phase synced: one
+  -- EXISTS settles them.
+  if ri > 0 and redis.call('EXISTS', KEYS[ri]) == 1 then o = 'record'
   else
-    o = 'copied'
-    if not dry then redis.call('ZADD', KEYS[2], s, id) end
+    local s = redis.call('ZSCORE', KEYS[1], id)
+    if not s then o = 'gone'
+    elseif redis.call('ZSCORE', KEYS[2], id) then o = 'present'
+    else
+      o = 'copied'
+      if not dry then redis.call('ZADD', KEYS[2], s, id) end
+    end
   end
   out[#out + 1] = o
 end
@@ -530,6 +716,27 @@ return out
 
 // copyEntries handles one batch of members of the source queue q.
 func (b *backfill) copyEntries(ctx context.Context, q Queue, members []string) error {
+	// After the record phase nearly every entry is in the destination
+	// already: one ZMSCORE leaves out those, and the script sees the rest.
+	anys := make([]any, len(members))
+	for i, m := range members {
+		anys[i] = m
+	}
+	have, err := zmscore(ctx, b.s.rdb, b.dst.queue(q), anys)
+	if err != nil {
+		return err
+	}
+	members = slices.Clone(members)
+	n := 0
+	for i, m := range members {
+		if !have[i].ok {
+			members[n] = m
+			n++
+		}
+	}
+	if members = members[:n]; len(members) == 0 {
+		return nil
+	}
 	keys := []string{b.src.queue(q), b.dst.queue(q)}
 	args := make([]any, 0, 1+2*len(members))
 	args = append(args, flagArg(b.opts.DryRun))

@@ -416,3 +416,31 @@ func TestBackfillOptions(t *testing.T) {
 	require.ErrorContains(t, err, "steps:active is a string")
 	requireNoKeys(t, b, "step:j001")
 }
+
+// TestBackfillSyncsEntriesOfUnchangedRecords: a job claimed by a step-only
+// process (job:* not written) and completed by a step-primary one ends
+// with identical records, but with a stale entry left in jobs:pending,
+// since the mirror syncs only the queues a write touches. A reverse
+// backfill must sync the entries of such an unchanged record too.
+func TestBackfillSyncsEntriesOfUnchangedRecords(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		primary := newStore(t, b, WithStage(StageStepPrimary))
+		only := newStore(t, b, WithStage(StageStepOnly))
+		_, err := primary.SubmitJob(ctx, Job{ID: "x", Service: "s"})
+		require.NoError(t, err)
+		_, err = only.ClaimJob(ctx, "w")
+		require.NoError(t, err)
+		require.NoError(t, primary.CompleteJob(ctx, "x", "w", nil))
+		members, err := b.rdb.ZRange(ctx, b.key("jobs:pending"), 0, -1).Result()
+		require.NoError(t, err)
+		require.Equal(t, []string{"x"}, members, "the stale entry the test is about")
+
+		res, err := primary.Backfill(ctx, BackfillOptions{Reverse: true})
+		require.NoError(t, err)
+		require.EqualValues(t, 1, res.Unchanged)
+		requireMirrored(t, b)
+		vr, err := primary.Verify(ctx, VerifyOptions{Rounds: 1, Delay: time.Millisecond})
+		require.NoError(t, err)
+		require.Zero(t, vr.Differences(), "%v", vr.Diffs)
+	})
+}

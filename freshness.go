@@ -104,10 +104,12 @@ local function fresher(a, b)
 end
 
 local function same(a, b)
-  if redis.call('HLEN', KEYS[a]) ~= redis.call('HLEN', KEYS[b]) then return false end
-  local h = redis.call('HGETALL', KEYS[a])
-  for k = 1, #h, 2 do
-    if redis.call('HGET', KEYS[b], h[k]) ~= h[k + 1] then return false end
+  local x, y = redis.call('HGETALL', KEYS[a]), redis.call('HGETALL', KEYS[b])
+  if #x ~= #y then return false end
+  local m = {}
+  for k = 1, #x, 2 do m[x[k]] = x[k + 1] end
+  for k = 1, #y, 2 do
+    if m[y[k]] ~= y[k + 1] then return false end
   end
   return true
 end
