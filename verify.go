@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -221,15 +224,26 @@ func newVerifier(s *Store, primary Namespace, opts VerifyOptions) *verifier {
 }
 
 func (v *verifier) run(ctx context.Context) error {
-	if err := v.recordPass(ctx, v.p, v.m, true); err != nil {
-		return err
-	}
-	if err := v.recordPass(ctx, v.m, v.p, false); err != nil {
+	if err := v.recordPass(ctx); err != nil {
 		return err
 	}
 	for _, q := range Queues {
+		before := len(v.suspects) + len(v.overflow) + int(v.res.Overflowed)
 		if err := v.queuePass(ctx, q, v.p, v.m, DiffMissingEntry); err != nil {
 			return err
+		}
+		// Every primary entry was found in the mirror with its score: if
+		// the two queues are as large, the mirror has no extra entry
+		// either. (Dual-writes change both queues in one atomic step, so
+		// writes in flight do not change the difference in size.)
+		if len(v.suspects)+len(v.overflow)+int(v.res.Overflowed) == before {
+			same, err := v.sameSize(ctx, q)
+			if err != nil {
+				return err
+			}
+			if same {
+				continue
+			}
 		}
 		if err := v.queuePass(ctx, q, v.m, v.p, DiffExtraEntry); err != nil {
 			return err
@@ -339,43 +353,160 @@ func (v *verifier) flushOverflow(ctx context.Context) error {
 	return nil
 }
 
-// recordPass scans the records of ns. The primary pass compares each with
-// its copy in oth; the mirror pass only looks for records the primary
-// lacks, as pass one compared the others.
-func (v *verifier) recordPass(ctx context.Context, ns, oth keyspace, primary bool) error {
-	phase := "records " + ns.ns.String()
-	for cursor := uint64(0); ; {
-		keys, next, err := v.s.rdb.Scan(ctx, cursor, ns.recordPattern(), int64(v.opts.BatchSize)).Result()
-		if err != nil {
-			return redisError("verify: scan", "", err)
-		}
-		ids := make([]string, 0, len(keys))
-		for _, k := range slices.Compact(keys) {
-			if id, ok := ns.idFromRecordKey(k); ok {
-				ids = append(ids, id)
+// verifyWorkers is how many batches a pass has in flight: while the
+// client compares one batch, Redis serves the next.
+const verifyWorkers = 3
+
+// pageResult is what a worker found in one page of a pass.
+type pageResult struct {
+	page []string
+	n    int // records or entries looked at
+	sus  []suspect
+	err  error
+}
+
+// pass runs one scan of the namespaces: next returns each page in turn
+// (nil at the end), work reads and compares a page, and the results are
+// applied on this goroutine, so that the verifier's state and the Progress
+// callback stay single-threaded. Up to verifyWorkers pages are read at
+// once.
+//
+// A page holds per strings per record or entry looked at; count adds
+// what a page held to the result.
+func (v *verifier) pass(ctx context.Context, phase string, per int, next func(ctx context.Context) ([]string, float64, error),
+	work func(ctx context.Context, page []string) ([]suspect, error), count func(page []string)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pages := make(chan []string)
+	results := make(chan pageResult, verifyWorkers)
+	var wg sync.WaitGroup
+	for range verifyWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for page := range pages {
+				sus, err := work(ctx, page)
+				results <- pageResult{page: page, n: len(page) / per, sus: sus, err: err}
 			}
-		}
-		if ns.ns == JobNamespace {
-			v.res.JobRecords += int64(len(ids))
-		} else {
-			v.res.StepRecords += int64(len(ids))
-		}
-		if len(ids) > 0 {
-			if primary {
-				err = v.compareRecords(ctx, ids)
-			} else {
-				err = v.findExtra(ctx, ids, oth)
-			}
+		}()
+	}
+	var scanErr error
+	var fraction atomicFloat
+	go func() {
+		defer close(pages)
+		for ctx.Err() == nil {
+			page, f, err := next(ctx)
 			if err != nil {
-				return err
+				scanErr = err
+				cancel()
+				return
 			}
-			v.checked += int64(len(ids))
-			v.progress(phase, scanFraction(next), len(v.suspects))
+			if page == nil {
+				return
+			}
+			fraction.store(f)
+			select {
+			case pages <- page:
+			case <-ctx.Done():
+				return
+			}
 		}
-		if cursor = next; cursor == 0 {
-			return nil
+	}()
+	go func() {
+		wg.Wait()
+		close(results)
+	}()
+	var firstErr error
+	for r := range results {
+		if firstErr != nil {
+			continue // drain
+		}
+		if r.err != nil {
+			firstErr = r.err
+			cancel()
+			continue
+		}
+		count(r.page)
+		for _, x := range r.sus {
+			if err := v.suspect(ctx, x); err != nil {
+				firstErr = err
+				cancel()
+				break
+			}
+		}
+		v.checked += int64(r.n)
+		v.progress(phase, fraction.load(), len(v.suspects))
+	}
+	if firstErr != nil {
+		return firstErr
+	}
+	return scanErr
+}
+
+// atomicFloat is a float64 shared between the scanning goroutine and the
+// one applying results.
+type atomicFloat struct{ bits atomic.Uint64 }
+
+func (f *atomicFloat) store(x float64) { f.bits.Store(math.Float64bits(x)) }
+func (f *atomicFloat) load() float64   { return math.Float64frombits(f.bits.Load()) }
+
+// bothPattern matches the record keys of both namespaces, job:<id> and
+// step:<id>, so that one SCAN walks the keyspace once for both; what else
+// it matches (steps:pending, say) is filtered out by idFromRecordKey.
+func bothPattern(prefix string) string { return prefix + "[js][ot][be][:p]*" }
+
+// recordPass scans the records of both namespaces in one walk. A primary
+// record is compared with its copy; a mirror record is only checked for a
+// primary one, since the primary's side compared the rest.
+func (v *verifier) recordPass(ctx context.Context) error {
+	cursor, done := uint64(0), false
+	// A page is "p" or "m" and an id, for each record found.
+	next := func(ctx context.Context) ([]string, float64, error) {
+		for !done {
+			keys, nc, err := v.s.rdb.Scan(ctx, cursor, bothPattern(v.s.prefix), int64(v.opts.BatchSize)).Result()
+			if err != nil {
+				return nil, 0, redisError("verify: scan", "", err)
+			}
+			cursor, done = nc, nc == 0
+			page := make([]string, 0, 2*len(keys))
+			for _, k := range slices.Compact(keys) {
+				if id, ok := v.p.idFromRecordKey(k); ok {
+					page = append(page, "p", id)
+				} else if id, ok := v.m.idFromRecordKey(k); ok {
+					page = append(page, "m", id)
+				}
+			}
+			if len(page) > 0 {
+				return page, scanFraction(nc), nil
+			}
+		}
+		return nil, 1, nil
+	}
+	work := func(ctx context.Context, page []string) ([]suspect, error) {
+		var ps, ms []string
+		for i := 0; i < len(page); i += 2 {
+			if page[i] == "p" {
+				ps = append(ps, page[i+1])
+			} else {
+				ms = append(ms, page[i+1])
+			}
+		}
+		sus, err := v.compareRecords(ctx, ps, ms)
+		if err != nil {
+			return nil, err
+		}
+		return sus, nil
+	}
+	count := func(page []string) {
+		for i := 0; i < len(page); i += 2 {
+			if (page[i] == "p") == (v.p.ns == JobNamespace) {
+				v.res.JobRecords++
+			} else {
+				v.res.StepRecords++
+			}
 		}
 	}
+	return v.pass(ctx, "records", 2, next, work, count)
 }
 
 // recordPair is a record and its copy as read at one moment.
@@ -427,46 +558,39 @@ func execPipe(ctx context.Context, pipe redis.Pipeliner) error {
 	return nil
 }
 
-func (v *verifier) compareRecords(ctx context.Context, ids []string) error {
+// compareRecords reads the primary records ps and their copies, and
+// looks up the primary records of the mirror records ms, in one pipeline,
+// and returns the ids that differ or that only the mirror has. It touches
+// no verifier state but the options.
+func (v *verifier) compareRecords(ctx context.Context, ps, ms []string) ([]suspect, error) {
 	pipe := v.s.rdb.Pipeline()
-	read := v.readPairs(ctx, pipe, ids)
+	read := v.readPairs(ctx, pipe, ps)
+	exists := make([]*redis.IntCmd, len(ms))
+	for i, id := range ms {
+		exists[i] = pipe.Exists(ctx, v.p.record(id))
+	}
 	if err := execPipe(ctx, pipe); err != nil {
-		return err
+		return nil, err
 	}
 	pairs, err := read()
 	if err != nil {
-		return err
+		return nil, err
 	}
+	var sus []suspect
 	for i, r := range pairs {
 		if len(r.p) == 0 && r.pErr == nil {
-			continue // deleted since SCAN saw it; pass two sees a leftover copy
+			continue // deleted since SCAN saw it; a leftover copy is seen on its own
 		}
-		if _, differs := v.recordDiff(ids[i], r); differs {
-			if err := v.suspect(ctx, suspect{id: ids[i]}); err != nil {
-				return err
-			}
+		if _, differs := v.recordDiff(ps[i], r); differs {
+			sus = append(sus, suspect{id: ps[i]})
 		}
 	}
-	return nil
-}
-
-func (v *verifier) findExtra(ctx context.Context, ids []string, oth keyspace) error {
-	pipe := v.s.rdb.Pipeline()
-	cmds := make([]*redis.IntCmd, len(ids))
-	for i, id := range ids {
-		cmds[i] = pipe.Exists(ctx, oth.record(id))
-	}
-	if err := execPipe(ctx, pipe); err != nil {
-		return err
-	}
-	for i, c := range cmds {
+	for i, c := range exists {
 		if c.Val() == 0 {
-			if err := v.suspect(ctx, suspect{id: ids[i]}); err != nil {
-				return err
-			}
+			sus = append(sus, suspect{id: ms[i]})
 		}
 	}
-	return nil
+	return sus, nil
 }
 
 // recordDiff compares a record with its copy. Unsafe is left for check.
@@ -508,36 +632,52 @@ func ttlText(d time.Duration) string {
 // scores are noted; from the mirror, only members the primary lacks.
 func (v *verifier) queuePass(ctx context.Context, q Queue, ns, oth keyspace, lack DiffKind) error {
 	key, okey := ns.queue(q), oth.queue(q)
-	for cursor := uint64(0); ; {
-		pairs, next, err := v.s.rdb.ZScan(ctx, key, cursor, "", int64(v.opts.BatchSize)).Result()
-		if err != nil {
-			return redisError("verify: scan "+key, "", err)
-		}
-		if n := len(pairs) / 2; n > 0 {
-			members := make([]any, n)
-			for i := range n {
-				members[i] = pairs[2*i]
-			}
-			scores, err := zmscore(ctx, v.s.rdb, okey, members)
+	cursor, done := uint64(0), false
+	// A page is member, score, member, score...
+	next := func(ctx context.Context) ([]string, float64, error) {
+		for !done {
+			pairs, nc, err := v.s.rdb.ZScan(ctx, key, cursor, "", int64(v.opts.BatchSize)).Result()
 			if err != nil {
-				return err
+				return nil, 0, redisError("verify: scan "+key, "", err)
 			}
-			for i := range n {
-				mine, _ := strconv.ParseFloat(pairs[2*i+1], 64)
-				if !scores[i].ok || (lack == DiffMissingEntry && scores[i].v != mine) {
-					if err := v.suspect(ctx, suspect{q: q, id: pairs[2*i]}); err != nil {
-						return err
-					}
-				}
+			cursor, done = nc, nc == 0
+			if len(pairs) >= 2 {
+				return pairs, 0, nil
 			}
-			v.checked += int64(n)
-			v.res.Entries += int64(n)
-			v.progress(string(q), 0, len(v.suspects))
 		}
-		if cursor = next; cursor == 0 {
-			return nil
-		}
+		return nil, 0, nil
 	}
+	work := func(ctx context.Context, pairs []string) ([]suspect, error) {
+		n := len(pairs) / 2
+		members := make([]any, n)
+		for i := range n {
+			members[i] = pairs[2*i]
+		}
+		scores, err := zmscore(ctx, v.s.rdb, okey, members)
+		if err != nil {
+			return nil, err
+		}
+		var sus []suspect
+		for i := range n {
+			mine, _ := strconv.ParseFloat(pairs[2*i+1], 64)
+			if !scores[i].ok || (lack == DiffMissingEntry && scores[i].v != mine) {
+				sus = append(sus, suspect{q: q, id: pairs[2*i]})
+			}
+		}
+		return sus, nil
+	}
+	return v.pass(ctx, string(q), 2, next, work, func(page []string) { v.res.Entries += int64(len(page) / 2) })
+}
+
+// sameSize reports whether queue q has as many entries in both namespaces,
+// read in one atomic step.
+func (v *verifier) sameSize(ctx context.Context, q Queue) (bool, error) {
+	tx := v.s.rdb.TxPipeline()
+	a, b := tx.ZCard(ctx, v.p.queue(q)), tx.ZCard(ctx, v.m.queue(q))
+	if _, err := tx.Exec(ctx); err != nil {
+		return false, redisError("verify: size of "+v.p.queue(q), "", err)
+	}
+	return a.Val() == b.Val(), nil
 }
 
 // optScore is a score, or none (ok false) for a member a set lacks.
