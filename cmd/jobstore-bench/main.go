@@ -40,7 +40,7 @@ type config struct {
 	sections []string
 }
 
-var allSections = []string{"submit", "batch", "worker", "memory"}
+var allSections = []string{"submit", "batch", "worker", "memory", "backfill"}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
@@ -190,6 +190,8 @@ func (b *bench) run(ctx context.Context) (*report, error) {
 			err = b.workerCycle(ctx, rep)
 		case "memory":
 			err = b.memory(ctx, rep)
+		case "backfill":
+			err = b.backfillVerify(ctx, rep)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", s, err)

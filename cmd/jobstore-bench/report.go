@@ -17,12 +17,13 @@ type report struct {
 	Duration string    `json:"duration_per_round"`
 	Rounds   int       `json:"rounds"`
 
-	Submit  []result           `json:"submit,omitempty"`
-	Batch   []result           `json:"batch,omitempty"`
-	Worker  []result           `json:"worker,omitempty"`
-	Memory  *memoryResult      `json:"memory,omitempty"`
-	Ratios  map[string]float64 `json:"ratios"`
-	Targets []target           `json:"targets"`
+	Submit   []result           `json:"submit,omitempty"`
+	Batch    []result           `json:"batch,omitempty"`
+	Worker   []result           `json:"worker,omitempty"`
+	Memory   *memoryResult      `json:"memory,omitempty"`
+	Backfill *backfillResult    `json:"backfill,omitempty"`
+	Ratios   map[string]float64 `json:"ratios"`
+	Targets  []target           `json:"targets"`
 }
 
 type memoryResult struct {
@@ -68,6 +69,9 @@ func (r *report) print(w io.Writer) {
 	if m := r.Memory; m != nil {
 		fmt.Fprintf(w, "\nMemory (INFO used_memory, %d jobs)\n  one namespace  %8.0f bytes/job\n  both           %8.0f bytes/job (+%.0f%%)\n",
 			m.Jobs, m.BytesPerJobOne, m.BytesPerJobBoth, 100*m.Increase)
+	}
+	if bf := r.Backfill; bf != nil {
+		bf.print(w)
 	}
 	if len(r.Ratios) > 0 {
 		fmt.Fprintf(w, "\nRatios\n")
