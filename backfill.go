@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/bits"
 	"slices"
 	"time"
@@ -136,8 +137,8 @@ func (s *Store) Backfill(ctx context.Context, opts BackfillOptions) (BackfillRes
 	if opts.Reverse {
 		from, to = to, from
 	}
-	if opts.BatchSize < 0 || opts.Rate < 0 {
-		return BackfillResult{}, fmt.Errorf("%w: batch size %d and rate %v must not be negative", ErrInvalidArgument, opts.BatchSize, opts.Rate)
+	if opts.BatchSize < 0 || opts.Rate < 0 || math.IsNaN(opts.Rate) || math.IsInf(opts.Rate, 0) {
+		return BackfillResult{}, fmt.Errorf("%w: batch size %d and rate %v must be finite and not negative", ErrInvalidArgument, opts.BatchSize, opts.Rate)
 	}
 	b := &backfill{
 		s: s, opts: opts, src: s.space(from), dst: s.space(to),
@@ -204,8 +205,10 @@ func (b *backfill) load(ctx context.Context, cp *backfillCheckpoint) (bool, erro
 	if err != nil {
 		return false, redisError("backfill: read checkpoint", "", err)
 	}
+	// Phase len(Queues)+1 means every phase is done: a run stopped
+	// between its last batch and deleting the checkpoint.
 	if err := json.Unmarshal(raw, cp); err != nil || cp.Version != checkpointVersion ||
-		cp.Phase < 0 || cp.Phase > len(Queues) || cp.Counts.From != b.res.From || cp.Counts.To != b.res.To {
+		cp.Phase < 0 || cp.Phase > len(Queues)+1 || cp.Counts.From != b.res.From || cp.Counts.To != b.res.To {
 		return false, fmt.Errorf("%w: backfill checkpoint %s cannot be read; start over with Restart", ErrCorruptRecord, b.ckey)
 	}
 	return true, nil
