@@ -120,7 +120,8 @@ type soakCounts struct {
 // failing with retries, some of them crashing with a job in hand or
 // outliving their lease; lease recovery and retention trimming from two
 // processes; a backfill of records written in the legacy stage before the
-// soak; and repeated verifies. Then it stops the submitters, lets the
+// soak (interrupted once and resumed), pass after pass; and repeated
+// verifies. Then it stops the submitters, lets the
 // workers drain every queue and recovers leases until nothing is active.
 //
 // It must end with: a verify that finds no difference and an independent
@@ -157,13 +158,14 @@ func TestSoak(t *testing.T) {
 	// Stopping is in stages, each a flag the loops poll between calls, so
 	// that no call is ever cut off half way: an interrupted call leaves
 	// its outcome unknown, and the ledger must know every outcome.
-	var apiStop, soakOver, workersStop, maintStop atomic.Bool
-	soakCtx, endSoak := context.WithCancel(ctx) // backfill and verify are interruptible by design
+	var apiStop, soakOver, workersStop, maintStop, backfillStop atomic.Bool
+	soakCtx, endSoak := context.WithCancel(ctx) // verify is interruptible by design
 	var apiWG, workWG, maintWG, opsWG sync.WaitGroup
 	stopAll := func() {
 		apiStop.Store(true)
 		soakOver.Store(true)
 		endSoak()
+		backfillStop.Store(true)
 		workersStop.Store(true)
 		maintStop.Store(true)
 		apiWG.Wait()
@@ -211,7 +213,7 @@ func TestSoak(t *testing.T) {
 	// backfilled is set once a backfill pass has run to its end: from then
 	// on both namespaces must stay identical, as every write is mirrored.
 	var backfilled atomic.Bool
-	opsWG.Go(func() { soakBackfill(soakCtx, ops, &n, &backfilled, fail) })
+	opsWG.Go(func() { soakBackfill(ops, &n, &backfilled, &backfillStop, fail) })
 	opsWG.Go(func() {
 		for soakCtx.Err() == nil {
 			after := backfilled.Load()
@@ -237,6 +239,7 @@ func TestSoak(t *testing.T) {
 	apiWG.Wait()
 	soakOver.Store(true) // workers stop crashing and stalling
 	endSoak()
+	backfillStop.Store(true) // the pass under way finishes, while workers go on
 	opsWG.Wait()
 
 	// Drain: workers and recovery run until no job is pending or active.
@@ -271,15 +274,15 @@ func TestSoak(t *testing.T) {
 	require.Zero(t, rs, "nothing left to recover")
 	require.Zero(t, n.trimmed.Load(), "retention is a day: nothing may be trimmed during the soak")
 
-	// The backfill was interrupted when the soak ended; it resumes from
-	// its checkpoint and finishes before the final verify.
+	// One more pass over the final state: dual-write mirrored everything
+	// since the first complete pass, so it finds nothing to copy.
+	require.True(t, backfilled.Load(), "the first backfill pass ran to its end")
 	res, err := ops.Backfill(ctx, BackfillOptions{})
 	require.NoError(t, err)
-	n.backfillCopied.Add(res.Copied)
+	n.backfillPasses.Add(1)
+	require.False(t, res.Resumed, "no pass was left unfinished")
 	require.Zero(t, res.Conflicts+res.WrongType, "backfill: %+v", res)
-	if backfilled.Load() {
-		require.Zero(t, res.Copied+res.EntriesCopied, "a backfill after a complete one found something dual-write had not mirrored: %+v", res)
-	}
+	require.Zero(t, res.Copied+res.EntriesCopied, "a backfill after a complete one found something dual-write had not mirrored: %+v", res)
 
 	vr, err := ops.Verify(ctx, VerifyOptions{})
 	require.NoError(t, err)
@@ -556,13 +559,16 @@ func soakWorker(s *Store, l *soakLedger, n *soakCounts, r *rand.Rand, w int, soa
 
 // soakBackfill runs the backfill while the soak lasts: a first pass that
 // is interrupted after a few batches and resumed from its checkpoint, then
-// full passes one after another. A pass after the first complete one
-// must copy nothing: dual-write has mirrored every write since. The pass
-// running when the soak ends is interrupted; the test resumes it.
-func soakBackfill(soakCtx context.Context, s *Store, n *soakCounts, backfilled *atomic.Bool, fail func(string, ...any)) {
+// full passes one after another until stop. A pass after the first
+// complete one must copy nothing: dual-write has mirrored every write
+// since. The pass under way at stop runs to its end rather than being
+// cancelled: a run cancelled after its last batch leaves a checkpoint it
+// cannot resume (TestKnownBugBackfillResumeAfterLastBatch), which the
+// first, deliberate interruption never comes near.
+func soakBackfill(s *Store, n *soakCounts, backfilled, stop *atomic.Bool, fail func(string, ...any)) {
 	interrupted := false
-	for soakCtx.Err() == nil {
-		runCtx, cancel := context.WithCancel(soakCtx)
+	for !stop.Load() {
+		runCtx, cancel := context.WithCancel(ctx)
 		opts := BackfillOptions{BatchSize: 100, Rate: 4000}
 		if !interrupted {
 			batches := 0
@@ -575,8 +581,6 @@ func soakBackfill(soakCtx context.Context, s *Store, n *soakCounts, backfilled *
 		res, err := s.Backfill(runCtx, opts)
 		cancel()
 		switch {
-		case soakCtx.Err() != nil:
-			return
 		case !interrupted && errors.Is(err, context.Canceled):
 			interrupted = true
 			n.backfillInterrupts.Add(1)
@@ -601,7 +605,7 @@ func soakBackfill(soakCtx context.Context, s *Store, n *soakCounts, backfilled *
 			return
 		}
 		backfilled.Store(true)
-		_ = sleepCtx(soakCtx, 300*time.Millisecond)
+		time.Sleep(300 * time.Millisecond)
 	}
 }
 
