@@ -238,6 +238,8 @@ func TestSoak(t *testing.T) {
 	apiStop.Store(true)
 	apiWG.Wait()
 	soakOver.Store(true) // workers stop crashing and stalling
+	drainStart := time.Now()
+	drainPending, drainActive := queueCounts(t, b, JobNamespace)
 	endSoak()
 	backfillStop.Store(true) // the pass under way finishes, while workers go on
 	opsWG.Wait()
@@ -246,8 +248,6 @@ func TestSoak(t *testing.T) {
 	// The two counts are read in one MULTI: read apart, a job moving from
 	// active back to pending in between could hide from both.
 	deadline := time.Now().Add(soakDrainTimeout)
-	drainStart := time.Now()
-	drainPending, drainActive := queueCounts(t, b, JobNamespace)
 	for {
 		p, a := queueCounts(t, b, JobNamespace)
 		if p == 0 && a == 0 {
