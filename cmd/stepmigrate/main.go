@@ -78,6 +78,9 @@ type app struct {
 	envStage  jobstore.Stage
 	shared    jobstore.Stage
 	published bool
+	// forceStage is set for stage set --force, which overwrites a shared
+	// stage that cannot be read instead of refusing it.
+	forceStage bool
 }
 
 // usageError is bad usage: exit status 2.
@@ -212,7 +215,7 @@ func (a *app) connect(ctx context.Context) error {
 	a.envStage = a.store.Stage()
 	a.shared, a.published, err = a.store.SharedStage(ctx)
 	if err != nil {
-		return fmt.Errorf("%v; publish a valid one with: stepmigrate stage set NAME --force", err)
+		return a.unreadableStage(ctx, err)
 	}
 	if a.published {
 		_ = a.store.ForceStage(a.shared)
@@ -425,6 +428,9 @@ func (a *app) backfill(ctx context.Context, args []string) error {
 	if opts.Rate < 0 || opts.BatchSize < 0 {
 		return usagef("backfill: --rate and --batch must not be negative")
 	}
+	if err := checkGiven(fs); err != nil {
+		return err
+	}
 	if err := a.connect(ctx); err != nil {
 		return err
 	}
@@ -521,6 +527,9 @@ func (a *app) verify(ctx context.Context, args []string) error {
 	if opts.Rounds < 0 || opts.BatchSize < 0 {
 		return usagef("verify: --rounds and --batch must not be negative")
 	}
+	if err := checkGiven(fs); err != nil {
+		return err
+	}
 	if err := a.connect(ctx); err != nil {
 		return err
 	}
@@ -606,6 +615,9 @@ func (a *app) drop(ctx context.Context, name string, ns jobstore.Namespace, need
 	if opts.BatchSize < 0 {
 		return usagef("%s: --batch must not be negative", name)
 	}
+	if err := checkGiven(fs); err != nil {
+		return err
+	}
 	if err := a.connect(ctx); err != nil {
 		return err
 	}
@@ -685,6 +697,7 @@ func (a *app) stage(ctx context.Context, args []string) error {
 	default:
 		return usagef("stage: want \"get\" or \"set NAME\", got %q", pos)
 	}
+	a.forceStage = action == "set" && *force
 	if err := a.connect(ctx); err != nil {
 		return err
 	}
