@@ -259,6 +259,9 @@ func flagArg(b bool) string {
 // ErrCorruptRecord; anything else (network, context, OOM) is wrapped as is.
 func redisError(op, id string, err error) error {
 	if isWrongType(err) {
+		if id == "" {
+			return fmt.Errorf("%w: %s: %v", ErrCorruptRecord, op, err)
+		}
 		return fmt.Errorf("%w: %s id=%q: %v", ErrCorruptRecord, op, id, err)
 	}
 	if id == "" {

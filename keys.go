@@ -100,6 +100,11 @@ func StepsQueueKey(q Queue) string { return keyspace{ns: StepNamespace}.queue(q)
 // backfill or cleanup ever matches it.
 func stageKey(prefix string) string { return prefix + "jobstore:stage" }
 
+// SharedStageKey is the key of the hash that holds the shared stage (see
+// Store.PublishStage), for a Store created with WithKeyPrefix(prefix):
+// "jobstore:stage" without a prefix.
+func SharedStageKey(prefix string) string { return stageKey(prefix) }
+
 // statsKey is the hash where FollowStage adds each process's counters, so
 // that operators see the dual-write success rate of the whole fleet.
 func statsKey(prefix string) string { return prefix + "jobstore:stats" }

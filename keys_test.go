@@ -21,6 +21,8 @@ func TestKeys(t *testing.T) {
 		{keyspace{prefix: "t:", ns: JobNamespace}.record("1"), "t:job:1"},
 		{keyspace{prefix: "t:", ns: StepNamespace}.queue(QueuePending), "t:steps:pending"},
 		{keyspace{prefix: "t:", ns: StepNamespace}.recordPattern(), "t:step:*"},
+		{SharedStageKey(""), "jobstore:stage"},
+		{SharedStageKey("t:"), "t:jobstore:stage"},
 		{JobNamespace.String(), "job"},
 		{StepNamespace.String(), "step"},
 	}

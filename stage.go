@@ -171,15 +171,15 @@ func (s *Store) ForceStage(to Stage) error {
 	return nil
 }
 
-// SharedStage reads the stage published in Redis for every process. ok is
-// false when none has been published.
+// SharedStage reads the stage published in Redis for every process, in
+// the hash SharedStageKey names. ok is false when none has been published.
 func (s *Store) SharedStage(ctx context.Context) (st Stage, ok bool, err error) {
 	v, err := s.rdb.HGet(ctx, stageKey(s.prefix), "stage").Result()
 	if errors.Is(err, redis.Nil) {
 		return 0, false, nil
 	}
 	if err != nil {
-		return 0, false, redisError("read shared stage", "", err)
+		return 0, false, redisError("read shared stage "+stageKey(s.prefix), "", err)
 	}
 	if st, err = ParseStage(v); err != nil {
 		return 0, false, fmt.Errorf("%w: %s: %v", ErrCorruptRecord, stageKey(s.prefix), err)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+
+	"github.com/jobstep/jobstore"
 )
 
 // checkGiven refuses flag values that parse but mean nothing, when the
@@ -34,9 +36,8 @@ func checkGiven(fs *flag.FlagSet) error {
 	return err
 }
 
-// stageKeyName is the key of the shared stage hash, as the library's
-// keys.go builds it (stageKey, which it does not export).
-func stageKeyName(prefix string) string { return prefix + "jobstore:stage" }
+// stageKeyName is the key of the shared stage hash.
+func stageKeyName(prefix string) string { return jobstore.SharedStageKey(prefix) }
 
 // unreadableStage turns an error reading the shared stage into one whose
 // advice works. A key of another type blocks every command, stage set
