@@ -47,7 +47,22 @@ type BackfillOptions struct {
 	// running Backfill. Cancelling Backfill's context from it stops the
 	// run after that batch, with the checkpoint saved.
 	Progress func(BackfillProgress)
+	// QueueCopyLimit is the largest queue copied whole. When the source
+	// namespace is authoritative (the primary of the Store's stage and of
+	// the shared stage, if one is published), its queues are the truth,
+	// so once the records are copied Backfill makes each destination
+	// queue an exact copy of its source with one COPY ... REPLACE, in one
+	// atomic step; dual-writes keep them equal from then on. That is far
+	// cheaper than entry by entry, but one COPY keeps Redis busy about 1µs
+	// an entry, so queues larger than this are synced entry by entry. 0
+	// means DefaultQueueCopyLimit; a negative value always syncs entry by
+	// entry.
+	QueueCopyLimit int
 }
+
+// DefaultQueueCopyLimit is the default BackfillOptions.QueueCopyLimit:
+// Redis copies a queue this large in about a quarter of a second.
+const DefaultQueueCopyLimit = 250_000
 
 // BackfillResult counts what Backfill did. A resumed run's counts include
 // those of the runs it continues.
@@ -86,6 +101,9 @@ type BackfillResult struct {
 	// and EntriesCopied those copied.
 	Entries       int64 `json:"entries"`
 	EntriesCopied int64 `json:"entries_copied"`
+	// QueuesCopied names the destination queues made exact copies of
+	// their source at the start of the run (see QueueCopyLimit).
+	QueuesCopied []string `json:"queues_copied,omitempty"`
 
 	DryRun  bool          `json:"dry_run"`
 	Resumed bool          `json:"resumed"` // continued an interrupted run
@@ -166,6 +184,9 @@ func (s *Store) Backfill(ctx context.Context, opts BackfillOptions) (BackfillRes
 		}
 	}
 	b.res.DryRun = opts.DryRun
+	if err := b.chooseWhole(ctx); err != nil {
+		return b.res, err
+	}
 	err := b.run(ctx, cp)
 	b.res.Elapsed = time.Since(b.start)
 	return b.res, err
@@ -195,6 +216,9 @@ type backfill struct {
 	paced    int64 // keys and members looked at by this run
 	res      BackfillResult
 	fraction float64
+	// whole[i] is set when Queues[i] was copied whole at the start, so
+	// that neither the records' entries nor its own entries are synced.
+	whole [4]bool
 }
 
 func (b *backfill) load(ctx context.Context, cp *backfillCheckpoint) (bool, error) {
@@ -242,6 +266,17 @@ func (b *backfill) phaseName(phase int) string {
 func (b *backfill) run(ctx context.Context, cp backfillCheckpoint) error {
 	cursor, done := cp.Cursor, cp.Done
 	for phase := cp.Phase; phase <= len(Queues); phase++ {
+		if phase > 0 && phase == cp.Phase {
+			// Resumed past the records: the queues to copy whole may not
+			// have been copied before the stop.
+			if err := b.copyWhole(ctx); err != nil {
+				return err
+			}
+		}
+		if phase > 0 && b.whole[phase-1] {
+			cursor, done = 0, nil
+			continue
+		}
 		for {
 			if err := ctx.Err(); err != nil {
 				return err
@@ -300,6 +335,9 @@ func (b *backfill) run(ctx context.Context, cp backfillCheckpoint) error {
 		}
 		if phase == 0 {
 			b.fraction = 1
+			if err := b.copyWhole(ctx); err != nil {
+				return err
+			}
 		}
 	}
 	if b.opts.DryRun {
@@ -397,12 +435,14 @@ func addExample(list []string, key string) []string {
 //
 //	KEYS: the 4 source queues (Queues order), the source record of each id,
 //	      then the same keys in the destination namespace
-//	ARGV: "1", "0", dry run ("1"/"0"), id...
+//	ARGV: "1", "0", dry run ("1"/"0"), the queues to sync (a string of
+//	      digits 1-4), id...
 //	Reply: {"OK", {}, {}, copied, outcome...} with one outcome per id:
 //	       copied, unchanged, newer, conflict, gone, srctype, dsttype
 //	     | {"WRONGTYPE", {}, {}, 0, detail}
 var backfillRecordsScript = redis.NewScript(preludeCore + preludeScore + freshnessLua + syncQueuesLua + `
 local dry = ARGV[3] == '1'
+local sync = queue_list(ARGV[4])
 for q = 1, 4 do
   local bad = wrongtype(q, 'zset') or wrongtype(q + N, 'zset')
   if bad then return {'WRONGTYPE', {}, {}, 0, bad} end
@@ -416,7 +456,7 @@ local function hlen(i)
 end
 local copied, out = {}, {'OK', {}, {}, 0}
 for j = 1, N - 4 do
-  local si, di, id = 4 + j, 4 + j + N, ARGV[3 + j]
+  local si, di, id = 4 + j, 4 + j + N, ARGV[4 + j]
   local o
   local sl = hlen(si)
   if not sl then o = 'srctype'
@@ -441,20 +481,27 @@ for j = 1, N - 4 do
   if (o == 'copied' or o == 'unchanged') and not dry then copied[#copied + 1] = id end
   out[#out + 1] = o
 end
-sync_queues(copied)
+sync_queues(copied, sync)
 out[4] = #copied
 return out
 `)
 
-// syncQueuesLua defines sync_queues(ids): each id's entry in each of the
-// four destination queues KEYS[N+1..N+4] gets its score in the source
-// queue KEYS[1..4], or is removed when the source has none. One ZMSCORE,
-// one ZADD and one ZREM per queue and group of ids.
+// syncQueuesLua defines sync_queues(ids, queues): each id's entry in each
+// listed destination queue KEYS[N+q] gets its score in the source queue
+// KEYS[q], or is removed when the source has none. One ZMSCORE, one ZADD
+// and one ZREM per queue and group of ids. queue_list reads the queues as
+// a string of digits, "1234" for all four.
 const syncQueuesLua = `
-local function sync_queues(all)
+local function queue_list(digits)
+  local qs = {}
+  for c in string.gmatch(digits, '%d') do qs[#qs + 1] = tonumber(c) end
+  return qs
+end
+
+local function sync_queues(all, queues)
   for lo = 1, #all, 1000 do
     local ids = {unpack(all, lo, math.min(lo + 999, #all))}
-    for q = 1, 4 do
+    for _, q in ipairs(queues) do
       local sc = redis.call('ZMSCORE', KEYS[q], unpack(ids))
       local add, rem = {}, {}
       for k = 1, #ids do
@@ -477,14 +524,14 @@ end
 // step, so what a dual-writing service changed meanwhile is never undone.
 //
 //	KEYS: the 4 source queues (Queues order), then the 4 destination queues
-//	ARGV: "1", "0", id...
+//	ARGV: "1", "0", the queues to sync (digits 1-4), id...
 //	Reply: {"OK", {}, {}, 0} | {"WRONGTYPE", {}, {}, 0, detail}
 var backfillQueuesScript = redis.NewScript(preludeCore + syncQueuesLua + `
 for q = 1, 4 do
   local bad = wrongtype(q, 'zset') or wrongtype(q + N, 'zset')
   if bad then return {'WRONGTYPE', {}, {}, 0, bad} end
 end
-sync_queues({unpack(ARGV, 3)})
+sync_queues({unpack(ARGV, 4)}, queue_list(ARGV[3]))
 return {'OK', {}, {}, 0}
 `)
 
@@ -558,7 +605,7 @@ func (b *backfill) copyRecords(ctx context.Context, keys []string) error {
 			return redisError("backfill: remove copies of keys that are not records", "", err)
 		}
 	}
-	if len(copied) > 0 && !b.opts.DryRun {
+	if sync := b.syncList(); len(copied) > 0 && !b.opts.DryRun && sync != "" {
 		kk := make([]string, 0, 2*len(Queues))
 		for _, q := range Queues {
 			kk = append(kk, b.src.queue(q))
@@ -566,8 +613,8 @@ func (b *backfill) copyRecords(ctx context.Context, keys []string) error {
 		for _, q := range Queues {
 			kk = append(kk, b.dst.queue(q))
 		}
-		args := make([]any, 0, 2+len(copied))
-		args = append(args, "1", "0")
+		args := make([]any, 0, 3+len(copied))
+		args = append(args, "1", "0", sync)
 		for _, id := range copied {
 			args = append(args, id)
 		}
@@ -579,6 +626,112 @@ func (b *backfill) copyRecords(ctx context.Context, keys []string) error {
 	if len(compare) > 0 {
 		return b.compareRecords(ctx, compare)
 	}
+	return nil
+}
+
+// syncList lists the queues whose entries are synced record by record:
+// those not copied whole, as digits for the scripts ("1234": all four).
+func (b *backfill) syncList() string {
+	var sb []byte
+	for i := range Queues {
+		if !b.whole[i] {
+			sb = append(sb, byte('1'+i))
+		}
+	}
+	return string(sb)
+}
+
+// copyQueuesScript makes each listed destination queue an exact copy of
+// its source, in one atomic step: COPY ... REPLACE, or DEL when the source
+// queue does not exist.
+//
+//	KEYS: the 4 source queues (Queues order), then the 4 destination queues
+//	ARGV: the queues to copy (a string of digits 1-4)
+//	Reply: "OK" | an error naming a key of the wrong type
+var copyQueuesScript = redis.NewScript(`
+for c in string.gmatch(ARGV[1], '%d') do
+  local q = tonumber(c)
+  for _, k in ipairs({KEYS[q], KEYS[q + 4]}) do
+    local t = redis.call('TYPE', k)['ok']
+    if t ~= 'none' and t ~= 'zset' then
+      return redis.error_reply('WRONGTYPE ' .. k .. ' is a ' .. t .. ', want a zset')
+    end
+  end
+end
+for c in string.gmatch(ARGV[1], '%d') do
+  local q = tonumber(c)
+  if redis.call('EXISTS', KEYS[q]) == 1 then
+    redis.call('COPY', KEYS[q], KEYS[q + 4], 'REPLACE')
+  else
+    redis.call('DEL', KEYS[q + 4])
+  end
+end
+return 'OK'
+`)
+
+// chooseWhole decides which queues this run copies whole (see
+// QueueCopyLimit): all of them no larger than the limit, when the source
+// is authoritative and the run writes. Their entries are then not synced
+// record by record, and copyWhole copies them once the records are done,
+// so that the copy takes in every write up to then, mirrored or not, and
+// no destination entry ever names a record not copied yet.
+func (b *backfill) chooseWhole(ctx context.Context) error {
+	limit := b.opts.QueueCopyLimit
+	if limit == 0 {
+		limit = DefaultQueueCopyLimit
+	}
+	if b.opts.DryRun || limit < 0 || b.s.Stage().Primary() != b.src.ns {
+		return nil
+	}
+	if shared, ok, err := b.s.SharedStage(ctx); err != nil {
+		return err
+	} else if ok && shared.Primary() != b.src.ns {
+		return nil
+	}
+	pipe := b.s.rdb.Pipeline()
+	cards := make([]*redis.IntCmd, len(Queues))
+	for i, q := range Queues {
+		cards[i] = pipe.ZCard(ctx, b.src.queue(q))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		if isWrongType(err) {
+			return fmt.Errorf("%w: backfill: a source queue is not a sorted set: %v; fix or remove that key, then run again", ErrCorruptRecord, err)
+		}
+		return redisError("backfill: size queues", "", err)
+	}
+	for i, c := range cards {
+		b.whole[i] = c.Val() <= int64(limit)
+	}
+	return nil
+}
+
+// copyWhole copies the queues chosen by chooseWhole, in one atomic step.
+func (b *backfill) copyWhole(ctx context.Context) error {
+	var digits []byte
+	var names []string
+	for i, q := range Queues {
+		if b.whole[i] {
+			digits = append(digits, byte('1'+i))
+			names = append(names, b.dst.queue(q))
+		}
+	}
+	if len(digits) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, 2*len(Queues))
+	for _, q := range Queues {
+		keys = append(keys, b.src.queue(q))
+	}
+	for _, q := range Queues {
+		keys = append(keys, b.dst.queue(q))
+	}
+	if err := copyQueuesScript.Run(ctx, b.s.rdb, keys, string(digits)).Err(); err != nil {
+		if isWrongType(err) {
+			return fmt.Errorf("%w: backfill: %v; fix or remove that key, then run again", ErrCorruptRecord, err)
+		}
+		return redisError("backfill: copy queues", "", err)
+	}
+	b.res.QueuesCopied = names
 	return nil
 }
 
@@ -617,8 +770,8 @@ func (b *backfill) compareRecords(ctx context.Context, ids []string) error {
 	}
 	kk := b.src.keys(make([]string, 0, 2*len(refs)), refs)
 	kk = b.dst.keys(kk, refs)
-	args := make([]any, 0, 3+len(ids))
-	args = append(args, "1", "0", flagArg(b.opts.DryRun))
+	args := make([]any, 0, 4+len(ids))
+	args = append(args, "1", "0", flagArg(b.opts.DryRun), b.syncList())
 	for _, id := range ids {
 		args = append(args, id)
 	}

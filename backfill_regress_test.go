@@ -66,7 +66,7 @@ func TestBackfillResumesAfterLastBatch(t *testing.T) {
 		s := newStore(t, b, WithDualWrite(true))
 		c, cancel := context.WithCancel(ctx)
 		defer cancel()
-		_, err := s.Backfill(c, BackfillOptions{Progress: func(p BackfillProgress) {
+		_, err := s.Backfill(c, BackfillOptions{QueueCopyLimit: -1, Progress: func(p BackfillProgress) {
 			if p.Phase == string(QueueFailed) { // after the last batch of all
 				cancel()
 			}

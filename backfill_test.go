@@ -60,7 +60,22 @@ func seedLegacy(t *testing.T, b *backend, n int) *Store {
 	return s
 }
 
+// TestBackfill runs a full backfill both ways it can handle the queues:
+// copied whole once the records are done (the source is authoritative
+// here), and entry by entry.
 func TestBackfill(t *testing.T) {
+	for _, whole := range []bool{true, false} {
+		t.Run(map[bool]string{true: "whole queues", false: "entry by entry"}[whole], func(t *testing.T) {
+			testBackfill(t, whole)
+		})
+	}
+}
+
+func testBackfill(t *testing.T, whole bool) {
+	limit := -1
+	if whole {
+		limit = 0
+	}
 	eachBackend(t, func(t *testing.T, b *backend) {
 		const n = 40
 		seedLegacy(t, b, n)
@@ -73,7 +88,7 @@ func TestBackfill(t *testing.T) {
 		require.True(t, dry.DryRun)
 		require.EqualValues(t, n, dry.Copied, "a dry run counts what it would copy")
 
-		res, err := s.Backfill(ctx, BackfillOptions{BatchSize: 7})
+		res, err := s.Backfill(ctx, BackfillOptions{BatchSize: 7, QueueCopyLimit: limit})
 		require.NoError(t, err)
 		require.Equal(t, "job", res.From)
 		require.Equal(t, "step", res.To)
@@ -81,7 +96,13 @@ func TestBackfill(t *testing.T) {
 		require.EqualValues(t, n, res.Copied)
 		require.EqualValues(t, 1, res.Skipped)
 		require.Equal(t, []string{b.key("job:j000:progress")}, res.SkippedKeys)
-		require.EqualValues(t, 1, res.EntriesCopied, "the completed entry whose record expired")
+		if whole {
+			require.Len(t, res.QueuesCopied, 4)
+			require.Zero(t, res.EntriesCopied, "the queues were copied whole")
+		} else {
+			require.Empty(t, res.QueuesCopied)
+			require.EqualValues(t, 1, res.EntriesCopied, "the completed entry whose record expired")
+		}
 		require.False(t, res.Resumed)
 		requireMirrored(t, b)
 		requireNoKeys(t, b, "step:j000:progress")
@@ -105,7 +126,7 @@ func TestBackfill(t *testing.T) {
 		require.EqualValues(t, n, vr.JobRecords)
 		require.EqualValues(t, n, vr.StepRecords)
 
-		again, err := s.Backfill(ctx, BackfillOptions{})
+		again, err := s.Backfill(ctx, BackfillOptions{QueueCopyLimit: limit})
 		require.NoError(t, err)
 		require.Zero(t, again.Copied, "a second run copies nothing")
 		require.Zero(t, again.EntriesCopied)
@@ -286,7 +307,8 @@ func TestBackfillDeletedMidRun(t *testing.T) {
 		s := newStore(t, b, WithStage(StageDualWrite))
 		var victim string
 		var removed []string
-		res, err := s.Backfill(ctx, BackfillOptions{BatchSize: 1, Progress: func(p BackfillProgress) {
+		// Entry by entry, so that the orphans go through the entry phase.
+		res, err := s.Backfill(ctx, BackfillOptions{BatchSize: 1, QueueCopyLimit: -1, Progress: func(p BackfillProgress) {
 			if p.Phase == "records" && victim == "" {
 				// Delete, as retention trimming would, a record not copied yet.
 				for i := range 12 {
@@ -400,7 +422,7 @@ func TestBackfillOptions(t *testing.T) {
 	require.ErrorIs(t, err, ErrInvalidArgument)
 	seedLegacy(t, b, 6)
 	var seen []BackfillProgress
-	res, err := s.Backfill(ctx, BackfillOptions{Rate: 1e6, BatchSize: 2, Progress: func(p BackfillProgress) { seen = append(seen, p) }})
+	res, err := s.Backfill(ctx, BackfillOptions{Rate: 1e6, BatchSize: 2, QueueCopyLimit: -1, Progress: func(p BackfillProgress) { seen = append(seen, p) }})
 	require.NoError(t, err)
 	require.EqualValues(t, 6, res.Copied)
 	require.Equal(t, "records", seen[0].Phase)
@@ -443,4 +465,71 @@ func TestBackfillSyncsEntriesOfUnchangedRecords(t *testing.T) {
 		require.NoError(t, err)
 		require.Zero(t, vr.Differences(), "%v", vr.Diffs)
 	})
+}
+
+// TestBackfillWholeQueues: the queues are copied whole only when the
+// source is authoritative and the queue is within the limit, and the copy
+// made after the records takes in a write that was not mirrored (a
+// process still on the old stage), so the destination queue ends equal.
+func TestBackfillWholeQueues(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		seedLegacy(t, b, 12)
+		s := newStore(t, b, WithStage(StageDualWrite))
+		legacy := newStore(t, b, WithStage(StageLegacy))
+		var raced string
+		res, err := s.Backfill(ctx, BackfillOptions{BatchSize: 3, QueueCopyLimit: 5, Progress: func(p BackfillProgress) {
+			if raced == "" {
+				// A legacy process claims a job: nothing is mirrored.
+				j, err := legacy.ClaimJob(ctx, "straggler")
+				require.NoError(t, err)
+				raced = j.ID
+			}
+		}})
+		require.NoError(t, err)
+		n, err := b.rdb.ZCard(ctx, b.key("jobs:pending")).Result()
+		require.NoError(t, err)
+		require.Greater(t, n, int64(5), "jobs:pending is over the limit: synced entry by entry")
+		require.NotContains(t, res.QueuesCopied, b.key("steps:pending"))
+		require.Contains(t, res.QueuesCopied, b.key("steps:active"))
+		got, err := b.rdb.ZScore(ctx, b.key("steps:active"), raced).Result()
+		require.NoError(t, err, "the unmirrored claim reached steps:active through the whole copy")
+		want, err := b.rdb.ZScore(ctx, b.key("jobs:active"), raced).Result()
+		require.NoError(t, err)
+		require.Equal(t, want, got)
+
+		// Where the source is not authoritative, nothing is copied whole.
+		require.NoError(t, s.ForceStage(StageStepPrimary))
+		res, err = s.Backfill(ctx, BackfillOptions{})
+		require.NoError(t, err)
+		require.Empty(t, res.QueuesCopied)
+	})
+}
+
+// TestBackfillWholeQueuesResumed: a run stopped during the records, and
+// one stopped after them but before its checkpoint moved on, both end
+// with the queues copied when resumed.
+func TestBackfillWholeQueuesResumed(t *testing.T) {
+	for _, stopIn := range []string{"records", "last batch"} {
+		t.Run(stopIn, func(t *testing.T) {
+			eachBackend(t, func(t *testing.T, b *backend) {
+				seedLegacy(t, b, 10)
+				s := newStore(t, b, WithStage(StageDualWrite))
+				c, cancel := context.WithCancel(ctx)
+				defer cancel()
+				calls := 0
+				_, err := s.Backfill(c, BackfillOptions{BatchSize: 2, Progress: func(p BackfillProgress) {
+					calls++
+					if stopIn == "records" && calls == 2 || stopIn == "last batch" && p.Records == 10 {
+						cancel()
+					}
+				}})
+				require.ErrorIs(t, err, context.Canceled)
+				res, err := s.Backfill(ctx, BackfillOptions{})
+				require.NoError(t, err)
+				require.True(t, res.Resumed)
+				require.Len(t, res.QueuesCopied, 4)
+				requireMirrored(t, b)
+			})
+		})
+	}
 }

@@ -72,7 +72,7 @@ func (b *bench) backfillVerify(ctx context.Context, rep *report) error {
 				b.logf("backfill: round %d, Backfill", r+1)
 				resetPeakRSS()
 				t0 := time.Now()
-				out, err := s.Backfill(ctx, jobstore.BackfillOptions{Restart: true, BatchSize: 1000})
+				out, err := s.Backfill(ctx, jobstore.BackfillOptions{Restart: true})
 				if err != nil {
 					return err
 				}
