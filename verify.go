@@ -228,24 +228,7 @@ func (v *verifier) run(ctx context.Context) error {
 		return err
 	}
 	for _, q := range Queues {
-		before := len(v.suspects) + len(v.overflow) + int(v.res.Overflowed)
-		if err := v.queuePass(ctx, q, v.p, v.m, DiffMissingEntry); err != nil {
-			return err
-		}
-		// Every primary entry was found in the mirror with its score: if
-		// the two queues are as large, the mirror has no extra entry
-		// either. (Dual-writes change both queues in one atomic step, so
-		// writes in flight do not change the difference in size.)
-		if len(v.suspects)+len(v.overflow)+int(v.res.Overflowed) == before {
-			same, err := v.sameSize(ctx, q)
-			if err != nil {
-				return err
-			}
-			if same {
-				continue
-			}
-		}
-		if err := v.queuePass(ctx, q, v.m, v.p, DiffExtraEntry); err != nil {
+		if err := v.queuePass(ctx, q); err != nil {
 			return err
 		}
 	}
@@ -627,57 +610,80 @@ func ttlText(d time.Duration) string {
 	return d.Round(time.Millisecond).String()
 }
 
-// queuePass walks queue q of ns and looks up each member's score in oth.
-// From the primary, members oth lacks are missing entries and different
-// scores are noted; from the mirror, only members the primary lacks.
-func (v *verifier) queuePass(ctx context.Context, q Queue, ns, oth keyspace, lack DiffKind) error {
-	key, okey := ns.queue(q), oth.queue(q)
-	cursor, done := uint64(0), false
-	// A page is member, score, member, score...
-	next := func(ctx context.Context) ([]string, float64, error) {
-		for !done {
-			pairs, nc, err := v.s.rdb.ZScan(ctx, key, cursor, "", int64(v.opts.BatchSize)).Result()
-			if err != nil {
-				return nil, 0, redisError("verify: scan "+key, "", err)
-			}
-			cursor, done = nc, nc == 0
-			if len(pairs) >= 2 {
-				return pairs, 0, nil
+// queueWindow is how many entries of each side queuePass reads at once.
+const queueWindow = 2000
+
+// queuePass compares queue q on both sides, window by window: the same
+// ranks of both, read in one MULTI, compared element by element. Equal
+// queues need nothing more, and a walk by rank costs Redis far less than
+// a ZSCAN and a ZMSCORE per entry. A window that differs (a real
+// difference shifts every later window too) is checked member by member:
+// each primary entry against the mirror (missing, or scored differently)
+// and each mirror entry against the primary (extra). The rounds confirm.
+func (v *verifier) queuePass(ctx context.Context, q Queue) error {
+	pk, mk := v.p.queue(q), v.m.queue(q)
+	for start := int64(0); ; start += queueWindow {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		tx := v.s.rdb.TxPipeline()
+		pa := tx.ZRangeWithScores(ctx, pk, start, start+queueWindow-1)
+		ma := tx.ZRangeWithScores(ctx, mk, start, start+queueWindow-1)
+		if _, err := tx.Exec(ctx); err != nil {
+			return redisError("verify: read "+pk, "", err)
+		}
+		ps, ms := pa.Val(), ma.Val()
+		if len(ps) == 0 && len(ms) == 0 {
+			return nil
+		}
+		v.res.Entries += int64(len(ps))
+		v.checked += int64(len(ps))
+		if !slices.Equal(ps, ms) {
+			if err := v.windowDiffs(ctx, q, ps, ms); err != nil {
+				return err
 			}
 		}
-		return nil, 0, nil
+		v.progress(string(q), 0, len(v.suspects))
 	}
-	work := func(ctx context.Context, pairs []string) ([]suspect, error) {
-		n := len(pairs) / 2
-		members := make([]any, n)
-		for i := range n {
-			members[i] = pairs[2*i]
-		}
-		scores, err := zmscore(ctx, v.s.rdb, okey, members)
-		if err != nil {
-			return nil, err
-		}
-		var sus []suspect
-		for i := range n {
-			mine, _ := strconv.ParseFloat(pairs[2*i+1], 64)
-			if !scores[i].ok || (lack == DiffMissingEntry && scores[i].v != mine) {
-				sus = append(sus, suspect{q: q, id: pairs[2*i]})
-			}
-		}
-		return sus, nil
-	}
-	return v.pass(ctx, string(q), 2, next, work, func(page []string) { v.res.Entries += int64(len(page) / 2) })
 }
 
-// sameSize reports whether queue q has as many entries in both namespaces,
-// read in one atomic step.
-func (v *verifier) sameSize(ctx context.Context, q Queue) (bool, error) {
-	tx := v.s.rdb.TxPipeline()
-	a, b := tx.ZCard(ctx, v.p.queue(q)), tx.ZCard(ctx, v.m.queue(q))
-	if _, err := tx.Exec(ctx); err != nil {
-		return false, redisError("verify: size of "+v.p.queue(q), "", err)
+// windowDiffs checks, member by member, a window of queue q whose two
+// sides differ, and notes the entries that may differ.
+func (v *verifier) windowDiffs(ctx context.Context, q Queue, ps, ms []redis.Z) error {
+	members := func(zs []redis.Z) []any {
+		out := make([]any, len(zs))
+		for i, z := range zs {
+			out[i] = z.Member
+		}
+		return out
 	}
-	return a.Val() == b.Val(), nil
+	if len(ps) > 0 {
+		in, err := zmscore(ctx, v.s.rdb, v.m.queue(q), members(ps))
+		if err != nil {
+			return err
+		}
+		for i, z := range ps {
+			if !in[i].ok || in[i].v != z.Score {
+				if err := v.suspect(ctx, suspect{q: q, id: fmt.Sprint(z.Member)}); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if len(ms) > 0 {
+		in, err := zmscore(ctx, v.s.rdb, v.p.queue(q), members(ms))
+		if err != nil {
+			return err
+		}
+		for i, z := range ms {
+			if !in[i].ok {
+				if err := v.suspect(ctx, suspect{q: q, id: fmt.Sprint(z.Member)}); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // optScore is a score, or none (ok false) for a member a set lacks.
