@@ -29,8 +29,9 @@ type Store struct {
 	failedRetention    time.Duration
 	maxPayload         int
 
-	stats dualWriteCounters
-	reads readCounters
+	stats    dualWriteCounters
+	reads    readCounters
+	coalesce coalescer // SubmitJob calls written together
 	// flushed is what FollowStage has added to the fleet stats so far.
 	flushMu sync.Mutex
 	flushed fleetCounts

@@ -88,7 +88,7 @@ func (s *Store) SubmitJob(ctx context.Context, j Job) (string, error) {
 		return "", err
 	}
 	if nj.fresh {
-		if err := s.submitTx(ctx, st, []newJob{nj})[0]; err != nil {
+		if err := s.submitCoalesced(ctx, st, nj); err != nil {
 			return "", err
 		}
 		return nj.id, nil
