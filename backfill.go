@@ -606,13 +606,7 @@ func (b *backfill) copyRecords(ctx context.Context, keys []string) error {
 		}
 	}
 	if sync := b.syncList(); len(copied) > 0 && !b.opts.DryRun && sync != "" {
-		kk := make([]string, 0, 2*len(Queues))
-		for _, q := range Queues {
-			kk = append(kk, b.src.queue(q))
-		}
-		for _, q := range Queues {
-			kk = append(kk, b.dst.queue(q))
-		}
+		kk := queueAndRecordKeys(b.src, b.dst, nil)
 		args := make([]any, 0, 3+len(copied))
 		args = append(args, "1", "0", sync)
 		for _, id := range copied {
@@ -718,13 +712,7 @@ func (b *backfill) copyWhole(ctx context.Context) error {
 	if len(digits) == 0 {
 		return nil
 	}
-	keys := make([]string, 0, 2*len(Queues))
-	for _, q := range Queues {
-		keys = append(keys, b.src.queue(q))
-	}
-	for _, q := range Queues {
-		keys = append(keys, b.dst.queue(q))
-	}
+	keys := queueAndRecordKeys(b.src, b.dst, nil)
 	if err := copyQueuesScript.Run(ctx, b.s.rdb, keys, string(digits)).Err(); err != nil {
 		if isWrongType(err) {
 			return fmt.Errorf("%w: backfill: %v; fix or remove that key, then run again", ErrCorruptRecord, err)
@@ -761,15 +749,7 @@ func (b *backfill) checkQueues(ctx context.Context) error {
 // compareRecords runs backfillRecordsScript on records whose destination
 // exists.
 func (b *backfill) compareRecords(ctx context.Context, ids []string) error {
-	refs := make([]keyRef, 0, len(Queues)+len(ids))
-	for _, q := range Queues {
-		refs = append(refs, queueRef(q))
-	}
-	for _, id := range ids {
-		refs = append(refs, recordRef(id))
-	}
-	kk := b.src.keys(make([]string, 0, 2*len(refs)), refs)
-	kk = b.dst.keys(kk, refs)
+	kk := queueAndRecordKeys(b.src, b.dst, ids)
 	args := make([]any, 0, 4+len(ids))
 	args = append(args, "1", "0", flagArg(b.opts.DryRun), b.syncList())
 	for _, id := range ids {

@@ -39,6 +39,13 @@
 // final deletion (or a rollback's) Store.Cleanup. The stepmigrate command
 // drives them; the README has the runbook.
 //
+// # Migration stages
+//
+// After dual-write come dual-read, step-primary and step-only (see Stage).
+// A process takes its stage from REDIS_STEP_MIGRATION_STAGE or WithStage,
+// and FollowStage makes it follow the stage an operator publishes with
+// cmd/stepmigrate. Backfill, Verify and Cleanup are the operator's tools.
+//
 // Every error for a known condition wraps one of the sentinel errors, such
 // as ErrJobNotFound or ErrInvalidID; test for them with errors.Is.
 package jobstore

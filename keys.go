@@ -116,3 +116,18 @@ func statsKey(prefix string) string { return prefix + "jobstore:stats" }
 func checkpointKey(prefix string, from, to Namespace) string {
 	return prefix + "jobstore:backfill:" + from.String() + "-to-" + to.String()
 }
+
+// queueAndRecordKeys lists, for scripts that sync ids between namespaces,
+// the four queues (in Queues order) and then the record of each id, in a,
+// followed by the same keys in b: the key of a's KEYS[i] in b is at
+// KEYS[i+N], as the prelude's mirror convention wants.
+func queueAndRecordKeys(a, b keyspace, ids []string) []string {
+	refs := make([]keyRef, 0, len(Queues)+len(ids))
+	for _, q := range Queues {
+		refs = append(refs, queueRef(q))
+	}
+	for _, id := range ids {
+		refs = append(refs, recordRef(id))
+	}
+	return b.keys(a.keys(make([]string, 0, 2*len(refs)), refs), refs)
+}

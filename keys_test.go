@@ -60,3 +60,12 @@ func TestKeyRefs(t *testing.T) {
 	require.Equal(t, []string{"job:7", "jobs:pending", "jobs:active"}, keyspace{ns: JobNamespace}.keys(nil, refs))
 	require.Equal(t, []string{"step:7", "steps:pending", "steps:active"}, keyspace{ns: StepNamespace}.keys(nil, refs))
 }
+
+func TestQueueAndRecordKeys(t *testing.T) {
+	j, st := keyspace{ns: JobNamespace}, keyspace{prefix: "p:", ns: StepNamespace}
+	require.Equal(t, []string{
+		"jobs:pending", "jobs:active", "jobs:completed", "jobs:failed", "job:a",
+		"p:steps:pending", "p:steps:active", "p:steps:completed", "p:steps:failed", "p:step:a",
+	}, queueAndRecordKeys(j, st, []string{"a"}))
+	require.Len(t, queueAndRecordKeys(j, st, nil), 8)
+}

@@ -859,15 +859,7 @@ func (v *verifier) repair(ctx context.Context, sus []suspect) error {
 	for c := range slices.Chunk(ids, v.opts.BatchSize) {
 		valid := slices.DeleteFunc(slices.Clone(c), func(id string) bool { return validateID(id) != nil })
 		invalid := slices.DeleteFunc(slices.Clone(c), func(id string) bool { return validateID(id) == nil })
-		refs := make([]keyRef, 0, len(Queues)+len(valid))
-		for _, q := range Queues {
-			refs = append(refs, queueRef(q))
-		}
-		for _, id := range valid {
-			refs = append(refs, recordRef(id))
-		}
-		keys := v.p.keys(make([]string, 0, 2*len(refs)), refs)
-		keys = v.m.keys(keys, refs)
+		keys := queueAndRecordKeys(v.p, v.m, valid)
 		args := []any{"1", "0", len(valid)}
 		for _, id := range append(valid, invalid...) {
 			args = append(args, id)
