@@ -146,9 +146,18 @@ type bench struct {
 
 func (b *bench) logf(format string, a ...any) { fmt.Fprintf(b.out, format+"\n", a...) }
 
-// clean deletes every key under the benchmark's prefix.
+// clean deletes every key under the benchmark's prefix, and what the
+// asynq contender left.
 func (b *bench) clean(ctx context.Context) error {
-	iter := b.rdb.Scan(ctx, 0, keyPrefix+"*", 5000).Iterator()
+	if err := b.unlinkMatching(ctx, keyPrefix+"*"); err != nil {
+		return err
+	}
+	return b.cleanAsynq(ctx)
+}
+
+// unlinkMatching deletes every key matching pattern, in batches.
+func (b *bench) unlinkMatching(ctx context.Context, pattern string) error {
+	iter := b.rdb.Scan(ctx, 0, pattern, 5000).Iterator()
 	var keys []string
 	for iter.Next(ctx) {
 		keys = append(keys, iter.Val())

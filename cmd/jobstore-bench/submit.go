@@ -9,9 +9,22 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/jobstep/jobstore"
 	"github.com/redis/go-redis/v9"
 )
+
+// asynqQueue is the queue the asynq contender enqueues into: asynq keeps
+// it under asynq:{jobstore-bench}:* and lists it in asynq:queues.
+const asynqQueue = "jobstore-bench"
+
+// cleanAsynq deletes what the asynq contender wrote.
+func (b *bench) cleanAsynq(ctx context.Context) error {
+	if err := b.unlinkMatching(ctx, "asynq:{"+asynqQueue+"}:*"); err != nil {
+		return err
+	}
+	return b.rdb.SRem(ctx, "asynq:queues", asynqQueue).Err()
+}
 
 var payload = json.RawMessage(`{"prompt":"a photo of a red fox in the snow, golden hour","steps":30,"cfg":7.5,"seed":42}`)
 
@@ -57,6 +70,10 @@ func (b *bench) submit(ctx context.Context, rep *report) error {
 	if err != nil {
 		return err
 	}
+	// The client shares b.rdb, so it is not closed; cleanAsynq removes
+	// what it wrote.
+	aq := asynq.NewClientFromRedisClient(b.rdb)
+	defer func() { _ = b.cleanAsynq(context.WithoutCancel(ctx)) }()
 	legacyWrite := func(ctx context.Context, p, rec, queue string, id string, now time.Time) error {
 		tx := b.rdb.TxPipeline()
 		tx.HSet(ctx, p+rec+id, legacyFields(id, now)...)
@@ -89,21 +106,28 @@ func (b *bench) submit(ctx context.Context, rep *report) error {
 			_, err := on.SubmitJob(ctx, typicalJob(newID()))
 			return err
 		}},
+		// Another Go queue's enqueue, for scale: one script that writes
+		// a task hash and pushes its id, on the same client.
+		{name: "f asynq Client.Enqueue", op: func(ctx context.Context, _ int) error {
+			_, err := aq.EnqueueContext(ctx, asynq.NewTask("comfyui", payload), asynq.Queue(asynqQueue))
+			return err
+		}},
 	}
 	for _, conc := range []int{1, 16} {
-		b.logf("submit: 5 contenders at concurrency %d, %d rounds of %v each", conc, b.cfg.rounds, b.cfg.duration)
+		b.logf("submit: 6 contenders at concurrency %d, %d rounds of %v each", conc, b.cfg.rounds, b.cfg.duration)
 		res, err := b.runRounds(ctx, cs, conc, b.cfg.rounds, b.cfg.duration)
 		if err != nil {
 			return err
 		}
 		rep.Submit = append(rep.Submit, res...)
-		a, bb, c, d, e := res[0], res[1], res[2], res[3], res[4]
+		a, bb, c, d, e, f := res[0], res[1], res[2], res[3], res[4], res[5]
 		k := "c" + strconv.Itoa(conc)
 		rep.ratio(k+"_p50_latency_d_over_c", d.P50us, c.P50us)
 		rep.ratio(k+"_throughput_d_over_c", d.PerSec, c.PerSec)
 		rep.ratio(k+"_throughput_d_over_b", d.PerSec, bb.PerSec)
 		rep.ratio(k+"_throughput_d_over_a", d.PerSec, a.PerSec)
 		rep.ratio(k+"_throughput_e_over_b", e.PerSec, bb.PerSec)
+		rep.ratio(k+"_throughput_d_over_asynq", d.PerSec, f.PerSec)
 		if st := on.DualWriteStats(); st.Failed > 0 {
 			return fmt.Errorf("%d dual-writes failed", st.Failed)
 		}
