@@ -121,7 +121,11 @@ func (s *Store) write(ctx context.Context, batch []*queuedSubmit) {
 		for i, q := range group {
 			jobs[i] = q.job
 		}
-		for i, err := range s.submitTx(ctx, st, jobs) {
+		// The callers count too, but one whose context ended has gone.
+		s.running[st].Add(1)
+		errs := s.submitTx(ctx, st, jobs)
+		s.running[st].Add(-1)
+		for i, err := range errs {
 			group[i].done <- err
 		}
 		batch = rest

@@ -90,6 +90,11 @@ func TestRollbackOneStage(t *testing.T) {
 				<-step // two thirds: the second one follows
 				require.NoError(t, stores[1].SetStage(to))
 				if from == StageStepOnly {
+					// As the runbook says: let what started under the old
+					// stage land before copying.
+					for _, s := range stores {
+						require.NoError(t, s.AwaitStage(ctx))
+					}
 					// job:* missed everything done in step-only: copy it
 					// back while the load goes on.
 					res, err := stores[0].Backfill(ctx, BackfillOptions{Reverse: true, BatchSize: 8})

@@ -130,6 +130,39 @@ func (s *Store) space(ns Namespace) keyspace { return keyspace{prefix: s.prefix,
 // Stage returns the Store's current stage. It is safe for concurrent use.
 func (s *Store) Stage() Stage { return Stage(s.stage.Load()) }
 
+// begin starts a writing operation: it returns the stage the operation
+// runs under, and counts it as running under that stage until end is
+// called (see AwaitStage).
+func (s *Store) begin() (st Stage, end func()) {
+	st = s.Stage()
+	s.running[st].Add(1)
+	return st, func() { s.running[st].Add(-1) }
+}
+
+// AwaitStage waits until no writing operation this Store started under a
+// stage other than its current one is still running, or until ctx is
+// done. After SetStage, operations already under way finish as they
+// started; call it before work that must see only the new stage's writes,
+// such as a Backfill right after a switch. Other processes are not
+// counted: for them, wait one FollowStage interval and the length of an
+// operation.
+func (s *Store) AwaitStage(ctx context.Context) error {
+	for {
+		cur, busy := s.Stage(), false
+		for st := range s.running {
+			if Stage(st) != cur && s.running[st].Load() > 0 {
+				busy = true
+			}
+		}
+		if !busy {
+			return nil
+		}
+		if err := sleepCtx(ctx, time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
 func (s *Store) casStage(from, to Stage) bool {
 	if !s.stage.CompareAndSwap(int32(from), int32(to)) {
 		return false

@@ -382,3 +382,38 @@ func TestAdjacentStagesSideBySide(t *testing.T) {
 		})
 	}
 }
+
+// TestAwaitStage: an operation that started under the old stage keeps
+// AwaitStage waiting until it has finished; operations under the new one
+// do not.
+func TestAwaitStage(t *testing.T) {
+	b := miniBackend(t)
+	s := newStore(t, b, WithStage(StageDualWrite))
+	_, err := s.SubmitJob(ctx, Job{ID: "a", Service: "s"})
+	require.NoError(t, err)
+	inside, release := make(chan struct{}), make(chan struct{})
+	s.mirrorHook = func(op string) {
+		if op == "claim" {
+			close(inside)
+			<-release
+		}
+	}
+	done := make(chan error)
+	go func() {
+		_, err := s.ClaimJob(ctx, "w")
+		done <- err
+	}()
+	<-inside // the claim is under way, under dual-write
+	require.NoError(t, s.SetStage(StageDualRead))
+	short, cancel := context.WithTimeout(ctx, 30*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, s.AwaitStage(short), context.DeadlineExceeded, "the dual-write claim is still running")
+	close(release)
+	require.NoError(t, <-done)
+	require.NoError(t, s.AwaitStage(ctx))
+	s.mirrorHook = nil
+	// Operations under the current stage do not count.
+	_, err = s.SubmitJob(ctx, Job{Service: "s"})
+	require.NoError(t, err)
+	require.NoError(t, s.AwaitStage(ctx))
+}

@@ -32,6 +32,9 @@ type Store struct {
 	stats    dualWriteCounters
 	reads    readCounters
 	coalesce coalescer // SubmitJob calls written together
+	// running counts the writing operations in flight by the stage they
+	// started under; see AwaitStage.
+	running [len(stageNames)]atomic.Int64
 	// flushed is what FollowStage has added to the fleet stats so far.
 	flushMu sync.Mutex
 	flushed fleetCounts
@@ -205,7 +208,8 @@ func (s *Store) GetPendingJobs(ctx context.Context, limit int) ([]*Job, error) {
 // A finished job gives ErrJobFinished. The record is kept for the failed
 // retention.
 func (s *Store) CancelJob(ctx context.Context, id string) error {
-	st := s.Stage()
+	st, end := s.begin()
+	defer end()
 	if err := validateID(id); err != nil {
 		return err
 	}
@@ -240,7 +244,8 @@ func (s *Store) ClaimJob(ctx context.Context, workerID string, services ...strin
 			return nil, err
 		}
 	}
-	st := s.Stage()
+	st, end := s.begin()
+	defer end()
 	pending := s.space(st.Primary()).queue(QueuePending)
 	batch := int64(claimBatchFirst)
 	for offset, scanned := int64(0), 0; scanned < claimScanLimit; batch = min(2*batch, claimBatchMax) {
@@ -324,7 +329,8 @@ func (s *Store) logNotes(ctx context.Context, notes []any) {
 // started_at. Calling it is optional: a claimed job can be completed or
 // failed directly.
 func (s *Store) StartJob(ctx context.Context, id, workerID string) error {
-	st := s.Stage()
+	st, end := s.begin()
+	defer end()
 	if err := validateHeld(id, workerID); err != nil {
 		return err
 	}
@@ -341,7 +347,8 @@ func (s *Store) StartJob(ctx context.Context, id, workerID string) error {
 // now (the configured lease duration when d <= 0) and returns the new
 // deadline. A worker that lost its lease gets ErrNotHeld.
 func (s *Store) ExtendLease(ctx context.Context, id, workerID string, d time.Duration) (time.Time, error) {
-	st := s.Stage()
+	st, end := s.begin()
+	defer end()
 	if err := validateHeld(id, workerID); err != nil {
 		return time.Time{}, err
 	}
@@ -365,7 +372,8 @@ func (s *Store) ExtendLease(ctx context.Context, id, workerID string, d time.Dur
 // JSON result, and starts its retention. A worker that does not hold the
 // job gets ErrNotHeld and nothing changes.
 func (s *Store) CompleteJob(ctx context.Context, id, workerID string, result json.RawMessage) error {
-	st := s.Stage()
+	st, end := s.begin()
+	defer end()
 	if err := validateHeld(id, workerID); err != nil {
 		return err
 	}
@@ -390,7 +398,8 @@ func (s *Store) CompleteJob(ctx context.Context, id, workerID string, result jso
 // its retention starts. A worker that does not hold the job gets
 // ErrNotHeld and nothing changes.
 func (s *Store) FailJob(ctx context.Context, id, workerID, reason string) error {
-	st := s.Stage()
+	st, end := s.begin()
+	defer end()
 	if err := validateHeld(id, workerID); err != nil {
 		return err
 	}
@@ -420,7 +429,8 @@ type RecoveryStats struct {
 // runs are safe, as each job is moved atomically and only once.
 func (s *Store) RecoverExpired(ctx context.Context) (RecoveryStats, error) {
 	var rs RecoveryStats
-	st := s.Stage()
+	st, end := s.begin()
+	defer end()
 	active := s.space(st.Primary()).queue(QueueActive)
 	for offset := int64(0); ; {
 		now := s.now()
@@ -470,7 +480,8 @@ func (s *Store) RecoverExpired(ctx context.Context) (RecoveryStats, error) {
 // how many entries it removed.
 func (s *Store) TrimRetention(ctx context.Context) (int, error) {
 	total := 0
-	st := s.Stage()
+	st, end := s.begin()
+	defer end()
 	for _, t := range []struct {
 		q         Queue
 		status    Status

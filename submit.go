@@ -82,7 +82,8 @@ func (s *Store) prepareJob(j Job, now time.Time) (newJob, error) {
 // The record and its queue entry are written in one atomic step and one
 // round trip, mirrored in the same step when the stage dual-writes.
 func (s *Store) SubmitJob(ctx context.Context, j Job) (string, error) {
-	st := s.Stage()
+	st, end := s.begin()
+	defer end()
 	nj, err := s.prepareJob(j, s.now())
 	if err != nil {
 		return "", err
@@ -118,7 +119,8 @@ const txBatch = 200
 // the error then joins one error per such job, each naming its index and
 // wrapping the cause (ErrJobExists, ErrCorruptRecord, a network error...).
 func (s *Store) SubmitJobs(ctx context.Context, jobs []Job) ([]string, error) {
-	st := s.Stage()
+	st, end := s.begin()
+	defer end()
 	now := s.now()
 	all := make([]newJob, len(jobs))
 	var fresh, chosen []int
