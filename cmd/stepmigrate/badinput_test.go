@@ -3,16 +3,12 @@ package main
 import (
 	"fmt"
 	"maps"
-	"math/rand/v2"
 	"net"
-	"os"
 	"runtime/debug"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/jobstep/jobstore"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
@@ -318,38 +314,7 @@ func cliBadInputs(t *testing.T) []cliBadInput {
 // computes PEXPIRETIME from its clock, so a TTL set once would otherwise
 // seem to move between two snapshots. On the real server, keys live under
 // a prefix of their own and are deleted at the end, as in eachEnv.
-func eachSnapshotEnv(t *testing.T, fn func(t *testing.T, e *env)) {
-	t.Run("miniredis", func(t *testing.T) {
-		mr := miniredis.RunT(t)
-		mr.SetTime(time.Now())
-		e := &env{url: "redis://" + mr.Addr() + "/0", rdb: redis.NewClient(&redis.Options{Addr: mr.Addr()})}
-		t.Cleanup(func() { _ = e.rdb.Close() })
-		fn(t, e)
-	})
-	url := os.Getenv("JOBSTORE_TEST_REDIS_URL")
-	if url == "" {
-		return
-	}
-	t.Run("redis", func(t *testing.T) {
-		opt, err := redis.ParseURL(url)
-		require.NoError(t, err)
-		require.NotZero(t, opt.DB, "tests never use DB 0")
-		e := &env{url: url, prefix: fmt.Sprintf("stepmigrate-test:%x:", rand.Uint64()), rdb: redis.NewClient(opt)}
-		t.Cleanup(func() {
-			iter := e.rdb.Scan(ctx, 0, e.prefix+"*", 1000).Iterator()
-			var keys []string
-			for iter.Next(ctx) {
-				keys = append(keys, iter.Val())
-			}
-			for c := range slices.Chunk(keys, 500) {
-				e.rdb.Unlink(ctx, c...)
-			}
-			_ = e.rdb.Close()
-		})
-		require.NoError(t, e.rdb.Ping(ctx).Err(), "JOBSTORE_TEST_REDIS_URL is set but the server does not answer")
-		fn(t, e)
-	})
-}
+func eachSnapshotEnv(t *testing.T, fn func(t *testing.T, e *env)) { eachEnvAt(t, true, fn) }
 
 // closedPort returns a loopback address on which nothing listens: a port
 // that was free a moment ago.

@@ -28,9 +28,17 @@ type env struct {
 	rdb         *redis.Client
 }
 
-func eachEnv(t *testing.T, fn func(t *testing.T, e *env)) {
+func eachEnv(t *testing.T, fn func(t *testing.T, e *env)) { eachEnvAt(t, false, fn) }
+
+// eachEnvAt runs fn on miniredis and, when JOBSTORE_TEST_REDIS_URL is set,
+// on that server under a prefix of its own, deleted at the end. With
+// realTime, miniredis's clock is set to now (see eachSnapshotEnv).
+func eachEnvAt(t *testing.T, realTime bool, fn func(t *testing.T, e *env)) {
 	t.Run("miniredis", func(t *testing.T) {
 		mr := miniredis.RunT(t)
+		if realTime {
+			mr.SetTime(time.Now())
+		}
 		e := &env{url: "redis://" + mr.Addr() + "/0", rdb: redis.NewClient(&redis.Options{Addr: mr.Addr()})}
 		t.Cleanup(func() { _ = e.rdb.Close() })
 		fn(t, e)
@@ -44,14 +52,18 @@ func eachEnv(t *testing.T, fn func(t *testing.T, e *env)) {
 		require.NoError(t, err)
 		require.NotZero(t, opt.DB, "tests never use DB 0")
 		e := &env{url: url, prefix: fmt.Sprintf("stepmigrate-test:%x:", rand.Uint64()), rdb: redis.NewClient(opt)}
-		require.NoError(t, e.rdb.Ping(ctx).Err(), "JOBSTORE_TEST_REDIS_URL is set but the server does not answer")
 		t.Cleanup(func() {
-			keys, _ := e.rdb.Keys(ctx, e.prefix+"*").Result()
+			iter := e.rdb.Scan(ctx, 0, e.prefix+"*", 1000).Iterator()
+			var keys []string
+			for iter.Next(ctx) {
+				keys = append(keys, iter.Val())
+			}
 			for c := range slices.Chunk(keys, 500) {
 				e.rdb.Unlink(ctx, c...)
 			}
 			_ = e.rdb.Close()
 		})
+		require.NoError(t, e.rdb.Ping(ctx).Err(), "JOBSTORE_TEST_REDIS_URL is set but the server does not answer")
 		fn(t, e)
 	})
 }
