@@ -2,103 +2,92 @@ package jobstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// Dual-write: every state change is one script run with the primary keys
-// and, when mirroring is on, the mirror keys of the same records and
-// queues. One code path serves both namespaces: an operation lists the keys
-// it touches as keyRefs, and each namespace turns them into key names.
+// The one write path. Every operation that writes a namespace builds a
+// write: one script, its keys in the authoritative namespace, the keys
+// shared by every stage (worker:<id> and the like), and, when the stage
+// mirrors, its keys in the other namespace. exec sends it, through the
+// pipeliner below, and settle reads the reply and counts its mirror part.
+// Nothing else writes a namespace, apart from the operator's tools
+// (Backfill, Verify's repair, Cleanup), which copy between them.
 
-// keyRef names a key independently of the namespace: a record when queue
-// is empty, else a queue.
-type keyRef struct {
-	queue Queue
-	id    string
+// The operations, as logs, DualWriteStats and metrics name them.
+const (
+	opSubmit   = "submit"
+	opClaim    = "claim"
+	opStart    = "start"
+	opProgress = "progress"
+	opComplete = "complete"
+	opFail     = "fail"
+	opCancel   = "cancel"
+	opRecover  = "recover"
+)
+
+var writeOps = []string{opSubmit, opClaim, opStart, opProgress, opComplete, opFail, opCancel, opRecover}
+
+// write is one script run, prepared for a stage.
+type write struct {
+	op, id string
+	st     Stage
+	script *redis.Script
+	keys   []string
+	argv   []any // the two flags, then the script's own
+	mirror bool
+
+	res  []any
+	err  error
+	done chan struct{}
 }
 
-func recordRef(id string) keyRef { return keyRef{id: id} }
-func queueRef(q Queue) keyRef    { return keyRef{queue: q} }
+// keysIn builds an operation's namespaced keys in one namespace.
+type keysIn func(k keyspace) []string
 
-// keys appends the key names of refs in keyspace k to dst.
-func (k keyspace) keys(dst []string, refs []keyRef) []string {
-	for _, r := range refs {
-		if r.queue == "" {
-			dst = append(dst, k.record(r.id))
-		} else {
-			dst = append(dst, k.queue(r.queue))
+// prepare builds the write of operation op in stage st: KEYS are
+// ns(authoritative), then shared, then, when the stage mirrors,
+// ns(mirror). A failure to build the mirror keys, even a panic, is
+// recovered and counted, and the write then goes without its mirror: the
+// primary write still happens.
+func (s *Store) prepare(ctx context.Context, st Stage, op, id string, script *redis.Script, ns keysIn, shared []string, args ...any) *write {
+	w := &write{op: op, id: id, st: st, script: script}
+	w.keys = append(ns(s.space(st.Primary())), shared...)
+	if mns, ok := st.Mirror(); ok {
+		w.mirror = s.mirrorKeys(ctx, op, id, func() []string { return ns(s.space(mns)) }, &w.keys)
+	}
+	debug := w.mirror && s.log.Enabled(ctx, slog.LevelDebug)
+	w.argv = make([]any, 0, 2+len(args))
+	w.argv = append(w.argv, flagArg(w.mirror), flagArg(debug))
+	w.argv = append(w.argv, args...)
+	return w
+}
+
+// mirrorKeys appends the mirror keys to keys. It reports false, leaving
+// keys as they were, if building them panicked.
+func (s *Store) mirrorKeys(ctx context.Context, op, id string, build func() []string, keys *[]string) (ok bool) {
+	n := len(*keys)
+	defer func() {
+		if p := recover(); p != nil {
+			*keys = (*keys)[:n]
+			s.stats.attempted.Add(1)
+			s.mirrorPanic(ctx, op, id, p)
+			ok = false
 		}
+	}()
+	if s.mirrorHook != nil {
+		s.mirrorHook(op)
 	}
-	return dst
+	*keys = append(*keys, build()...)
+	return true
 }
-
-// DualWriteStats counts mirror writes since the Store was created. The
-// report's "dual-write success rate" is SuccessRate.
-type DualWriteStats struct {
-	// Attempted counts write operations that mirrored something.
-	Attempted uint64
-	// Failed counts those whose mirror failed in whole or part, including
-	// Panics. The primary write succeeded in every one of them.
-	Failed uint64
-	// Panics counts mirror code panics that were recovered.
-	Panics uint64
-}
-
-// SuccessRate is (Attempted-Failed)/Attempted, or 1 when nothing was
-// attempted.
-func (d DualWriteStats) SuccessRate() float64 {
-	if d.Attempted == 0 {
-		return 1
-	}
-	return float64(d.Attempted-d.Failed) / float64(d.Attempted)
-}
-
-type dualWriteCounters struct {
-	attempted, failed, panics atomic.Uint64
-}
-
-// DualWriteStats returns the mirror counters. It is safe for concurrent use.
-func (s *Store) DualWriteStats() DualWriteStats {
-	return DualWriteStats{
-		Attempted: s.stats.attempted.Load(),
-		Failed:    s.stats.failed.Load(),
-		Panics:    s.stats.panics.Load(),
-	}
-}
-
-// SetDualWrite is the phase 4.3.1 switch: it moves the Store between
-// StageLegacy (off) and StageDualWrite (on) for every later operation,
-// without a restart (an admin endpoint can call it). Operations already
-// sent to Redis finish as they started. In the later stages, where
-// SetStage is the switch, it changes nothing and logs an error. It is
-// safe for concurrent use.
-func (s *Store) SetDualWrite(on bool) {
-	to := StageLegacy
-	if on {
-		to = StageDualWrite
-	}
-	for {
-		from := s.Stage()
-		if from > StageDualWrite {
-			s.log.LogAttrs(context.Background(), slog.LevelError,
-				"jobstore: SetDualWrite ignored: the store is past dual-write; use SetStage",
-				slog.String("stage", from.String()), slog.Bool("dual_write", on))
-			return
-		}
-		if s.casStage(from, to) {
-			return
-		}
-	}
-}
-
-// DualWrite reports whether writes are mirrored to the other namespace:
-// true in dual-write, dual-read and step-primary.
-func (s *Store) DualWrite() bool { return s.Stage().DualWrites() }
 
 // reply is a script reply without its mirror part.
 type reply struct {
@@ -133,89 +122,308 @@ func (r reply) list(i int) []any {
 	return nil
 }
 
-// call is one state-change script run, prepared for a stage: the keys of
-// its refs in the authoritative namespace, then, when the stage mirrors,
-// in the mirror namespace, and ARGV with the mirror and log flags first.
-type call struct {
-	st     Stage
-	op, id string
-	mirror bool
-	keys   []string
-	argv   []any
-}
-
-// prepare builds the call for the operation op in stage st. A failure to
-// prepare the mirror, even a panic, is recovered and counted, and the call
-// then runs without it: the primary write still happens.
-func (s *Store) prepare(ctx context.Context, st Stage, op, id string, refs []keyRef, args ...any) call {
-	c := call{st: st, op: op, id: id}
-	c.keys = s.space(st.Primary()).keys(make([]string, 0, 2*len(refs)), refs)
-	if mns, ok := st.Mirror(); ok {
-		c.mirror = s.mirrorKeys(ctx, op, id, s.space(mns), refs, &c.keys)
+// exec runs w and returns its reply; the write's stage counts it as
+// running until its reply is in (see AwaitStage), even if ctx ends first.
+func (s *Store) exec(ctx context.Context, w *write) (reply, error) {
+	start := time.Now()
+	res, err := s.send(ctx, w)
+	r, err := s.settle(ctx, w, res, err)
+	if s.observe != nil {
+		s.observe(w.op, outcomeOf(r, err), time.Since(start))
 	}
-	debug := c.mirror && s.log.Enabled(ctx, slog.LevelDebug)
-	c.argv = make([]any, 0, 2+len(args))
-	c.argv = append(c.argv, flagArg(c.mirror), flagArg(debug))
-	c.argv = append(c.argv, args...)
-	return c
+	return r, err
 }
 
-// finish turns the script's result into a reply, and counts and logs its
+// settle turns a script's result into a reply, and counts and logs its
 // mirror part; accounting never fails the call.
-func (s *Store) finish(ctx context.Context, c call, res []any, err error) (reply, error) {
+func (s *Store) settle(ctx context.Context, w *write, res []any, err error) (reply, error) {
 	if err != nil {
-		return reply{}, redisError(c.op, c.id, err)
+		return reply{}, redisError(w.op, w.id, err)
 	}
 	if len(res) < 4 {
-		return reply{}, fmt.Errorf("jobstore: %s id=%q: unexpected script reply %v", c.op, c.id, res)
+		return reply{}, fmt.Errorf("jobstore: %s id=%q: unexpected script reply %v", w.op, w.id, res)
 	}
 	status, _ := res[0].(string)
-	if c.mirror {
-		s.accountMirror(ctx, c.st, c.op, c.id, res)
+	if w.mirror {
+		s.accountMirror(ctx, w, res)
 	}
 	return reply{status: status, data: res[4:]}, nil
 }
 
-// exec runs one state-change script for the operation op in stage st, in
-// one round trip; see prepare and finish.
-func (s *Store) exec(ctx context.Context, st Stage, op, id string, script *redis.Script, refs []keyRef, args ...any) (reply, error) {
-	c := s.prepare(ctx, st, op, id, refs, args...)
-	res, err := script.Run(ctx, s.rdb, c.keys, c.argv...).Slice()
-	return s.finish(ctx, c, res, err)
+// Writes are pipelined: a call that finds fewer than maxInflight batches
+// in flight sends its write at once; writes that arrive meanwhile queue,
+// and the next batch takes them all in one pipeline. Under load that
+// spreads a round trip, and Redis's reading and answering it, over many
+// writes; alone, a call waits for nothing. Each write is still its own
+// atomic script.
+
+// pipeliner holds the writes waiting for the next batch.
+type pipeliner struct {
+	mu       sync.Mutex
+	queue    []*write
+	inflight int
 }
 
-// mirrorKeys appends the mirror keys of refs to keys. It reports false,
-// leaving keys as they were, if building them panicked.
-func (s *Store) mirrorKeys(ctx context.Context, op, id string, mirror keyspace, refs []keyRef, keys *[]string) (ok bool) {
-	n := len(*keys)
+// maxInflight is how many batches may be in flight at once: one more
+// keeps Redis busy while the last one's reply travels.
+const maxInflight = 2
+
+// maxBatch bounds one pipeline.
+const maxBatch = 500
+
+// send runs w, alone or with whatever other writes are waiting. If ctx
+// ends first it returns ctx's error; the write may still be applied, as
+// after any lost reply.
+func (s *Store) send(ctx context.Context, w *write) ([]any, error) {
+	s.enqueue(ctx, w)
+	return wait(ctx, w)
+}
+
+// enqueue queues writes and, when fewer than maxInflight batches are in
+// flight, sends the queue. A single write alone in the queue runs inline,
+// under the caller's own context; a batch runs apart, so that one caller's
+// context ending does not fail the others, and so that each caller still
+// returns by its deadline if Redis does not answer.
+func (s *Store) enqueue(ctx context.Context, ws ...*write) {
+	for _, w := range ws {
+		w.done = make(chan struct{})
+		s.running[w.st].Add(1)
+	}
+	p := &s.pipe
+	p.mu.Lock()
+	p.queue = append(p.queue, ws...)
+	var batch []*write
+	if p.inflight < maxInflight {
+		p.inflight++
+		batch, p.queue = p.queue, nil
+	}
+	p.mu.Unlock()
+	switch {
+	case len(batch) == 1:
+		s.runBatch(ctx, batch)
+		if s.release() {
+			go s.flushLoop(context.WithoutCancel(ctx))
+		}
+	case len(batch) > 1:
+		go func() {
+			wctx := context.WithoutCancel(ctx)
+			s.runAll(wctx, batch)
+			if s.release() {
+				s.flushLoop(wctx)
+			}
+		}()
+	}
+}
+
+// wait returns w's result once it is in, or ctx's error first.
+func wait(ctx context.Context, w *write) ([]any, error) {
+	select {
+	case <-w.done:
+		return w.res, w.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w (the write may have been applied)", ctx.Err())
+	}
+}
+
+// execAll runs many writes, pipelined, and decodes each reply; errs[i] is
+// the error of ws[i].
+func (s *Store) execAll(ctx context.Context, ws []*write, decode func(i int, r reply) error) []error {
+	start := time.Now()
+	s.enqueue(ctx, ws...)
+	errs := make([]error, len(ws))
+	for i, w := range ws {
+		res, err := wait(ctx, w)
+		r, err := s.settle(ctx, w, res, err)
+		if err == nil {
+			err = decode(i, r)
+		}
+		errs[i] = err
+		if s.observe != nil {
+			s.observe(w.op, outcomeOf(r, err), time.Since(start))
+		}
+	}
+	return errs
+}
+
+func outcomeOf(r reply, err error) string {
+	switch {
+	case err != nil:
+		return "error"
+	case r.status != "OK":
+		return strings.ToLower(r.status)
+	}
+	return "ok"
+}
+
+// release ends a batch: it reports whether writes queued meanwhile, in
+// which case the caller must go on sending them; else the batch is over.
+func (s *Store) release() bool {
+	p := &s.pipe
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.queue) > 0 {
+		return true
+	}
+	p.inflight--
+	return false
+}
+
+// flushLoop sends queued writes until none is left.
+func (s *Store) flushLoop(ctx context.Context) {
+	for {
+		p := &s.pipe
+		p.mu.Lock()
+		batch := p.queue
+		p.queue = nil
+		p.mu.Unlock()
+		s.runAll(ctx, batch)
+		if !s.release() {
+			return
+		}
+	}
+}
+
+// runAll runs writes in batches of at most maxBatch.
+func (s *Store) runAll(ctx context.Context, ws []*write) {
+	for len(ws) > 0 {
+		n := min(len(ws), maxBatch)
+		s.runBatch(ctx, ws[:n])
+		ws = ws[n:]
+	}
+}
+
+// runBatch runs writes, one alone or several in one pipeline, and
+// completes each. go-redis sends a script again, by SHA, when its reply is
+// lost; every script recognises its own earlier run (see fOpToken).
+func (s *Store) runBatch(ctx context.Context, batch []*write) {
 	defer func() {
-		if p := recover(); p != nil {
-			*keys = (*keys)[:n]
-			s.stats.attempted.Add(1)
-			s.mirrorPanic(ctx, op, id, p)
-			ok = false
+		for _, w := range batch {
+			s.running[w.st].Add(-1)
+			close(w.done)
 		}
 	}()
-	if s.mirrorHook != nil {
-		s.mirrorHook(op)
+	if len(batch) == 1 {
+		w := batch[0]
+		w.res, w.err = w.script.Run(ctx, s.rdb, w.keys, w.argv...).Slice()
+		return
 	}
-	*keys = mirror.keys(*keys, refs)
-	return true
+	cmds := s.pipeline(ctx, batch)
+	var retry []*write
+	for i, w := range batch {
+		if isNoScript(cmds[i].Err()) {
+			retry = append(retry, w)
+			continue
+		}
+		w.res, w.err = cmds[i].Slice()
+	}
+	if len(retry) == 0 {
+		return
+	}
+	// Redis lost the scripts (SCRIPT FLUSH, a restart): load each once,
+	// then run again the writes that failed for that reason only.
+	loaded := map[*redis.Script]error{}
+	for _, w := range retry {
+		if _, ok := loaded[w.script]; !ok {
+			loaded[w.script] = w.script.Load(ctx, s.rdb).Err()
+		}
+	}
+	var again []*write
+	for _, w := range retry {
+		if err := loaded[w.script]; err != nil {
+			w.err = err
+		} else {
+			again = append(again, w)
+		}
+	}
+	if len(again) > 0 {
+		cmds := s.pipeline(ctx, again)
+		for i, w := range again {
+			w.res, w.err = cmds[i].Slice()
+		}
+	}
+}
+
+// pipeline sends each write's script by SHA in one pipeline. Every
+// command keeps its own error, a connection failure included.
+func (s *Store) pipeline(ctx context.Context, batch []*write) []*redis.Cmd {
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.Cmd, len(batch))
+	for i, w := range batch {
+		cmds[i] = w.script.EvalSha(ctx, pipe, w.keys, w.argv...)
+	}
+	_, _ = pipe.Exec(ctx)
+	return cmds
+}
+
+// DualWriteStats counts mirror writes since the Store was created. The
+// report's "dual-write success rate" is SuccessRate.
+type DualWriteStats struct {
+	// Attempted counts write operations that mirrored something.
+	Attempted uint64 `json:"attempted"`
+	// Failed counts those whose mirror failed in whole or part, including
+	// Panics. The primary write succeeded in every one of them.
+	Failed uint64 `json:"failed"`
+	// Panics counts mirror code panics that were recovered.
+	Panics uint64 `json:"panics"`
+	// FailedByOp splits Failed by operation (submit, claim, ...).
+	FailedByOp map[string]uint64 `json:"failed_by_op,omitempty"`
+}
+
+// SuccessRate is (Attempted-Failed)/Attempted, or 1 when nothing was
+// attempted.
+func (d DualWriteStats) SuccessRate() float64 {
+	if d.Attempted == 0 {
+		return 1
+	}
+	return float64(d.Attempted-d.Failed) / float64(d.Attempted)
+}
+
+type dualWriteCounters struct {
+	attempted, failed, panics atomic.Uint64
+	byOp                      sync.Map // op → *atomic.Uint64 of failures
+}
+
+func (c *dualWriteCounters) fail(op string) {
+	c.failed.Add(1)
+	v, ok := c.byOp.Load(op)
+	if !ok {
+		v, _ = c.byOp.LoadOrStore(op, new(atomic.Uint64))
+	}
+	v.(*atomic.Uint64).Add(1)
+}
+
+// DualWriteStats returns the mirror counters. It is safe for concurrent use.
+func (s *Store) DualWriteStats() DualWriteStats {
+	d := DualWriteStats{
+		Attempted: s.stats.attempted.Load(),
+		Failed:    s.stats.failed.Load(),
+		Panics:    s.stats.panics.Load(),
+	}
+	s.stats.byOp.Range(func(k, v any) bool {
+		if n := v.(*atomic.Uint64).Load(); n > 0 {
+			if d.FailedByOp == nil {
+				d.FailedByOp = map[string]uint64{}
+			}
+			d.FailedByOp[k.(string)] = n
+		}
+		return true
+	})
+	return d
 }
 
 // accountMirror counts and logs the mirror part of a script reply.
-func (s *Store) accountMirror(ctx context.Context, st Stage, op, id string, res []any) {
+func (s *Store) accountMirror(ctx context.Context, w *write, res []any) {
 	counted := false
 	defer func() {
 		if p := recover(); p != nil {
 			if !counted {
 				s.stats.attempted.Add(1)
 			}
-			s.mirrorPanic(ctx, op, id, p)
+			s.mirrorPanic(ctx, w.op, w.id, p)
 		}
 	}()
 	if s.mirrorHook != nil {
-		s.mirrorHook(op + ".reply")
+		s.mirrorHook(w.op + ".reply")
 	}
 	errs, _ := res[1].([]any)
 	logs, _ := res[2].([]any)
@@ -226,23 +434,22 @@ func (s *Store) accountMirror(ctx context.Context, st Stage, op, id string, res 
 	s.stats.attempted.Add(1)
 	counted = true
 	if len(errs) > 0 {
-		s.stats.failed.Add(1)
+		s.stats.fail(w.op)
 		msgs := make([]string, 0, len(errs))
 		for _, e := range errs {
 			msgs = append(msgs, fmt.Sprint(e))
 		}
 		s.log.LogAttrs(ctx, slog.LevelError, "Dual-write failed; the primary write succeeded",
-			slog.String("op", op), slog.String("id", id),
-			slog.String("stage", st.String()),
+			slog.String("op", w.op), slog.String("id", w.id), slog.String("stage", w.st.String()),
 			slog.String("errors", strings.Join(msgs, "; ")))
 	}
 	for _, l := range logs {
-		s.log.LogAttrs(ctx, slog.LevelDebug, fmt.Sprintf("Dual-write: %v", l), slog.String("op", op))
+		s.log.LogAttrs(ctx, slog.LevelDebug, fmt.Sprintf("Dual-write: %v", l), slog.String("op", w.op))
 	}
 }
 
 func (s *Store) mirrorPanic(ctx context.Context, op, id string, p any) {
-	s.stats.failed.Add(1)
+	s.stats.fail(op)
 	s.stats.panics.Add(1)
 	s.log.LogAttrs(ctx, slog.LevelError, "Dual-write panicked; recovered, the primary write is unaffected",
 		slog.String("op", op), slog.String("id", id), slog.String("panic", fmt.Sprint(p)))
@@ -258,18 +465,24 @@ func flagArg(b bool) string {
 // redisError wraps an error from Redis for the caller: WRONGTYPE becomes
 // ErrCorruptRecord; anything else (network, context, OOM) is wrapped as is.
 func redisError(op, id string, err error) error {
-	if isWrongType(err) {
-		if id == "" {
-			return fmt.Errorf("%w: %s: %v", ErrCorruptRecord, op, err)
-		}
-		return fmt.Errorf("%w: %s id=%q: %v", ErrCorruptRecord, op, id, err)
+	where := op
+	if id != "" {
+		where = fmt.Sprintf("%s id=%q", op, id)
 	}
-	if id == "" {
-		return fmt.Errorf("jobstore: %s: %w", op, err)
+	if hasErrorPrefix(err, "WRONGTYPE") {
+		return fmt.Errorf("%w: %s: %v", ErrCorruptRecord, where, err)
 	}
-	return fmt.Errorf("jobstore: %s id=%q: %w", op, id, err)
+	return fmt.Errorf("jobstore: %s: %w", where, err)
 }
 
-func isWrongType(err error) bool {
-	return err != nil && strings.HasPrefix(err.Error(), "WRONGTYPE")
+// hasErrorPrefix reports whether err is an error reply from Redis that
+// starts with prefix (an error code such as WRONGTYPE or NOSCRIPT).
+func hasErrorPrefix(err error, prefix string) bool {
+	var rerr redis.Error
+	return errors.As(err, &rerr) && strings.HasPrefix(rerr.Error(), prefix)
 }
+
+func isNoScript(err error) bool { return hasErrorPrefix(err, "NOSCRIPT") }
+
+// token returns a random token for one call (see fOpToken).
+func token() string { return randomHex(8) }

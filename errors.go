@@ -10,16 +10,22 @@ var (
 	ErrJobNotFound = errors.New("jobstore: job not found")
 	// ErrJobExists: SubmitJob was given the id of a record that exists.
 	ErrJobExists = errors.New("jobstore: job already exists")
-	// ErrNoJob: ClaimJob found no pending job for the requested services.
+	// ErrNoJob: ClaimJob found no pending job, in its window, that the
+	// worker's capabilities match.
 	ErrNoJob = errors.New("jobstore: no job available")
-	// ErrNotHeld: the worker does not hold the job it tried to extend,
-	// start, complete or fail. Nothing was changed.
+	// ErrNotRegistered: ClaimJob was called for a worker without a
+	// heartbeat; register it (RegisterWorker) and keep it alive
+	// (KeepAlive) first.
+	ErrNotRegistered = errors.New("jobstore: worker is not registered or its heartbeat expired")
+	// ErrNotHeld: the worker does not hold the job it tried to start,
+	// report on, complete or fail: the job is not in its active hash.
+	// Nothing was changed.
 	ErrNotHeld = errors.New("jobstore: job is not held by this worker")
 	// ErrJobFinished: the job already completed, failed or was cancelled.
 	ErrJobFinished = errors.New("jobstore: job already finished")
-	// ErrCorruptRecord: a record or queue in Redis cannot be read: a key of
-	// the wrong type, a missing required field, or a field that does not
-	// parse.
+	// ErrCorruptRecord: a record or queue in Redis cannot be used: a key
+	// of the wrong type, or a record without an id field or with another
+	// job's. (Fields that do not parse get defaults; see Job.Unreadable.)
 	ErrCorruptRecord = errors.New("jobstore: corrupt record")
 
 	// ErrInvalidID: an id is empty, longer than MaxIDLength bytes, not
@@ -27,7 +33,7 @@ var (
 	ErrInvalidID = errors.New("jobstore: invalid id")
 	// ErrInvalidService: a service name is empty, too long or malformed.
 	ErrInvalidService = errors.New("jobstore: invalid service name")
-	// ErrInvalidPriority: a priority is outside MinPriority..MaxPriority.
+	// ErrInvalidPriority: a priority is outside 0..MaxPriority.
 	ErrInvalidPriority = errors.New("jobstore: invalid priority")
 	// ErrInvalidPayload: a payload, requirements or result is not valid JSON.
 	ErrInvalidPayload = errors.New("jobstore: invalid JSON payload")

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"math"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -179,46 +181,93 @@ func scanKeys(t testing.TB, rdb *redis.Client, pattern string) []string {
 	return slices.Compact(keys)
 }
 
-// requireMirrored checks that the step namespace is an exact copy of the
-// job namespace: the same record ids with the same fields and values and
-// the same TTL (within a second), and the same queue members with the same
-// scores. It reads the two sides independently of the library.
-func requireMirrored(t testing.TB, b *backend) {
+// keyState is what a test reads of one key, independently of the
+// library: its type, its content in a comparable form, and its TTL.
+type keyState struct {
+	Type  string
+	Value any // map[string]string, []redis.Z, string, []string (set), or stream entries
+	TTL   time.Duration
+}
+
+// readKey reads one key's state.
+func readKey(t testing.TB, rdb *redis.Client, key string) keyState {
 	t.Helper()
 	ctx := context.Background()
-	ids := func(ns Namespace) []string {
-		var out []string
-		k := keyspace{prefix: b.prefix, ns: ns}
-		for _, key := range scanKeys(t, b.rdb, k.recordPattern()) {
-			if id, ok := k.idFromRecordKey(key); ok {
-				out = append(out, id)
+	typ, err := rdb.Type(ctx, key).Result()
+	require.NoError(t, err)
+	st := keyState{Type: typ}
+	switch typ {
+	case "hash":
+		st.Value, err = rdb.HGetAll(ctx, key).Result()
+	case "zset":
+		st.Value, err = rdb.ZRangeWithScores(ctx, key, 0, -1).Result()
+	case "string":
+		st.Value, err = rdb.Get(ctx, key).Result()
+	case "set":
+		var m []string
+		m, err = rdb.SMembers(ctx, key).Result()
+		slices.Sort(m)
+		st.Value = m
+	case "list":
+		st.Value, err = rdb.LRange(ctx, key, 0, -1).Result()
+	case "stream":
+		var xs []redis.XMessage
+		xs, err = rdb.XRange(ctx, key, "-", "+").Result()
+		st.Value = xs
+	case "none":
+		return st
+	}
+	require.NoError(t, err)
+	st.TTL, err = rdb.PTTL(ctx, key).Result()
+	require.NoError(t, err)
+	return st
+}
+
+// nsSnapshot reads every key of a namespace under the backend's prefix
+// (records, sub-keys and queues: job:* and jobs:*), keyed by the name
+// without the prefix and the namespace's words, so that two namespaces
+// compare: "job:7" and "step:7" are both "R:7", "jobs:pending" and
+// "steps:pending" both "Q:pending". TTLs are rounded to seconds.
+func nsSnapshot(t testing.TB, b *backend, ns Namespace) map[string]keyState {
+	t.Helper()
+	k := keyspace{prefix: b.prefix, ns: ns}
+	out := map[string]keyState{}
+	for _, pat := range []string{k.recordPattern(), k.queuePrefix() + "*"} {
+		for _, key := range scanKeys(t, b.rdb, pat) {
+			st := readKey(t, b.rdb, key)
+			if st.TTL > 0 {
+				st.TTL = st.TTL.Round(time.Second)
 			}
+			name, ok := strings.CutPrefix(key, k.recordPrefix())
+			if ok {
+				name = "R:" + name
+			} else {
+				name = "Q:" + strings.TrimPrefix(key, k.queuePrefix())
+			}
+			out[name] = st
 		}
-		return out
 	}
-	jobIDs, stepIDs := ids(JobNamespace), ids(StepNamespace)
-	require.Equal(t, jobIDs, stepIDs, "record ids differ between job:* and step:*")
-	for _, id := range jobIDs {
-		jk, sk := b.key("job:"+id), b.key("step:"+id)
-		jh, err := b.rdb.HGetAll(ctx, jk).Result()
-		require.NoError(t, err)
-		sh, err := b.rdb.HGetAll(ctx, sk).Result()
-		require.NoError(t, err)
-		require.Equal(t, jh, sh, "fields of %s and %s differ", jk, sk)
-		jt, err := b.rdb.PTTL(ctx, jk).Result()
-		require.NoError(t, err)
-		st, err := b.rdb.PTTL(ctx, sk).Result()
-		require.NoError(t, err)
-		require.InDelta(t, jt.Milliseconds(), st.Milliseconds(), 1000, "TTL of %s (%v) and %s (%v) differ", jk, jt, sk, st)
+	return out
+}
+
+// requireMirrored checks that the step namespace is an exact copy of the
+// job namespace: the same keys (records, sub-keys, queues, every worker's
+// active hash), of the same types, contents and TTLs (within a second).
+// It reads the two sides independently of the library.
+func requireMirrored(t testing.TB, b *backend) {
+	t.Helper()
+	jobs, steps := nsSnapshot(t, b, JobNamespace), nsSnapshot(t, b, StepNamespace)
+	require.Equal(t, sortedKeys(jobs), sortedKeys(steps), "keys differ between job:*/jobs:* and step:*/steps:*")
+	for name, j := range jobs {
+		s := steps[name]
+		require.Equal(t, j.Type, s.Type, "type of %s", name)
+		require.Equal(t, j.Value, s.Value, "content of %s", name)
+		require.InDelta(t, j.TTL.Seconds(), s.TTL.Seconds(), 1, "TTL of %s", name)
 	}
-	for _, q := range Queues {
-		jq, sq := b.key("jobs:"+string(q)), b.key("steps:"+string(q))
-		jz, err := b.rdb.ZRangeWithScores(ctx, jq, 0, -1).Result()
-		require.NoError(t, err)
-		sz, err := b.rdb.ZRangeWithScores(ctx, sq, 0, -1).Result()
-		require.NoError(t, err)
-		require.Equal(t, jz, sz, "members of %s and %s differ", jq, sq)
-	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	return slices.Sorted(maps.Keys(m))
 }
 
 // requireNoKeys checks that nothing matches pattern under the prefix.
@@ -227,11 +276,8 @@ func requireNoKeys(t testing.TB, b *backend, pattern string) {
 	require.Empty(t, scanKeys(t, b.rdb, b.key(pattern)), "keys matching %s", b.key(pattern))
 }
 
-// score is the pending score the scripts compute, restated in Go so that
-// tests can check it: priority*2^43 + (2^43-1-ms).
-func score(priority int, t time.Time) float64 {
-	const scale = 1 << 43
-	return float64(int64(priority)*scale + (scale - 1 - t.UnixMilli()))
+// apiScore is the legacy API's pending score, restated for tests:
+// priority*1e15 - floor(ms/1000).
+func apiScore(priority int, t time.Time) float64 {
+	return float64(priority)*1e15 - math.Floor(float64(t.UnixMilli())/1000)
 }
-
-func redisZ(score float64, member string) redis.Z { return redis.Z{Score: score, Member: member} }

@@ -2,6 +2,8 @@ package jobstore
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -16,9 +18,10 @@ import (
 // Status is the state of a job, stored in the record's status field.
 type Status string
 
-// The statuses found in existing records. jobstore itself moves jobs through
-// pending, assigned, in_progress and one of completed, failed or cancelled;
-// it reads the others as written by older services.
+// The statuses of the legacy services. jobstore moves jobs through
+// pending, assigned, in_progress and one of completed, failed or
+// cancelled; it reads the others as other services write them, and keeps
+// any status it does not know as it is.
 const (
 	StatusPending    Status = "pending"
 	StatusQueued     Status = "queued"
@@ -32,59 +35,63 @@ const (
 	StatusUnworkable Status = "unworkable"
 )
 
-var knownStatuses = []Status{
-	StatusPending, StatusQueued, StatusAssigned, StatusAccepted, StatusInProgress,
-	StatusCompleted, StatusFailed, StatusCancelled, StatusTimeout, StatusUnworkable,
+// statusRanks orders the statuses by how far a job has moved on: the
+// second part of a record's freshness (see freshness.go). It is also the
+// list of known statuses, and the Lua tables are generated from it.
+var statusRanks = map[Status]int{
+	StatusPending: 0, StatusQueued: 0,
+	StatusAssigned: 1, StatusAccepted: 1,
+	StatusInProgress: 2,
+	StatusCompleted:  3, StatusFailed: 3, StatusCancelled: 3, StatusTimeout: 3, StatusUnworkable: 3,
 }
 
-// Valid reports whether s is one of the known statuses.
-func (s Status) Valid() bool { return slices.Contains(knownStatuses, s) }
+// Known reports whether s is one of the statuses above.
+func (s Status) Known() bool { _, ok := statusRanks[s]; return ok }
 
 // Finished reports whether s is a final status: nothing moves a job on from
 // completed, failed, cancelled, timeout or unworkable.
-func (s Status) Finished() bool {
-	switch s {
-	case StatusCompleted, StatusFailed, StatusCancelled, StatusTimeout, StatusUnworkable:
-		return true
-	}
-	return false
-}
+func (s Status) Finished() bool { return statusRanks[s] == 3 }
 
 // Limits on what a Job may hold. Inputs outside them are refused before
 // anything is written.
 const (
 	MaxIDLength      = 128 // bytes, for job, worker and workflow ids
 	MaxServiceLength = 128 // bytes
-	MinPriority      = 0
 	MaxPriority      = 1000
-	// DefaultMaxRetries is used when a submitted Job has MaxRetries 0,
-	// matching the max_retries default of existing records.
+	// DefaultPriority is the priority of a job submitted with priority 0,
+	// as the legacy API does (priority || 50), and of a record whose
+	// priority field is empty or cannot be read.
+	DefaultPriority = 50
+	// DefaultMaxRetries is the max_retries of a job submitted with 0, and
+	// of a record without a readable one, as in the legacy services.
 	DefaultMaxRetries = 3
-	// MaxMaxRetries bounds MaxRetries.
-	MaxMaxRetries = 1000
+	maxMaxRetries     = 1000
 	// DefaultMaxPayloadBytes is the default limit on payload, requirements,
 	// result and error text; see WithMaxPayloadBytes.
 	DefaultMaxPayloadBytes = 1 << 20
 	maxExtraFields         = 256
-	maxTextLength          = 1024 // bytes, for customer id and similar labels
+	maxTextLength          = 1024 // bytes, for customer ids and similar labels
 )
 
-// Job is one job record: the hash at job:<id> (or step:<id>).
+// Job is one job record: the hash at job:<id> (or step:<id>), with its
+// result or error from jobs:completed and jobs:failed.
 //
-// Timestamps are zero when the record does not have them. Fields of a
-// record that Job has no field for are kept in Extra, and jobstore never
-// drops them: state changes update single fields and mirroring copies the
-// whole hash.
+// Times are zero when the record does not have them. Fields of a record
+// that Job has no field for are kept in Extra, and jobstore never drops
+// them: state changes update single fields and the mirror copies the whole
+// hash.
 //
-// SubmitJob reads the fields above Status and CreatedAt, and ignores the
-// lifecycle fields (Status, RetryCount, WorkerID, LastFailedWorker, Error,
-// Result and the other timestamps), which only state changes write.
+// SubmitJob reads the fields up to Ctx and the trace ids; the lifecycle
+// fields (Status, RetryCount, WorkerID, ...) are written by state changes
+// only.
 type Job struct {
-	ID           string          `json:"id"`                     // SubmitJob generates a UUID when empty
-	Service      string          `json:"service_required"`       // the service that must run it
-	Priority     int             `json:"priority"`               // MinPriority..MaxPriority; higher is claimed first
+	ID      string `json:"id"`               // SubmitJob generates a UUID when empty
+	Service string `json:"service_required"` // the service that must run it
+	// Priority orders claims, higher first. SubmitJob stores
+	// DefaultPriority (50) for 0, as the legacy API does.
+	Priority     int             `json:"priority"`
 	Payload      json.RawMessage `json:"payload,omitempty"`      // JSON; SubmitJob stores {} when empty
-	Requirements json.RawMessage `json:"requirements,omitempty"` // JSON, optional
+	Requirements json.RawMessage `json:"requirements,omitempty"` // JSON matched against worker capabilities
 	CustomerID   string          `json:"customer_id,omitempty"`
 
 	WorkflowID string `json:"workflow_id,omitempty"`
@@ -92,35 +99,57 @@ type Job struct {
 	// so that the steps of a workflow are claimed together.
 	WorkflowPriority int `json:"workflow_priority,omitempty"`
 	// WorkflowDatetime, when not zero, orders the job in place of
-	// CreatedAt. It is stored as Unix milliseconds, as existing records do.
-	WorkflowDatetime time.Time `json:"workflow_datetime,omitzero"`
-	CurrentStep      int       `json:"current_step,omitempty"`
-	TotalSteps       int       `json:"total_steps,omitempty"`
+	// CreatedAt. It is stored as Unix milliseconds, as the legacy API does.
+	WorkflowDatetime time.Time       `json:"workflow_datetime,omitzero"`
+	CurrentStep      int             `json:"current_step,omitempty"`
+	TotalSteps       int             `json:"total_steps,omitempty"`
+	Ctx              json.RawMessage `json:"ctx,omitempty"` // JSON context of the workflow
+
+	// Trace and span ids, as the legacy API stores them; SubmitJob makes
+	// random ones (of OpenTelemetry's sizes) when empty, and the workflow
+	// ones only for a job of a workflow.
+	TraceID         string `json:"job_trace_id,omitempty"`
+	SpanID          string `json:"job_span_id,omitempty"`
+	WorkflowTraceID string `json:"workflow_trace_id,omitempty"`
+	WorkflowSpanID  string `json:"workflow_span_id,omitempty"`
 
 	Status     Status `json:"status"`      // SubmitJob always stores pending
-	RetryCount int    `json:"retry_count"` // how many times the job went back to pending
-	// MaxRetries is how many times a failed job goes back to pending
-	// before it is marked failed. SubmitJob stores DefaultMaxRetries when
-	// it is 0.
-	MaxRetries       int             `json:"max_retries"`
-	WorkerID         string          `json:"worker_id,omitempty"` // worker_id of the worker holding or last holding the job
-	LastFailedWorker string          `json:"last_failed_worker,omitempty"`
-	Error            string          `json:"error,omitempty"`  // the last failure reason
-	Result           json.RawMessage `json:"result,omitempty"` // JSON given to CompleteJob
+	RetryCount int    `json:"retry_count"` // failed attempts so far
+	// MaxRetries bounds the attempts: a failed job is retried while
+	// RetryCount+1 < MaxRetries, the legacy rule. SubmitJob stores
+	// DefaultMaxRetries for 0.
+	MaxRetries       int    `json:"max_retries"`
+	WorkerID         string `json:"worker_id,omitempty"` // the worker holding the job, or that held it last
+	LastFailedWorker string `json:"last_failed_worker,omitempty"`
+	// Error is the last failure: the record's error field, or the error
+	// of the job's entry in jobs:failed.
+	Error string `json:"error,omitempty"`
+	// Result is what the worker passed to CompleteJob, read from the
+	// job's entry in jobs:completed (see CompleteJob for its shape); nil
+	// when there is none, or once that hash has expired.
+	Result json.RawMessage `json:"result,omitempty"`
 
 	CreatedAt   time.Time `json:"created_at,omitzero"`  // SubmitJob sets it when zero
 	AssignedAt  time.Time `json:"assigned_at,omitzero"` // when a worker claimed it
 	StartedAt   time.Time `json:"started_at,omitzero"`  // when StartJob was called
 	CompletedAt time.Time `json:"completed_at,omitzero"`
-	FailedAt    time.Time `json:"failed_at,omitzero"` // when it was finally marked failed
+	FailedAt    time.Time `json:"failed_at,omitzero"` // the last failure
 	CancelledAt time.Time `json:"cancelled_at,omitzero"`
 
 	// Extra holds the record's fields that Job has no field for, such as
-	// trace ids written by other services. SubmitJob writes them as given.
+	// processing_time written by other services. SubmitJob writes them as
+	// given.
 	Extra map[string]string `json:"extra,omitempty"`
+	// Unreadable holds, with their raw values, the fields of the record
+	// that Job has a field for but whose value could not be read (a
+	// priority of "NaN", a time that is no time, a payload that is not
+	// JSON). The Job field then has its default: DefaultPriority for
+	// priority, DefaultMaxRetries for max_retries, zero for other numbers
+	// and times, nil for JSON.
+	Unreadable map[string]string `json:"unreadable,omitempty"`
 }
 
-// Record field names, as existing records spell them.
+// Record field names, as the legacy services spell them.
 const (
 	fID               = "id"
 	fService          = "service_required"
@@ -128,19 +157,23 @@ const (
 	fPayload          = "payload"
 	fRequirements     = "requirements"
 	fCustomerID       = "customer_id"
+	fCreatedAt        = "created_at"
+	fStatus           = "status"
+	fRetryCount       = "retry_count"
+	fMaxRetries       = "max_retries"
 	fWorkflowID       = "workflow_id"
 	fWorkflowPriority = "workflow_priority"
 	fWorkflowDatetime = "workflow_datetime"
 	fCurrentStep      = "current_step"
 	fTotalSteps       = "total_steps"
-	fStatus           = "status"
-	fRetryCount       = "retry_count"
-	fMaxRetries       = "max_retries"
+	fTraceID          = "job_trace_id"
+	fSpanID           = "job_span_id"
+	fWorkflowTraceID  = "workflow_trace_id"
+	fWorkflowSpanID   = "workflow_span_id"
+	fCtx              = "ctx"
 	fWorkerID         = "worker_id"
 	fLastFailedWorker = "last_failed_worker"
 	fError            = "error"
-	fResult           = "result"
-	fCreatedAt        = "created_at"
 	fAssignedAt       = "assigned_at"
 	fStartedAt        = "started_at"
 	fCompletedAt      = "completed_at"
@@ -148,50 +181,32 @@ const (
 	fCancelledAt      = "cancelled_at"
 )
 
-var knownFields = map[string]bool{
-	fID: true, fService: true, fPriority: true, fPayload: true, fRequirements: true,
-	fCustomerID: true, fWorkflowID: true, fWorkflowPriority: true, fWorkflowDatetime: true,
-	fCurrentStep: true, fTotalSteps: true, fStatus: true, fRetryCount: true, fMaxRetries: true,
-	fWorkerID: true, fLastFailedWorker: true, fError: true, fResult: true, fCreatedAt: true,
-	fAssignedAt: true, fStartedAt: true, fCompletedAt: true, fFailedAt: true, fCancelledAt: true,
+// submitFields are the fields the legacy API's submit writes, in its
+// order; every one is written, '' when absent.
+var submitFields = []string{
+	fID, fService, fPriority, fPayload, fRequirements, fCustomerID, fCreatedAt, fStatus,
+	fRetryCount, fMaxRetries, fWorkflowID, fWorkflowPriority, fWorkflowDatetime,
+	fCurrentStep, fTotalSteps, fTraceID, fSpanID, fWorkflowTraceID, fWorkflowSpanID, fCtx,
 }
 
-// timeLayout is how jobstore writes timestamps: ISO-8601 in UTC with
-// milliseconds, the form JavaScript's Date.toISOString produces.
-const timeLayout = "2006-01-02T15:04:05.000Z"
-
-func formatTime(t time.Time) string { return t.UTC().Format(timeLayout) }
-
-// timeLayouts are the forms parseTime accepts besides Unix milliseconds:
-// the same set the scripts' parse_ms reads. Fractional seconds are optional.
-var timeLayouts = []string{
-	"2006-01-02T15:04:05.999999999Z07:00",
-	"2006-01-02T15:04:05.999999999Z0700",
-	"2006-01-02T15:04:05.999999999",
-	"2006-01-02 15:04:05.999999999Z07:00",
-	"2006-01-02 15:04:05.999999999Z0700",
-	"2006-01-02 15:04:05.999999999",
-}
-
-// parseTime reads the timestamp forms found in existing records: RFC 3339
-// with or without fractional seconds or the colon in the zone, with a
-// space for the T, without a zone (read as UTC), and Unix milliseconds as a
-// decimal integer.
-func parseTime(s string) (time.Time, error) {
-	if s != "" && strings.Trim(s, "0123456789") == "" {
-		ms, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			return time.Time{}, err
-		}
-		return time.UnixMilli(ms).UTC(), nil
+// knownFields are the fields Job has a field for, and jobstore's own.
+var knownFields = func() map[string]bool {
+	m := map[string]bool{fOpToken: true}
+	for _, f := range submitFields {
+		m[f] = true
 	}
-	for _, layout := range timeLayouts {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t.UTC(), nil
-		}
+	for _, f := range []string{fWorkerID, fLastFailedWorker, fError, fAssignedAt, fStartedAt,
+		fCompletedAt, fFailedAt, fCancelledAt} {
+		m[f] = true
 	}
-	return time.Time{}, fmt.Errorf("not an ISO-8601 time or Unix milliseconds")
-}
+	return m
+}()
+
+// isoLayout is how jobstore writes timestamps: ISO-8601 in UTC with
+// milliseconds, what JavaScript's Date.toISOString writes.
+const isoLayout = "2006-01-02T15:04:05.000Z"
+
+func formatTime(t time.Time) string { return t.UTC().Format(isoLayout) }
 
 // validateID checks a job id; see ErrInvalidID.
 func validateID(id string) error {
@@ -215,10 +230,11 @@ func validateID(id string) error {
 }
 
 // validateName checks a service name or worker id: non-empty, at most max
-// bytes of UTF-8, no whitespace or control characters.
-func validateName(sentinel error, what, s string, max int) error {
+// bytes of UTF-8, no whitespace or control characters, and none of
+// forbidden.
+func validateName(sentinel error, what, s string, max int, forbidden string) error {
 	switch {
-	case strings.TrimSpace(s) == "":
+	case s == "":
 		return fmt.Errorf("%w: %s is empty", sentinel, what)
 	case len(s) > max:
 		return fmt.Errorf("%w: %s is %d bytes, longer than %d", sentinel, what, len(s), max)
@@ -229,16 +245,22 @@ func validateName(sentinel error, what, s string, max int) error {
 		if unicode.IsSpace(r) || unicode.IsControl(r) {
 			return fmt.Errorf("%w: %s=%q contains whitespace or a control character", sentinel, what, s)
 		}
+		if strings.ContainsRune(forbidden, r) {
+			return fmt.Errorf("%w: %s=%q contains %q", sentinel, what, s, r)
+		}
 	}
 	return nil
 }
 
 func validateService(s string) error {
-	return validateName(ErrInvalidService, "service", s, MaxServiceLength)
+	return validateName(ErrInvalidService, "service", s, MaxServiceLength, "")
 }
 
+// validateWorker checks a worker id. It must not contain ':' or glob
+// characters, since it ends the key jobs:active:<worker> and is in
+// worker:<id>:heartbeat.
 func validateWorker(w string) error {
-	return validateName(ErrInvalidWorker, "worker id", w, MaxIDLength)
+	return validateName(ErrInvalidWorker, "worker id", w, MaxIDLength, `*?[]{}:\`)
 }
 
 // validateText checks free text such as a customer id or failure reason.
@@ -264,212 +286,253 @@ func validateJSON(what string, raw []byte, max int) error {
 }
 
 func validatePriority(what string, p int) error {
-	if p < MinPriority || p > MaxPriority {
-		return fmt.Errorf("%w: %s %d is outside %d..%d", ErrInvalidPriority, what, p, MinPriority, MaxPriority)
+	if p < 0 || p > MaxPriority {
+		return fmt.Errorf("%w: %s %d is outside 0..%d", ErrInvalidPriority, what, p, MaxPriority)
 	}
 	return nil
 }
 
-// newRecord validates j for submission and returns the fields to write,
-// as name/value pairs in a fixed order, ready to be command arguments. It
-// fills in defaults: the status, created_at, max_retries and an empty
-// payload.
-func newRecord(j *Job, now time.Time, maxPayload int) ([]any, error) {
+// validateSubmit checks j for submission. It changes nothing.
+func validateSubmit(j *Job, maxPayload int) error {
 	if err := validateID(j.ID); err != nil {
-		return nil, err
+		return err
 	}
 	if err := validateService(j.Service); err != nil {
-		return nil, err
+		return err
 	}
 	if err := validatePriority("priority", j.Priority); err != nil {
-		return nil, err
+		return err
 	}
 	if err := validatePriority("workflow priority", j.WorkflowPriority); err != nil {
-		return nil, err
+		return err
 	}
-	if j.MaxRetries < 0 || j.MaxRetries > MaxMaxRetries {
-		return nil, fmt.Errorf("%w: %d is outside 0..%d", ErrInvalidMaxRetries, j.MaxRetries, MaxMaxRetries)
+	if j.MaxRetries < 0 || j.MaxRetries > maxMaxRetries {
+		return fmt.Errorf("%w: %d is outside 0..%d", ErrInvalidMaxRetries, j.MaxRetries, maxMaxRetries)
 	}
 	if j.CurrentStep < 0 || j.TotalSteps < 0 {
-		return nil, fmt.Errorf("%w: negative workflow step", ErrInvalidArgument)
+		return fmt.Errorf("%w: negative workflow step", ErrInvalidArgument)
 	}
-	// Times must be stored in forms that parseTime (and the scripts'
-	// parse_ms) read back: ISO-8601 has four-digit years, and
-	// workflow_datetime is written as unsigned Unix milliseconds.
-	if y := j.CreatedAt.UTC().Year(); !j.CreatedAt.IsZero() && (y < 0 || y > 9999) {
-		return nil, fmt.Errorf("%w: created at %v is outside the years 0000..9999", ErrInvalidArgument, j.CreatedAt)
+	// Times must be stored in forms that read back: ISO-8601 has
+	// four-digit years, and workflow_datetime is unsigned Unix ms.
+	if y := j.CreatedAt.UTC().Year(); !j.CreatedAt.IsZero() && (y < 1970 || y > 9999) {
+		return fmt.Errorf("%w: created at %v is outside the years 1970..9999", ErrInvalidArgument, j.CreatedAt)
 	}
-	if !j.WorkflowDatetime.IsZero() && j.WorkflowDatetime.UnixMilli() < 0 {
-		return nil, fmt.Errorf("%w: workflow datetime %v is before 1970", ErrInvalidArgument, j.WorkflowDatetime)
+	if !j.WorkflowDatetime.IsZero() && j.WorkflowDatetime.UnixMilli() <= 0 {
+		return fmt.Errorf("%w: workflow datetime %v is not after 1970", ErrInvalidArgument, j.WorkflowDatetime)
 	}
-	payload := j.Payload
-	if len(bytes.TrimSpace(payload)) == 0 {
-		payload = json.RawMessage("{}")
-	}
-	if err := validateJSON("payload", payload, maxPayload); err != nil {
-		return nil, err
-	}
-	if len(j.Requirements) > 0 {
-		if err := validateJSON("requirements", j.Requirements, maxPayload); err != nil {
-			return nil, err
+	if len(bytes.TrimSpace(j.Payload)) > 0 {
+		if err := validateJSON("payload", j.Payload, maxPayload); err != nil {
+			return err
 		}
 	}
-	if err := validateText("customer id", j.CustomerID, maxTextLength); err != nil {
-		return nil, err
+	for _, r := range []struct {
+		what string
+		raw  json.RawMessage
+	}{{"requirements", j.Requirements}, {"ctx", j.Ctx}} {
+		if len(bytes.TrimSpace(r.raw)) > 0 {
+			if err := validateJSON(r.what, r.raw, maxPayload); err != nil {
+				return err
+			}
+		}
 	}
-	if err := validateText("workflow id", j.WorkflowID, maxTextLength); err != nil {
-		return nil, err
+	for _, t := range []struct{ what, v string }{
+		{"customer id", j.CustomerID}, {"workflow id", j.WorkflowID}, {"trace id", j.TraceID},
+		{"span id", j.SpanID}, {"workflow trace id", j.WorkflowTraceID}, {"workflow span id", j.WorkflowSpanID},
+	} {
+		if err := validateText(t.what, t.v, maxTextLength); err != nil {
+			return err
+		}
 	}
 	if len(j.Extra) > maxExtraFields {
-		return nil, fmt.Errorf("%w: %d extra fields, limit %d", ErrInvalidArgument, len(j.Extra), maxExtraFields)
+		return fmt.Errorf("%w: %d extra fields, limit %d", ErrInvalidArgument, len(j.Extra), maxExtraFields)
 	}
-	var extra []string
-	if len(j.Extra) > 0 {
-		extra = slices.Sorted(maps.Keys(j.Extra))
-	}
-	for _, k := range extra {
+	for k, v := range j.Extra {
 		if knownFields[k] {
-			return nil, fmt.Errorf("%w: extra field %q is a known field; set it on Job instead", ErrInvalidArgument, k)
+			return fmt.Errorf("%w: extra field %q is a known field; set it on Job instead", ErrInvalidArgument, k)
 		}
-		if err := validateName(ErrInvalidArgument, "extra field name", k, MaxIDLength); err != nil {
-			return nil, err
+		if err := validateName(ErrInvalidArgument, "extra field name", k, MaxIDLength, ""); err != nil {
+			return err
 		}
-		if err := validateText("extra field "+k, j.Extra[k], maxPayload); err != nil {
-			return nil, err
-		}
-	}
-
-	created := j.CreatedAt
-	if created.IsZero() {
-		created = now
-	}
-	maxRetries := j.MaxRetries
-	if maxRetries == 0 {
-		maxRetries = DefaultMaxRetries
-	}
-	f := make([]any, 0, 22+2*len(extra))
-	f = append(f,
-		fID, j.ID,
-		fService, j.Service,
-		fPriority, strconv.Itoa(j.Priority),
-		fPayload, string(payload),
-		fStatus, string(StatusPending),
-		fRetryCount, "0",
-		fMaxRetries, strconv.Itoa(maxRetries),
-		fCreatedAt, formatTime(created),
-	)
-	add := func(name, v string) {
-		if v != "" {
-			f = append(f, name, v)
+		if err := validateText("extra field "+k, v, maxPayload); err != nil {
+			return err
 		}
 	}
-	add(fRequirements, string(j.Requirements))
-	add(fCustomerID, j.CustomerID)
-	add(fWorkflowID, j.WorkflowID)
-	if j.WorkflowPriority != 0 {
-		add(fWorkflowPriority, strconv.Itoa(j.WorkflowPriority))
-	}
-	if !j.WorkflowDatetime.IsZero() {
-		add(fWorkflowDatetime, strconv.FormatInt(j.WorkflowDatetime.UnixMilli(), 10))
-	}
-	if j.CurrentStep != 0 {
-		add(fCurrentStep, strconv.Itoa(j.CurrentStep))
-	}
-	if j.TotalSteps != 0 {
-		add(fTotalSteps, strconv.Itoa(j.TotalSteps))
-	}
-	for _, k := range extra {
-		f = append(f, k, j.Extra[k])
-	}
-	return f, nil
+	return nil
 }
 
-// decodeJob turns the fields of a record hash into a Job. It never panics:
-// a record that lacks status or service_required, has an id field that
-// disagrees with its key, or has a field that does not parse gives an error
-// wrapping ErrCorruptRecord.
-func decodeJob(id string, h map[string]string) (*Job, error) {
-	corrupt := func(field, value string, why string) error {
-		return fmt.Errorf("%w: id=%q field %s=%q: %s", ErrCorruptRecord, id, field, value, why)
+// randomHex returns n random bytes in hex, as OpenTelemetry ids are.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
+	return hex.EncodeToString(b)
+}
+
+// newID returns a random UUID (version 4), the form legacy ids take.
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// withDefaults returns a copy of j with what SubmitJob fills in: the id,
+// priority, max retries, created_at, payload, status and trace ids.
+func withDefaults(j Job, now time.Time) Job {
+	if j.ID == "" {
+		j.ID = newID()
 	}
-	j := &Job{ID: id}
-	if v, ok := h[fID]; ok && v != id {
-		return nil, corrupt(fID, v, "does not match the key")
+	if j.Priority == 0 {
+		j.Priority = DefaultPriority
 	}
-	for _, name := range []string{fStatus, fService} {
-		if h[name] == "" {
-			return nil, corrupt(name, "", "required field is missing")
+	if j.MaxRetries == 0 {
+		j.MaxRetries = DefaultMaxRetries
+	}
+	if j.CreatedAt.IsZero() {
+		j.CreatedAt = now
+	}
+	j.CreatedAt = j.CreatedAt.UTC().Truncate(time.Millisecond)
+	if len(bytes.TrimSpace(j.Payload)) == 0 {
+		j.Payload = json.RawMessage("{}")
+	}
+	if j.TraceID == "" {
+		j.TraceID = randomHex(16)
+	}
+	if j.SpanID == "" {
+		j.SpanID = randomHex(8)
+	}
+	if j.startsWorkflowSpan() {
+		if j.WorkflowTraceID == "" {
+			j.WorkflowTraceID = randomHex(16)
+		}
+		if j.WorkflowSpanID == "" {
+			j.WorkflowSpanID = randomHex(8)
 		}
 	}
-	j.Status = Status(h[fStatus])
-	if !j.Status.Valid() {
-		return nil, corrupt(fStatus, h[fStatus], "unknown status")
-	}
-	j.Service = h[fService]
-	j.CustomerID = h[fCustomerID]
-	j.WorkflowID = h[fWorkflowID]
-	j.WorkerID = h[fWorkerID]
-	j.LastFailedWorker = h[fLastFailedWorker]
-	j.Error = h[fError]
-	j.MaxRetries = DefaultMaxRetries
+	j.Status, j.RetryCount = StatusPending, 0
+	return j
+}
 
-	ints := []struct {
+// startsWorkflowSpan is the legacy API's test for a job of a workflow:
+// workflow id, current step and total steps all set.
+func (j *Job) startsWorkflowSpan() bool {
+	return j.WorkflowID != "" && j.CurrentStep != 0 && j.TotalSteps != 0
+}
+
+// submitRecord returns the fields SubmitJob writes for j (after
+// withDefaults), name, value, ...: the legacy API's fields in its order,
+// '' for those absent, then Extra in name order.
+func submitRecord(j *Job) []any {
+	itoa := func(n int) string {
+		if n == 0 {
+			return ""
+		}
+		return strconv.Itoa(n)
+	}
+	wdt := ""
+	if !j.WorkflowDatetime.IsZero() {
+		wdt = strconv.FormatInt(j.WorkflowDatetime.UnixMilli(), 10)
+	}
+	values := map[string]string{
+		fID: j.ID, fService: j.Service, fPriority: strconv.Itoa(j.Priority),
+		fPayload: string(j.Payload), fRequirements: string(j.Requirements),
+		fCustomerID: j.CustomerID, fCreatedAt: formatTime(j.CreatedAt), fStatus: string(StatusPending),
+		fRetryCount: "0", fMaxRetries: strconv.Itoa(j.MaxRetries),
+		fWorkflowID: j.WorkflowID, fWorkflowPriority: itoa(j.WorkflowPriority), fWorkflowDatetime: wdt,
+		fCurrentStep: itoa(j.CurrentStep), fTotalSteps: itoa(j.TotalSteps),
+		fTraceID: j.TraceID, fSpanID: j.SpanID, fWorkflowTraceID: j.WorkflowTraceID,
+		fWorkflowSpanID: j.WorkflowSpanID, fCtx: string(j.Ctx),
+	}
+	f := make([]any, 0, 2*(len(submitFields)+len(j.Extra)))
+	for _, name := range submitFields {
+		f = append(f, name, values[name])
+	}
+	for _, k := range slices.Sorted(maps.Keys(j.Extra)) {
+		f = append(f, k, j.Extra[k])
+	}
+	return f
+}
+
+// decodeJob turns the fields of a record hash into a Job. It never fails
+// on a field's value: what cannot be read gets its documented default and
+// is listed in Unreadable. It fails, wrapping ErrCorruptRecord, only for a
+// record that is no job record: one without an id field (legacy readers
+// treat it as absent) or whose id is not its key's.
+func decodeJob(id string, h map[string]string) (*Job, error) {
+	switch v, ok := h[fID]; {
+	case !ok || v == "":
+		return nil, fmt.Errorf("%w: id=%q: the record has no id field (legacy readers treat it as missing)", ErrCorruptRecord, id)
+	case v != id:
+		return nil, fmt.Errorf("%w: id=%q: its id field is %q", ErrCorruptRecord, id, truncate(v, 64))
+	}
+	j := &Job{
+		ID: id, Service: h[fService], CustomerID: h[fCustomerID], WorkflowID: h[fWorkflowID],
+		Status: Status(h[fStatus]), WorkerID: h[fWorkerID], LastFailedWorker: h[fLastFailedWorker],
+		Error: h[fError], TraceID: h[fTraceID], SpanID: h[fSpanID],
+		WorkflowTraceID: h[fWorkflowTraceID], WorkflowSpanID: h[fWorkflowSpanID],
+	}
+	if j.Status == "" {
+		j.Status = StatusPending // the legacy API's default
+	}
+	bad := func(name string) {
+		if j.Unreadable == nil {
+			j.Unreadable = map[string]string{}
+		}
+		j.Unreadable[name] = h[name]
+	}
+	for _, f := range []struct {
 		name string
 		dst  *int
+		def  int
 	}{
-		{fPriority, &j.Priority}, {fWorkflowPriority, &j.WorkflowPriority},
-		{fCurrentStep, &j.CurrentStep}, {fTotalSteps, &j.TotalSteps},
-		{fRetryCount, &j.RetryCount}, {fMaxRetries, &j.MaxRetries},
-	}
-	for _, f := range ints {
-		v, ok := h[f.name]
-		if !ok || v == "" {
+		{fPriority, &j.Priority, DefaultPriority}, {fWorkflowPriority, &j.WorkflowPriority, 0},
+		{fCurrentStep, &j.CurrentStep, 0}, {fTotalSteps, &j.TotalSteps, 0},
+		{fRetryCount, &j.RetryCount, 0}, {fMaxRetries, &j.MaxRetries, DefaultMaxRetries},
+	} {
+		*f.dst = f.def
+		v := h[f.name]
+		if v == "" {
 			continue
 		}
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			return nil, corrupt(f.name, v, "not an integer")
+		if n, ok := parseIntField(v); ok {
+			*f.dst = n
+		} else {
+			bad(f.name)
 		}
-		*f.dst = n
 	}
-
-	times := []struct {
+	for _, f := range []struct {
 		name string
 		dst  *time.Time
 	}{
 		{fCreatedAt, &j.CreatedAt}, {fAssignedAt, &j.AssignedAt}, {fStartedAt, &j.StartedAt},
 		{fCompletedAt, &j.CompletedAt}, {fFailedAt, &j.FailedAt}, {fCancelledAt, &j.CancelledAt},
 		{fWorkflowDatetime, &j.WorkflowDatetime},
-	}
-	for _, f := range times {
-		v, ok := h[f.name]
-		if !ok || v == "" {
+	} {
+		v := h[f.name]
+		if v == "" {
 			continue
 		}
-		t, err := parseTime(v)
-		if err != nil {
-			return nil, corrupt(f.name, v, err.Error())
+		if ms, ok := parseTimeMs(v); ok {
+			*f.dst = time.UnixMilli(ms).UTC()
+		} else {
+			bad(f.name)
 		}
-		*f.dst = t
 	}
-
-	raws := []struct {
+	for _, f := range []struct {
 		name string
 		dst  *json.RawMessage
-	}{
-		{fPayload, &j.Payload}, {fRequirements, &j.Requirements}, {fResult, &j.Result},
-	}
-	for _, f := range raws {
-		v, ok := h[f.name]
-		if !ok || v == "" {
+	}{{fPayload, &j.Payload}, {fRequirements, &j.Requirements}, {fCtx, &j.Ctx}} {
+		v := h[f.name]
+		if v == "" {
 			continue
 		}
-		if !json.Valid([]byte(v)) {
-			return nil, corrupt(f.name, truncate(v, 64), "not valid JSON")
+		if json.Valid([]byte(v)) {
+			*f.dst = json.RawMessage(v)
+		} else {
+			bad(f.name)
 		}
-		*f.dst = json.RawMessage(v)
 	}
-
 	for k, v := range h {
 		if !knownFields[k] {
 			if j.Extra == nil {
@@ -481,9 +544,91 @@ func decodeJob(id string, h map[string]string) (*Job, error) {
 	return j, nil
 }
 
-// decodePairs is decodeJob for a flat name, value, name, value... list, as
-// HGETALL returns inside a script reply.
-func decodePairs(id string, pairs []any) (*Job, error) {
+// parseIntField reads an integer field as the legacy services' parseInt
+// does: leading white space, an optional sign and decimal digits, anything
+// after them ignored ("50.5" is 50). It fails where parseInt gives NaN,
+// and for values that do not fit an int.
+func parseIntField(s string) (int, bool) {
+	f, ok := parseIntJS(s)
+	if !ok {
+		return 0, false
+	}
+	return int(f), true
+}
+
+// addResult completes j with its entries in the completed and failed
+// hashes, raw JSON or "" when it has none.
+func (j *Job) addResult(completed, failed string) {
+	if completed != "" && json.Valid([]byte(completed)) {
+		j.Result = unwrapResult(json.RawMessage(completed))
+	} else if completed != "" {
+		j.addUnreadable("jobs:completed", completed)
+	}
+	if failed == "" {
+		return
+	}
+	var f struct {
+		Error    any    `json:"error"`
+		Message  string `json:"error_message"`
+		FailedAt string `json:"failed_at"`
+	}
+	if json.Unmarshal([]byte(failed), &f) != nil {
+		j.addUnreadable("jobs:failed", failed)
+		return
+	}
+	if j.Error == "" {
+		switch e := f.Error.(type) {
+		case string:
+			j.Error = e
+		case nil:
+			j.Error = f.Message
+		default:
+			b, _ := json.Marshal(e)
+			j.Error = string(b)
+		}
+	}
+	if j.FailedAt.IsZero() && f.FailedAt != "" {
+		if ms, ok := parseTimeMs(f.FailedAt); ok {
+			j.FailedAt = time.UnixMilli(ms).UTC()
+		}
+	}
+}
+
+func (j *Job) addUnreadable(name, v string) {
+	if j.Unreadable == nil {
+		j.Unreadable = map[string]string{}
+	}
+	j.Unreadable[name] = truncate(v, 256)
+}
+
+// unwrapResult returns the result a worker gave from an entry of
+// jobs:completed. The legacy worker (and jobstore) store
+// {"success":true,"data":<result>,"completed_at":"..."}; the legacy
+// RedisService stores the result itself. An object with a boolean
+// success, a completed_at and no other keys but data is the first form.
+func unwrapResult(raw json.RawMessage) json.RawMessage {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(raw, &m) != nil {
+		return raw
+	}
+	s, okS := m["success"]
+	_, okC := m["completed_at"]
+	if !okS || !okC || (string(s) != "true" && string(s) != "false") {
+		return raw
+	}
+	for k := range m {
+		if k != "success" && k != "data" && k != "completed_at" {
+			return raw
+		}
+	}
+	if d, ok := m["data"]; ok {
+		return d
+	}
+	return nil
+}
+
+// pairsToMap turns a flat name, value, ... reply into a map.
+func pairsToMap(id string, pairs []any) (map[string]string, error) {
 	h := make(map[string]string, len(pairs)/2)
 	for i := 0; i+1 < len(pairs); i += 2 {
 		k, ok1 := pairs[i].(string)
@@ -493,7 +638,7 @@ func decodePairs(id string, pairs []any) (*Job, error) {
 		}
 		h[k] = v
 	}
-	return decodeJob(id, h)
+	return h, nil
 }
 
 func truncate(s string, n int) string {

@@ -1,133 +1,193 @@
 package jobstore
 
-// Every Redis key name jobstore reads or writes is built in this file, by
-// small pure functions. Scripts receive the names in KEYS and never build
-// them, so a key layout change is a change here and nowhere else.
+import "strings"
 
-// Queue names one of the sorted sets that index job records. The same four
-// queues exist in both namespaces: jobs:pending and steps:pending, and so on.
-type Queue string
+// Every Redis key and channel name jobstore reads or writes is built in
+// this file, by small pure functions. The job namespace is exactly the
+// layout of the legacy TypeScript services; the step namespace is the same
+// layout under step: and steps:.
+//
+//	job:<id>                 hash    the record, string fields
+//	job:<id>:<suffix>        any     a sub-key of the job, such as job:<id>:progress
+//	jobs:pending             zset    ids waiting, claimed highest score first
+//	jobs:active:<worker>     hash    id → job JSON, the jobs a worker holds
+//	jobs:completed           hash    id → result JSON; the whole key expires (24 h)
+//	jobs:failed              hash    id → error JSON; the whole key expires (7 days)
+//
+// Outside both namespaces, shared by every stage and never migrated:
+//
+//	worker:<id>              hash    a worker's registration and status
+//	worker:<id>:heartbeat    string  alive while it exists (60 s TTL)
+//	workers:active           set     registered worker ids
+//	progress:<id>            stream  a job's progress events
+//
+// Scripts take their keys in KEYS, except the claim, which must build the
+// record keys of the candidates it reads: it gets the record prefix
+// (keyspace.recordPrefix) in ARGV and appends the id, the same rule as
+// keyspace.record.
 
-// The queues of a namespace.
+// Namespace is one of the two key layouts: the legacy job:<id> / jobs:*
+// and the new step:<id> / steps:*.
+type Namespace int
+
+// The two namespaces.
 const (
-	// QueuePending holds ids waiting for a worker. The score orders claims:
-	// highest first, so higher priority first, then oldest first.
-	QueuePending Queue = "pending"
-	// QueueActive holds claimed ids scored by their lease deadline (Unix ms).
-	QueueActive Queue = "active"
-	// QueueCompleted holds completed ids scored by completion time (Unix ms).
-	QueueCompleted Queue = "completed"
-	// QueueFailed holds failed and cancelled ids scored by the time they
-	// ended (Unix ms).
-	QueueFailed Queue = "failed"
+	JobNamespace  Namespace = iota // job:<id>, jobs:*
+	StepNamespace                  // step:<id>, steps:*
 )
 
-// Queues lists every queue of a namespace, in a fixed order.
-var Queues = []Queue{QueuePending, QueueActive, QueueCompleted, QueueFailed}
-
-// Namespace is one of the two key layouts: the legacy job:<id> / jobs:<queue>
-// and the new step:<id> / steps:<queue>. The zero value is not useful; use
-// JobNamespace or StepNamespace.
-type Namespace struct {
-	// Record is the prefix of record keys, "job:" or "step:".
-	Record string
-	// Queue is the prefix of queue keys, "jobs:" or "steps:".
-	Queue string
-}
-
-var (
-	// JobNamespace is the legacy layout, job:<id> and jobs:<queue>.
-	JobNamespace = Namespace{Record: "job:", Queue: "jobs:"}
-	// StepNamespace is the new layout, step:<id> and steps:<queue>.
-	StepNamespace = Namespace{Record: "step:", Queue: "steps:"}
-)
-
-// String returns the record prefix without its colon: "job" or "step".
+// String returns "job" or "step".
 func (n Namespace) String() string {
-	if len(n.Record) == 0 {
-		return ""
+	if n == StepNamespace {
+		return "step"
 	}
-	return n.Record[:len(n.Record)-1]
+	return "job"
 }
+
+func (n Namespace) valid() bool { return n == JobNamespace || n == StepNamespace }
+
+// other returns the namespace that is not n.
+func (n Namespace) other() Namespace {
+	if n == JobNamespace {
+		return StepNamespace
+	}
+	return JobNamespace
+}
+
+// recordWord is the record prefix without its colon, queueWord the queue
+// prefix: "job" and "jobs", or "step" and "steps".
+func (n Namespace) recordWord() string { return n.String() }
+func (n Namespace) queueWord() string  { return n.String() + "s" }
+
+// Fields and values that jobstore keeps for itself. Legacy code reads
+// neither: it reads the fields it knows by name, and copies the rest
+// without looking at them.
+const (
+	// fOpToken is the record field holding the token of the last
+	// jobstore call that changed the record. A call whose reply was lost
+	// and that go-redis sends again finds its own token and answers as
+	// the first run did, instead of acting twice.
+	fOpToken = "jobstore_op"
+	// fWorkerJobstore marks a worker:<id> hash registered by a jobstore
+	// process; its value is the library's version. A worker hash without
+	// it belongs to a legacy worker.
+	fWorkerJobstore = "jobstore"
+)
+
+// The channels the legacy services publish on, and jobstore with them.
+const (
+	chJobSubmitted      = "job_submitted"
+	chWorkflowSubmitted = "workflow_submitted"
+	chJobClaimed        = "job_claimed"
+	chProgress          = "update_job_progress"
+	chCompleteJob       = "complete_job"
+	chJobFailed         = "job_failed"
+	chCancelJob         = "cancel_job"
+	chJobCancelled      = "job_cancelled"
+	chWorkerStatus      = "worker_status"
+)
 
 // keyspace is a namespace under an optional key prefix (WithKeyPrefix). It
-// is the only type that turns ids and queues into key names.
+// is the only type that turns ids, workers and queues into key names.
 type keyspace struct {
 	prefix string
 	ns     Namespace
 }
 
-// record returns the key of the record with the given id, e.g. "job:42".
-func (k keyspace) record(id string) string { return k.prefix + k.ns.Record + id }
+// recordPrefix is "job:" or "step:" under the prefix; a record key is it
+// followed by the id.
+func (k keyspace) recordPrefix() string { return k.prefix + k.ns.recordWord() + ":" }
 
-// queue returns the key of the given queue, e.g. "jobs:pending".
-func (k keyspace) queue(q Queue) string { return k.prefix + k.ns.Queue + string(q) }
+// record returns the key of the record with the given id: "job:42".
+func (k keyspace) record(id string) string { return k.recordPrefix() + id }
 
-// recordPattern is the SCAN pattern that matches every record key of the
-// namespace, and also sub-keys such as job:<id>:progress, which callers must
-// filter out with idFromRecordKey.
-func (k keyspace) recordPattern() string { return k.prefix + k.ns.Record + "*" }
+// sub returns the key of a sub-key of a job: "job:42:progress".
+func (k keyspace) sub(id, suffix string) string { return k.record(id) + ":" + suffix }
 
-// idFromRecordKey returns the id of a record key of this namespace, and
-// false for any other key: a queue key, a key of the other namespace, or a
-// sub-key like job:<id>:progress (ids never contain ':').
-func (k keyspace) idFromRecordKey(key string) (string, bool) {
-	p := k.prefix + k.ns.Record
-	if len(key) <= len(p) || key[:len(p)] != p {
-		return "", false
-	}
-	id := key[len(p):]
-	if validateID(id) != nil {
-		return "", false
-	}
-	return id, true
+// progress is the hash where workers report a job's progress.
+func (k keyspace) progress(id string) string { return k.sub(id, "progress") }
+
+// queuePrefix is "jobs:" or "steps:" under the prefix.
+func (k keyspace) queuePrefix() string { return k.prefix + k.ns.queueWord() + ":" }
+
+// pending is the sorted set of ids waiting for a worker: "jobs:pending".
+func (k keyspace) pending() string { return k.queuePrefix() + "pending" }
+
+// activePrefix is "jobs:active:"; a worker's active hash is it followed
+// by the worker id.
+func (k keyspace) activePrefix() string { return k.queuePrefix() + "active:" }
+
+// active returns the hash of the jobs a worker holds: "jobs:active:w1".
+func (k keyspace) active(worker string) string { return k.activePrefix() + worker }
+
+// activePattern is the SCAN pattern of every worker's active hash.
+func (k keyspace) activePattern() string { return k.activePrefix() + "*" }
+
+// workerFromActive returns the worker of an active hash key, and false
+// for any other key.
+func (k keyspace) workerFromActive(key string) (string, bool) {
+	w, ok := strings.CutPrefix(key, k.activePrefix())
+	return w, ok && w != ""
 }
 
-// JobKey returns the legacy record key of id: "job:<id>".
-func JobKey(id string) string { return keyspace{ns: JobNamespace}.record(id) }
+// completed is the hash of results: "jobs:completed".
+func (k keyspace) completed() string { return k.queuePrefix() + "completed" }
 
-// StepKey returns the new record key of id: "step:<id>".
-func StepKey(id string) string { return keyspace{ns: StepNamespace}.record(id) }
+// failed is the hash of failures: "jobs:failed".
+func (k keyspace) failed() string { return k.queuePrefix() + "failed" }
 
-// JobsQueueKey returns the legacy key of a queue: "jobs:<queue>".
-func JobsQueueKey(q Queue) string { return keyspace{ns: JobNamespace}.queue(q) }
+// recordPattern is the SCAN pattern that matches every record key of the
+// namespace, and also its sub-keys, which callers tell apart with
+// parseRecordKey.
+func (k keyspace) recordPattern() string { return k.recordPrefix() + "*" }
 
-// StepsQueueKey returns the new key of a queue: "steps:<queue>".
-func StepsQueueKey(q Queue) string { return keyspace{ns: StepNamespace}.queue(q) }
+// parseRecordKey splits a key of the record pattern: the id, the sub-key
+// suffix ("" for the record itself), and false for keys that belong to no
+// job (an id that is not valid, or a key outside the namespace). Ids
+// never contain ':', so the first ':' after the prefix starts the suffix.
+func (k keyspace) parseRecordKey(key string) (id, suffix string, ok bool) {
+	rest, found := strings.CutPrefix(key, k.recordPrefix())
+	if !found {
+		return "", "", false
+	}
+	id, suffix, hasSub := strings.Cut(rest, ":")
+	if validateID(id) != nil || (hasSub && suffix == "") {
+		return "", "", false
+	}
+	return id, suffix, true
+}
+
+// Keys outside both namespaces, under the prefix.
+
+func workerKey(prefix, worker string) string    { return prefix + "worker:" + worker }
+func heartbeatKey(prefix, worker string) string { return workerKey(prefix, worker) + ":heartbeat" }
+func workersActiveKey(prefix string) string     { return prefix + "workers:active" }
+func progressStreamKey(prefix, id string) string {
+	return prefix + "progress:" + id
+}
+
+// heartbeatPattern matches every worker's heartbeat key.
+func heartbeatPattern(prefix string) string { return prefix + "worker:*:heartbeat" }
+
+// channel returns a pub/sub channel under the prefix. Without a prefix
+// it is the legacy channel itself; tests use a prefix to stay apart.
+func channel(prefix, name string) string { return prefix + name }
+
+// Keys of jobstore's own. They lie outside both namespaces, so no record
+// scan, backfill or cleanup ever matches them.
 
 // stageKey is the hash holding the shared stage that FollowStage reads and
-// PublishStage writes. It lies outside both namespaces, so no record scan,
-// backfill or cleanup ever matches it.
+// PublishStage writes.
 func stageKey(prefix string) string { return prefix + "jobstore:stage" }
-
-// SharedStageKey is the key of the hash that holds the shared stage (see
-// Store.PublishStage), for a Store created with WithKeyPrefix(prefix):
-// "jobstore:stage" without a prefix.
-func SharedStageKey(prefix string) string { return stageKey(prefix) }
 
 // statsKey is the hash where FollowStage adds each process's counters, so
 // that operators see the dual-write success rate of the whole fleet.
 func statsKey(prefix string) string { return prefix + "jobstore:stats" }
 
 // checkpointKey is the string where Backfill keeps the progress of an
-// unfinished run that copies from one namespace to the other. Like the
-// stage key it lies outside both namespaces; cleanup and rollback delete
-// it with the namespace, as it means nothing once one side is gone.
+// unfinished run that copies from one namespace to the other. Cleanup and
+// rollback delete it with the namespace, as it means nothing once one side
+// is gone.
 func checkpointKey(prefix string, from, to Namespace) string {
 	return prefix + "jobstore:backfill:" + from.String() + "-to-" + to.String()
-}
-
-// queueAndRecordKeys lists, for scripts that sync ids between namespaces,
-// the four queues (in Queues order) and then the record of each id, in a,
-// followed by the same keys in b: the key of a's KEYS[i] in b is at
-// KEYS[i+N], as the prelude's mirror convention wants.
-func queueAndRecordKeys(a, b keyspace, ids []string) []string {
-	refs := make([]keyRef, 0, len(Queues)+len(ids))
-	for _, q := range Queues {
-		refs = append(refs, queueRef(q))
-	}
-	for _, id := range ids {
-		refs = append(refs, recordRef(id))
-	}
-	return b.keys(a.keys(make([]string, 0, 2*len(refs)), refs), refs)
 }

@@ -9,34 +9,42 @@ import (
 
 // Defaults of the options.
 const (
-	DefaultLeaseDuration      = 5 * time.Minute
-	DefaultCompletedRetention = 24 * time.Hour
-	DefaultFailedRetention    = 7 * 24 * time.Hour
+	// DefaultClaimWindow is how many pending jobs a claim looks at, from
+	// the top of the queue, the window the legacy claim function uses.
+	DefaultClaimWindow = 100
+	// DefaultCompletedTTL and DefaultFailedTTL are the TTLs the legacy
+	// services put on the whole jobs:completed and jobs:failed hashes,
+	// renewed by every write.
+	DefaultCompletedTTL = 24 * time.Hour
+	DefaultFailedTTL    = 7 * 24 * time.Hour
 )
 
 // Option configures New. Options are applied in order; a later one wins.
 type Option func(*config)
 
 type config struct {
-	stage              *Stage
-	shadowRatio        float64
-	logger             *slog.Logger
-	clock              func() time.Time
-	lease              time.Duration
-	completedRetention time.Duration
-	failedRetention    time.Duration
-	maxPayload         int
-	prefix             string
-	lookupEnv          envLookup
+	stage           *Stage
+	shadowRatio     float64
+	logger          *slog.Logger
+	clock           func() time.Time
+	formula         ScoreFormula
+	window          int
+	completedTTL    time.Duration
+	failedTTL       time.Duration
+	recordRetention time.Duration
+	maxPayload      int
+	prefix          string
+	observe         func(op, outcome string, d time.Duration)
+	lookupEnv       envLookup
 }
 
 func defaultConfig() config {
 	return config{
-		clock:              time.Now,
-		lease:              DefaultLeaseDuration,
-		completedRetention: DefaultCompletedRetention,
-		failedRetention:    DefaultFailedRetention,
-		maxPayload:         DefaultMaxPayloadBytes,
+		clock:        time.Now,
+		window:       DefaultClaimWindow,
+		completedTTL: DefaultCompletedTTL,
+		failedTTL:    DefaultFailedTTL,
+		maxPayload:   DefaultMaxPayloadBytes,
 	}
 }
 
@@ -44,10 +52,14 @@ func (c *config) validate() error {
 	switch {
 	case c.clock == nil:
 		return fmt.Errorf("%w: WithClock(nil)", ErrInvalidConfig)
-	case c.lease <= 0:
-		return fmt.Errorf("%w: WithLeaseDuration(%v): must be positive", ErrInvalidConfig, c.lease)
-	case c.completedRetention < 0 || c.failedRetention < 0:
-		return fmt.Errorf("%w: WithRetention(%v, %v): must not be negative", ErrInvalidConfig, c.completedRetention, c.failedRetention)
+	case !c.formula.valid():
+		return fmt.Errorf("%w: WithScoreFormula(%d): not a formula", ErrInvalidConfig, int(c.formula))
+	case c.window < 1 || c.window > 100_000:
+		return fmt.Errorf("%w: WithClaimWindow(%d): must be 1..100000", ErrInvalidConfig, c.window)
+	case c.completedTTL < time.Second || c.failedTTL < time.Second:
+		return fmt.Errorf("%w: WithResultTTL(%v, %v): must be at least a second", ErrInvalidConfig, c.completedTTL, c.failedTTL)
+	case c.recordRetention < 0 || (c.recordRetention > 0 && c.recordRetention < time.Millisecond):
+		return fmt.Errorf("%w: WithRecordRetention(%v): must be 0 (keep forever) or at least 1ms", ErrInvalidConfig, c.recordRetention)
 	case c.maxPayload <= 0:
 		return fmt.Errorf("%w: WithMaxPayloadBytes(%d): must be positive", ErrInvalidConfig, c.maxPayload)
 	case c.stage != nil && !c.stage.valid():
@@ -60,11 +72,9 @@ func (c *config) validate() error {
 	return nil
 }
 
-// WithDualWrite is the phase 4.3.1 setting: on is WithStage(StageDualWrite),
+// WithDualWrite is the report's setting: on is WithStage(StageDualWrite),
 // off is WithStage(StageLegacy). Like WithStage, it makes New ignore the
-// environment. Without either, New reads REDIS_DUAL_WRITE_STEPS and
-// REDIS_STEP_MIGRATION_STAGE (see EnvDualWrite and EnvStage); unset means
-// legacy.
+// environment.
 func WithDualWrite(on bool) Option {
 	st := StageLegacy
 	if on {
@@ -74,6 +84,7 @@ func WithDualWrite(on bool) Option {
 }
 
 // WithStage sets the migration stage and makes New ignore the environment.
+// A stage published in Redis still wins once read (see Store.Sync).
 func WithStage(st Stage) Option {
 	return func(c *config) { c.stage = &st }
 }
@@ -87,33 +98,54 @@ func WithShadowReads(ratio float64) Option {
 	return func(c *config) { c.shadowRatio = ratio }
 }
 
-// WithLogger sets the logger for mirror failures (level Error), recovered
-// queue problems (Warn) and every mirrored key (Debug, as in the report:
-// "Dual-write: copied job:abc123 → step:abc123"). Nil, the default, means no
-// logs.
+// WithLogger sets the logger for mirror failures (level Error), jobs a
+// claim passes over and other recovered problems (Warn), and every mirrored
+// key (Debug: "Dual-write: copied job:abc123 → step:abc123"). Nil, the
+// default, means no logs.
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) { c.logger = l }
 }
 
-// WithClock sets the function that tells the time, for timestamps, scores
-// and lease deadlines. The default is time.Now. Tests use it to move time.
+// WithClock sets the function that tells the time, for timestamps and
+// scores. The default is time.Now. Tests use it to move time. (The claim
+// stamps assigned_at with the server's TIME, as the legacy claim does.)
 func WithClock(now func() time.Time) Option {
 	return func(c *config) { c.clock = now }
 }
 
-// WithLeaseDuration sets how long a claim holds a job before
-// RecoverExpired may give it to another worker, and how far ExtendLease
-// moves the deadline by default. The default is DefaultLeaseDuration, 5m.
-func WithLeaseDuration(d time.Duration) Option {
-	return func(c *config) { c.lease = d }
+// WithScoreFormula sets the formula of pending scores, for submits and
+// retries. The default is ScoreAPI, the legacy API's; use ScoreService if
+// the legacy RedisService writes your queue. Every writer of a queue must
+// use the same one.
+func WithScoreFormula(f ScoreFormula) Option {
+	return func(c *config) { c.formula = f }
 }
 
-// WithRetention sets how long completed and failed jobs are kept: their
-// records expire after it, and TrimRetention removes their queue entries.
-// Cancelled jobs are kept as long as failed ones. Zero keeps them forever.
-// The defaults are 24h and 7 days.
-func WithRetention(completed, failed time.Duration) Option {
-	return func(c *config) { c.completedRetention, c.failedRetention = completed, failed }
+// WithClaimWindow sets how many pending jobs, from the top of the queue, a
+// claim looks at for one the worker can run; the default is
+// DefaultClaimWindow, 100, as the legacy claim function. A worker whose
+// jobs all sit below the window finds none and starves while the jobs
+// above it wait for other workers. A wider window lets it reach them, at
+// the cost of a longer script when few jobs match: Redis runs nothing
+// else meanwhile, about 1 µs per job looked at beyond the first.
+func WithClaimWindow(n int) Option {
+	return func(c *config) { c.window = n }
+}
+
+// WithResultTTL sets the TTL that each completion and failure renews on
+// the whole jobs:completed and jobs:failed hashes. The defaults,
+// DefaultCompletedTTL and DefaultFailedTTL (24 hours and 7 days), are the
+// legacy services'.
+func WithResultTTL(completed, failed time.Duration) Option {
+	return func(c *config) { c.completedTTL, c.failedTTL = completed, failed }
+}
+
+// WithRecordRetention makes records of finished jobs expire: completing,
+// failing for good or cancelling a job sets this TTL on its record and its
+// progress hash. The default, 0, keeps them forever, as the legacy
+// services do, which never expire a record.
+func WithRecordRetention(d time.Duration) Option {
+	return func(c *config) { c.recordRetention = d }
 }
 
 // WithMaxPayloadBytes limits the size of a payload, requirements, result or
@@ -122,11 +154,21 @@ func WithMaxPayloadBytes(n int) Option {
 	return func(c *config) { c.maxPayload = n }
 }
 
-// WithKeyPrefix puts every key under a prefix: "<prefix>job:<id>",
-// "<prefix>steps:pending" and so on. The default is no prefix, the layout
-// existing services use. It must not contain glob characters or whitespace.
+// WithKeyPrefix puts every key and channel under a prefix:
+// "<prefix>job:<id>", "<prefix>steps:pending", "<prefix>job_submitted" and
+// so on. The default is no prefix, the layout of the legacy services. It
+// must not contain glob characters or whitespace.
 func WithKeyPrefix(p string) Option {
 	return func(c *config) { c.prefix = p }
+}
+
+// WithOpObserver calls fn after every write operation with its name
+// (submit, claim, start, progress, complete, fail, cancel, recover), its
+// outcome ("ok", "error", or a status such as "none", "notheld",
+// "notfound", "exists") and how long it took, for metrics. fn must be
+// fast and safe for concurrent use.
+func WithOpObserver(fn func(op, outcome string, d time.Duration)) Option {
+	return func(c *config) { c.observe = fn }
 }
 
 // withEnv replaces os.LookupEnv, for tests.

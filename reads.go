@@ -2,6 +2,8 @@ package jobstore
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
@@ -13,15 +15,15 @@ import (
 // ReadStats counts plain reads of records since the Store was created.
 type ReadStats struct {
 	// Reads counts records looked up by GetJob and GetPendingJobs.
-	Reads uint64
+	Reads uint64 `json:"reads"`
 	// Fallbacks counts reads in dual-read that found no step record and
 	// were answered from job:* instead (plus queue reads answered from
 	// jobs:* because the steps queue did not exist).
-	Fallbacks uint64
+	Fallbacks uint64 `json:"fallbacks"`
 	// ShadowChecks counts reads compared with the other namespace
 	// (WithShadowReads), and ShadowMismatches those that differed.
-	ShadowChecks     uint64
-	ShadowMismatches uint64
+	ShadowChecks     uint64 `json:"shadow_checks"`
+	ShadowMismatches uint64 `json:"shadow_mismatches"`
 }
 
 type readCounters struct {
@@ -38,31 +40,113 @@ func (s *Store) ReadStats() ReadStats {
 	}
 }
 
-// other returns the namespace that is not ns.
-func other(ns Namespace) Namespace {
-	if ns == JobNamespace {
-		return StepNamespace
-	}
-	return JobNamespace
+// stored is what one namespace holds of a job: its record and its entries
+// in the completed and failed hashes ("" when none).
+type stored struct {
+	rec               map[string]string
+	completed, failed string
+	problems          map[string]string // entries that could not be read
 }
 
-// readRecords reads the records of ids as plain reads do in stage st: from
-// the stage's read namespace, then, in dual-read, from job:* for those the
-// step namespace does not have. An empty map means no record. A sampled
-// share of the records found is compared with the other namespace. Each
-// pass is one pipelined round trip.
-func (s *Store) readRecords(ctx context.Context, st Stage, ids []string) ([]map[string]string, error) {
+// GetJob returns the job with the given id, with its result or error from
+// jobs:completed and jobs:failed, or an error wrapping ErrJobNotFound when
+// it has no record. It reads the stage's read namespace (see Stage.Reads),
+// in one round trip. A record without an id field, or another job's,
+// gives ErrCorruptRecord.
+func (s *Store) GetJob(ctx context.Context, id string) (*Job, error) {
+	if err := validateID(id); err != nil {
+		return nil, err
+	}
+	got, err := s.readJobs(ctx, s.Stage(), []string{id})
+	if err != nil {
+		return nil, err
+	}
+	if len(got[0].rec) == 0 {
+		return nil, fmt.Errorf("%w: id=%q", ErrJobNotFound, id)
+	}
+	return got[0].job(id)
+}
+
+func (g stored) job(id string) (*Job, error) {
+	j, err := decodeJob(id, g.rec)
+	if err != nil {
+		return nil, err
+	}
+	j.addResult(g.completed, g.failed)
+	for k, v := range g.problems {
+		j.addUnreadable(k, v)
+	}
+	return j, nil
+}
+
+// GetPendingJobs returns up to limit pending jobs in claim order. Entries
+// whose record is gone, or is no job record, are passed over (the latter
+// logged at Warn). It reads the stage's read namespace; in dual-read, a
+// steps:pending that does not exist yet falls back to jobs:pending.
+func (s *Store) GetPendingJobs(ctx context.Context, limit int) ([]*Job, error) {
+	if limit <= 0 || limit > 100_000 {
+		return nil, fmt.Errorf("%w: limit %d must be 1..100000", ErrInvalidArgument, limit)
+	}
+	st := s.Stage()
+	pending := s.space(st.Reads()).pending()
+	if st.readsFallBack() {
+		n, err := s.rdb.Exists(ctx, pending).Result()
+		if err != nil {
+			return nil, redisError("list pending", "", err)
+		}
+		if n == 0 {
+			pending = s.space(JobNamespace).pending()
+			s.reads.fallbacks.Add(1)
+		}
+	}
+	ids, err := s.rdb.ZRevRange(ctx, pending, 0, int64(limit-1)).Result()
+	if err != nil {
+		return nil, redisError("list pending", "", err)
+	}
+	valid := ids[:0:0]
+	for _, id := range ids {
+		if validateID(id) != nil {
+			s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: invalid id in pending queue, passed over",
+				slog.String("queue", pending), slog.String("id", id))
+			continue
+		}
+		valid = append(valid, id)
+	}
+	got, err := s.readJobs(ctx, st, valid)
+	if err != nil {
+		return nil, err
+	}
+	jobs := make([]*Job, 0, len(valid))
+	for i, g := range got {
+		if len(g.rec) == 0 {
+			continue
+		}
+		j, err := g.job(valid[i])
+		if err != nil {
+			s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: unreadable pending job passed over", slog.String("error", err.Error()))
+			continue
+		}
+		jobs = append(jobs, j)
+	}
+	return jobs, nil
+}
+
+// readJobs reads the jobs of ids as plain reads do in stage st: from the
+// stage's read namespace, then, in dual-read, from the job namespace for
+// those the step namespace does not have. A sampled share of the records
+// found is compared with the other namespace. Each pass is one pipelined
+// round trip.
+func (s *Store) readJobs(ctx context.Context, st Stage, ids []string) ([]stored, error) {
 	read := s.space(st.Reads())
-	out, err := s.hgetall(ctx, read, ids)
+	out, err := s.readIn(ctx, read, ids)
 	if err != nil {
 		return nil, err
 	}
 	s.reads.reads.Add(uint64(len(ids)))
-
 	if st.readsFallBack() {
 		var missing []int
-		for i, h := range out {
-			if len(h) == 0 {
+		for i, g := range out {
+			if len(g.rec) == 0 {
 				missing = append(missing, i)
 			}
 		}
@@ -71,21 +155,65 @@ func (s *Store) readRecords(ctx context.Context, st Stage, ids []string) ([]map[
 			for j, i := range missing {
 				fids[j] = ids[i]
 			}
-			found, err := s.hgetall(ctx, s.space(JobNamespace), fids)
+			found, err := s.readIn(ctx, s.space(JobNamespace), fids)
 			if err != nil {
 				return nil, err
 			}
 			for j, i := range missing {
-				if len(found[j]) > 0 {
+				if len(found[j].rec) > 0 {
 					out[i] = found[j]
 					s.reads.fallbacks.Add(1)
 				}
 			}
 		}
 	}
-
 	if s.shadowRatio > 0 && st.DualWrites() {
 		s.shadowCheck(ctx, read, ids, out)
+	}
+	return out, nil
+}
+
+// readIn reads, in one pipelined round trip, the record of each id in k
+// and its entries in the completed and failed hashes. A record of the
+// wrong type gives ErrCorruptRecord; result hashes of the wrong type are
+// noted as problems of the job instead.
+func (s *Store) readIn(ctx context.Context, k keyspace, ids []string) ([]stored, error) {
+	pipe := s.rdb.Pipeline()
+	recs := make([]*redis.MapStringStringCmd, len(ids))
+	comp := make([]*redis.StringCmd, len(ids))
+	fail := make([]*redis.StringCmd, len(ids))
+	for i, id := range ids {
+		recs[i] = pipe.HGetAll(ctx, k.record(id))
+		comp[i] = pipe.HGet(ctx, k.completed(), id)
+		fail[i] = pipe.HGet(ctx, k.failed(), id)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) && !hasErrorPrefix(err, "WRONGTYPE") {
+		return nil, redisError("read", "", err)
+	}
+	out := make([]stored, len(ids))
+	for i, id := range ids {
+		h, err := recs[i].Result()
+		if err != nil {
+			return nil, redisError("read", id, err)
+		}
+		out[i].rec = h
+		for _, e := range []struct {
+			key string
+			cmd *redis.StringCmd
+			dst *string
+		}{{k.completed(), comp[i], &out[i].completed}, {k.failed(), fail[i], &out[i].failed}} {
+			v, err := e.cmd.Result()
+			switch {
+			case err == nil:
+				*e.dst = v
+			case errors.Is(err, redis.Nil):
+			default:
+				if out[i].problems == nil {
+					out[i].problems = map[string]string{}
+				}
+				out[i].problems[e.key] = err.Error()
+			}
+		}
 	}
 	return out, nil
 }
@@ -93,31 +221,31 @@ func (s *Store) readRecords(ctx context.Context, st Stage, ids []string) ([]map[
 // shadowCheck compares a sample of the records read from ns with their
 // copies in the other namespace, counting and logging differences. It
 // never changes what the read returns, and its own errors are only logged.
-func (s *Store) shadowCheck(ctx context.Context, ns keyspace, ids []string, got []map[string]string) {
+func (s *Store) shadowCheck(ctx context.Context, ns keyspace, ids []string, got []stored) {
 	var sample []string
 	var want []map[string]string
 	for i, id := range ids {
-		if len(got[i]) > 0 && rand.Float64() < s.shadowRatio {
+		if len(got[i].rec) > 0 && rand.Float64() < s.shadowRatio {
 			sample = append(sample, id)
-			want = append(want, got[i])
+			want = append(want, got[i].rec)
 		}
 	}
 	if len(sample) == 0 {
 		return
 	}
-	oth := s.space(other(ns.ns))
-	copies, err := s.hgetall(ctx, oth, sample)
+	oth := s.space(ns.ns.other())
+	copies, err := s.readIn(ctx, oth, sample)
 	if err != nil {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: shadow read failed", slog.String("error", err.Error()))
 		return
 	}
 	s.reads.shadowChecks.Add(uint64(len(sample)))
 	for i, id := range sample {
-		if !maps.Equal(want[i], copies[i]) {
+		if !maps.Equal(want[i], copies[i].rec) {
 			s.reads.shadowMismatches.Add(1)
 			s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: shadow read mismatch",
 				slog.String("read", ns.record(id)), slog.String("copy", oth.record(id)),
-				slog.Any("diff", fieldDiff(want[i], copies[i])))
+				slog.Any("diff", fieldDiff(want[i], copies[i].rec)))
 		}
 	}
 }
@@ -138,32 +266,52 @@ func fieldDiff(a, b map[string]string) []string {
 	return d
 }
 
-// hgetall reads the record of each id in ns in one pipelined round trip.
-// A missing record is an empty map; a key of the wrong type is an error
-// wrapping ErrCorruptRecord.
-func (s *Store) hgetall(ctx context.Context, ns keyspace, ids []string) ([]map[string]string, error) {
-	if len(ids) == 1 {
-		h, err := s.rdb.HGetAll(ctx, ns.record(ids[0])).Result()
-		if err != nil {
-			return nil, redisError("read", ids[0], err)
+// QueueSizes is how many entries each queue of a namespace holds.
+type QueueSizes struct {
+	Pending   int64 `json:"pending"`
+	Active    int64 `json:"active"` // jobs held, over every worker's active hash
+	Workers   int64 `json:"workers"` // active hashes, one per worker holding jobs
+	Completed int64 `json:"completed"`
+	Failed    int64 `json:"failed"`
+}
+
+// QueueSizes counts the entries of the queues of the stage's read
+// namespace. Active jobs are summed over the jobs:active:<worker> hashes,
+// found with SCAN.
+func (s *Store) QueueSizes(ctx context.Context) (QueueSizes, error) {
+	return s.queueSizes(ctx, s.space(s.Stage().Reads()))
+}
+
+func (s *Store) queueSizes(ctx context.Context, k keyspace) (QueueSizes, error) {
+	var q QueueSizes
+	var actives []string
+	iter := s.rdb.Scan(ctx, 0, k.activePattern(), 500).Iterator()
+	for iter.Next(ctx) {
+		if _, ok := k.workerFromActive(iter.Val()); ok {
+			actives = append(actives, iter.Val())
 		}
-		return []map[string]string{h}, nil
 	}
+	if err := iter.Err(); err != nil {
+		return q, redisError("queue sizes", "", err)
+	}
+	actives = dedupe(actives)
 	pipe := s.rdb.Pipeline()
-	cmds := make([]*redis.MapStringStringCmd, len(ids))
-	for i, id := range ids {
-		cmds[i] = pipe.HGetAll(ctx, ns.record(id))
+	p := pipe.ZCard(ctx, k.pending())
+	c := pipe.HLen(ctx, k.completed())
+	f := pipe.HLen(ctx, k.failed())
+	lens := make([]*redis.IntCmd, len(actives))
+	for i, a := range actives {
+		lens[i] = pipe.HLen(ctx, a)
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !isWrongType(err) {
-		return nil, redisError("read", "", err)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return q, redisError("queue sizes", "", err)
 	}
-	out := make([]map[string]string, len(ids))
-	for i, cmd := range cmds {
-		h, err := cmd.Result()
-		if err != nil {
-			return nil, redisError("read", ids[i], err)
+	q.Pending, q.Completed, q.Failed = p.Val(), c.Val(), f.Val()
+	for _, l := range lens {
+		if l.Val() > 0 {
+			q.Workers++
+			q.Active += l.Val()
 		}
-		out[i] = h
 	}
-	return out, nil
+	return q, nil
 }

@@ -99,7 +99,7 @@ func (s Stage) Mirror() (Namespace, bool) {
 	case StageStepPrimary:
 		return JobNamespace, true
 	}
-	return Namespace{}, false
+	return 0, false
 }
 
 // DualWrites reports whether the stage writes both namespaces.
@@ -124,9 +124,6 @@ func (s Stage) readsFallBack() bool { return s == StageDualRead }
 // adjacent reports whether a move from s to t is at most one stage.
 func (s Stage) adjacent(t Stage) bool { return t-s <= 1 && s-t <= 1 }
 
-// space returns the keyspace of a namespace under the Store's prefix.
-func (s *Store) space(ns Namespace) keyspace { return keyspace{prefix: s.prefix, ns: ns} }
-
 // Stage returns the Store's current stage. It is safe for concurrent use.
 func (s *Store) Stage() Stage { return Stage(s.stage.Load()) }
 
@@ -134,9 +131,17 @@ func (s *Store) Stage() Stage { return Stage(s.stage.Load()) }
 // runs under, and counts it as running under that stage until end is
 // called (see AwaitStage).
 func (s *Store) begin() (st Stage, end func()) {
-	st = s.Stage()
-	s.running[st].Add(1)
-	return st, func() { s.running[st].Add(-1) }
+	// Count first, then check that the stage did not change meanwhile:
+	// AwaitStage, which reads the stage and then the counts, then never
+	// misses an operation that runs under an older stage.
+	for {
+		st = s.Stage()
+		s.running[st].Add(1)
+		if s.Stage() == st {
+			return st, func() { s.running[st].Add(-1) }
+		}
+		s.running[st].Add(-1)
+	}
 }
 
 // AwaitStage waits until no writing operation this Store started under a
@@ -362,4 +367,19 @@ func (s *Store) FleetStats(ctx context.Context) (DualWriteStats, ReadStats, erro
 			Reads: get("reads"), Fallbacks: get("read_fallbacks"),
 			ShadowChecks: get("shadow_checks"), ShadowMismatches: get("shadow_mismatches"),
 		}, nil
+}
+
+// sleepCtx sleeps for d, or until ctx is done.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }

@@ -1,0 +1,461 @@
+package jobstore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strconv"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Capabilities is what a worker can run: the JSON a legacy worker sends to
+// the claim function findMatchingJob, as a Go value. A claim matches it
+// against each pending job's service_required, requirements, workflow_id
+// and customer_id by the function's rules (see ClaimJob).
+//
+// The zero value of each field is left out of the JSON. For the services-
+// only claim of most workers:
+//
+//	store.ClaimJob(ctx, jobstore.Capabilities{WorkerID: "w1", Services: []string{"comfyui"}})
+type Capabilities struct {
+	WorkerID string `json:"worker_id"`
+	// Services are the services the worker runs (job_service_required_map);
+	// a job is claimed only if its service_required is one of them.
+	Services []string `json:"job_service_required_map"`
+	// MachineID is stored with the worker's registration.
+	MachineID string `json:"machine_id,omitempty"`
+	// Hardware is compared with a job's hardware requirements: each
+	// required amount is a minimum.
+	Hardware *Hardware `json:"hardware,omitempty"`
+	// Models lists, per service, the models the worker has; a job that
+	// requires models needs all of them under its service.
+	Models map[string][]string `json:"models,omitempty"`
+	// CustomerAccess restricts which customers' jobs the worker takes.
+	CustomerAccess *CustomerAccess `json:"customer_access,omitempty"`
+	// WorkflowID, when set, restricts the worker to that workflow's jobs.
+	WorkflowID string `json:"workflow_id,omitempty"`
+	// Extra holds any other capability, at the top level of the JSON,
+	// where a job's custom requirements look for it (a requirement
+	// "region": "eu" needs Extra["region"] = "eu"; a dotted name such as
+	// "gpu.vendor" walks nested objects).
+	Extra map[string]any `json:"-"`
+}
+
+// Hardware is a worker's hardware, as requirements compare it.
+type Hardware struct {
+	GPUMemoryGB float64 `json:"gpu_memory_gb,omitempty"`
+	CPUCores    float64 `json:"cpu_cores,omitempty"`
+	RAMGB       float64 `json:"ram_gb,omitempty"`
+	// GPUModel and anything else are compared by custom requirements
+	// under "hardware.<name>".
+	GPUModel string `json:"gpu_model,omitempty"`
+}
+
+// CustomerAccess is a worker's customer isolation.
+type CustomerAccess struct {
+	// Isolation "strict" is needed by jobs that require strict isolation.
+	Isolation        string   `json:"isolation,omitempty"`
+	AllowedCustomers []string `json:"allowed_customers,omitempty"`
+	DeniedCustomers  []string `json:"denied_customers,omitempty"`
+}
+
+// MarshalJSON writes the capabilities as a legacy worker sends them, with
+// Extra's entries at the top level.
+func (c Capabilities) MarshalJSON() ([]byte, error) {
+	type plain Capabilities
+	base, err := json.Marshal(plain(c))
+	if err != nil || len(c.Extra) == 0 {
+		return base, err
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(base, &m); err != nil {
+		return nil, err
+	}
+	for _, k := range slices.Sorted(maps.Keys(c.Extra)) {
+		if _, taken := m[k]; taken {
+			return nil, fmt.Errorf("%w: capability %q is a field of Capabilities", ErrInvalidArgument, k)
+		}
+		v, err := json.Marshal(c.Extra[k])
+		if err != nil {
+			return nil, fmt.Errorf("%w: capability %q: %v", ErrInvalidArgument, k, err)
+		}
+		m[k] = v
+	}
+	return json.Marshal(m)
+}
+
+// capabilityFields are the JSON names of Capabilities' own fields, which
+// Extra must not repeat.
+var capabilityFields = map[string]bool{
+	"worker_id": true, "job_service_required_map": true, "machine_id": true, "hardware": true,
+	"models": true, "customer_access": true, "workflow_id": true,
+}
+
+// validate checks c and returns its JSON.
+func (c *Capabilities) validate() ([]byte, error) {
+	if err := validateWorker(c.WorkerID); err != nil {
+		return nil, err
+	}
+	if len(c.Services) == 0 {
+		return nil, fmt.Errorf("%w: worker %q has no services: it could claim no job", ErrInvalidService, c.WorkerID)
+	}
+	for _, svc := range c.Services {
+		if err := validateService(svc); err != nil {
+			return nil, err
+		}
+	}
+	for k := range c.Extra {
+		if capabilityFields[k] {
+			return nil, fmt.Errorf("%w: Extra[%q] repeats a field of Capabilities; set the field instead", ErrInvalidArgument, k)
+		}
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("%w: capabilities: %v", ErrInvalidArgument, err)
+	}
+	return b, nil
+}
+
+// luaMatch is the claim function's matching, restated: matches(worker,
+// job) tells whether a worker (its capabilities, decoded from JSON) can
+// run a job (a table of its service_required, requirements, workflow_id
+// and customer_id). The rules are findMatchingJob's:
+//
+//   - A worker restricted to a workflow takes only that workflow's jobs.
+//   - A job's service must be among the worker's services.
+//   - requirements (JSON) holds positive_requirements and
+//     negative_requirements, or the positive ones at its top level;
+//     unparseable requirements count as none.
+//   - hardware: gpu_memory_gb, cpu_cores and ram_gb are minimums ('all'
+//     means any); customer_isolation 'strict' needs a strict worker, whose
+//     allowed and denied customer lists then apply; models must all be
+//     among the worker's models for the job's service ('all' means any).
+//   - Any other requirement names a capability (dots walk nested
+//     objects): a list needs every item in the worker's list, a number is
+//     a minimum, a string or boolean must be equal, an object compares
+//     field by field.
+//   - A negative requirement refuses a worker that has what it names.
+//
+// Where findMatchingJob raises a Lua error (requirements that are a bare
+// number or string, a minimum compared with a value of another type, ...)
+// and fails the whole claim, the claim script calls matches under pcall
+// and passes over that one job.
+const luaMatch = `
+local function is_list(t)
+  if type(t) ~= 'table' then return false end
+  local n = 0
+  for _ in pairs(t) do
+    n = n + 1
+    if t[n] == nil then return false end
+  end
+  return true
+end
+
+local function contains(list, v)
+  for _, x in ipairs(list) do
+    if x == v then return true end
+  end
+  return false
+end
+
+local function satisfies(have, need)
+  if have == nil then return false end
+  if is_list(need) then
+    if not is_list(have) then return false end
+    for _, x in ipairs(need) do
+      if not contains(have, x) then return false end
+    end
+    return true
+  end
+  if is_list(have) then return contains(have, need) end
+  if type(need) == 'number' then return type(have) == 'number' and have >= need end
+  return have == need
+end
+
+local function lookup(obj, path)
+  local v = obj
+  for part in string.gmatch(path, '[^.]+') do
+    if type(v) ~= 'table' or v[part] == nil then return nil end
+    v = v[part]
+  end
+  return v
+end
+
+local function capability(worker, name, need)
+  local have = lookup(worker, name)
+  if type(need) == 'table' and not is_list(need) then
+    if type(have) ~= 'table' then return false end
+    for k, v in pairs(need) do
+      if not satisfies(have[k], v) then return false end
+    end
+    return true
+  end
+  return satisfies(have, need)
+end
+
+local HW = {'gpu_memory_gb', 'cpu_cores', 'ram_gb'}
+local function hardware_ok(have, need)
+  for _, name in ipairs(HW) do
+    local n = need[name]
+    if n and n ~= 'all' then
+      local h = have[name]
+      if not h or h < n then return false end
+    end
+  end
+  return true
+end
+
+local function customers_ok(access, isolation, customer)
+  if isolation == 'strict' and access.isolation ~= 'strict' then return false end
+  if customer and type(access.allowed_customers) == 'table' and not contains(access.allowed_customers, customer) then
+    return false
+  end
+  if customer and type(access.denied_customers) == 'table' and contains(access.denied_customers, customer) then
+    return false
+  end
+  return true
+end
+
+local function models_ok(models, need, service)
+  if type(need) ~= 'table' then return true end
+  local have = models[service] or {}
+  if type(have) ~= 'table' then return false end
+  for _, m in ipairs(need) do
+    if not contains(have, m) then return false end
+  end
+  return true
+end
+
+local SPECIAL = {service_type = true, hardware = true, customer_isolation = true, models = true}
+
+local function matches(worker, job)
+  local req = {}
+  if job.requirements and job.requirements ~= '' then
+    local ok, v = pcall(cjson.decode, job.requirements)
+    if ok then req = v end
+  end
+  local wf = worker.workflow_id
+  if wf and wf ~= '' and (not job.workflow_id or job.workflow_id == '' or job.workflow_id ~= wf) then
+    return false
+  end
+  if job.service_required then
+    local map = worker.job_service_required_map
+    if type(map) ~= 'table' or not contains(map, job.service_required) then return false end
+  end
+  local pos = req.positive_requirements or req
+  if pos then
+    if pos.hardware and not hardware_ok(worker.hardware or {}, pos.hardware) then return false end
+    if pos.customer_isolation and not customers_ok(worker.customer_access or {}, pos.customer_isolation, job.customer_id) then
+      return false
+    end
+    if pos.models and pos.models ~= 'all' and not models_ok(worker.models or {}, pos.models, job.service_required) then
+      return false
+    end
+    for k, v in pairs(pos) do
+      if not SPECIAL[k] and not capability(worker, k, v) then return false end
+    end
+  end
+  local neg = req.negative_requirements
+  if neg then
+    for k, v in pairs(neg) do
+      if k == 'hardware' then
+        if worker.hardware then
+          for hk, hv in pairs(v) do
+            local h = worker.hardware[hk]
+            if h and satisfies(h, hv) then return false end
+          end
+        end
+      elseif capability(worker, k, v) then
+        return false
+      end
+    end
+  end
+  return true
+end
+`
+
+// claimScript claims, for a worker, the first job of the window at the top
+// of pending that its capabilities match, and writes what findMatchingJob
+// writes: the record's status, worker_id and assigned_at (<secs>.<micros>
+// from the server's TIME), the job JSON in the worker's active hash (the
+// record as it was before the claim, encoded by cjson as the function
+// does), the worker's status, the update_job_progress and job_claimed
+// messages, and the entry in the progress:<id> stream. Candidates whose
+// record is missing or not a hash are passed over, as jobs the matching
+// cannot judge are (see luaMatch); the reply lists them.
+//
+// It reads only the four fields matching uses from each candidate, and
+// judges each distinct combination of them once per call. The token of
+// the call is kept in the worker's hash: a claim sent again after a lost
+// reply finds it and answers with the job it claimed, without a second
+// claim.
+//
+//	KEYS[1] -> jobs:pending           KEYS[5] -> steps:pending          (mirror)
+//	KEYS[2] -> jobs:active:<worker>   KEYS[6] -> steps:active:<worker>  (mirror)
+//	KEYS[3] -> worker:<worker>
+//	KEYS[4] -> worker:<worker>:heartbeat
+//	ARGV[3] -> token
+//	ARGV[4] -> capabilities JSON
+//	ARGV[5] -> worker id
+//	ARGV[6] -> window
+//	ARGV[7] -> record prefix (job:), a record's key is it and the id
+//	ARGV[8] -> mirror record prefix (step:)
+//	ARGV[9] -> key prefix of progress streams (progress:)
+//	ARGV[10] -> update_job_progress channel, ARGV[11] -> job_claimed channel
+//	Reply: OK id {field, value, ...} {passed over...} | NONE looked {passed over...}
+//	       | NOHEARTBEAT | WRONGTYPE detail
+var claimScript = redis.NewScript(newScriptText(luaCore, luaMatch, `
+local tok, worker = ARGV[3], ARGV[5]
+local claim_field = 'jobstore_claim'
+local bad = wrongtype(KEYS[1], 'zset') or wrongtype(KEYS[2], 'hash') or wrongtype(KEYS[3], 'hash')
+if bad then return done('WRONGTYPE', bad) end
+
+local last = redis.call('HGET', KEYS[3], claim_field)
+if last and string.sub(last, 1, #tok + 1) == tok .. ' ' then
+  local id = string.sub(last, #tok + 2)
+  if redis.call('HEXISTS', KEYS[2], id) == 1 then
+    return done('OK', id, redis.call('HGETALL', ARGV[7] .. id), {})
+  end
+end
+if redis.call('EXISTS', KEYS[4]) == 0 then return done('NOHEARTBEAT') end
+
+local caps = cjson.decode(ARGV[4])
+local ids = redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[6]) - 1)
+local verdicts, passed = {}, {}
+local function part(s)
+  if s == nil then return '-' end
+  return #s .. ':' .. s
+end
+for _, id in ipairs(ids) do
+  local rec = ARGV[7] .. id
+  local f = redis.pcall('HMGET', rec, 'service_required', 'requirements', 'workflow_id', 'customer_id')
+  local job
+  if type(f) == 'table' and f.err then
+    passed[#passed + 1] = id .. ': ' .. rec .. ' is not a hash'
+  elseif f[1] or f[2] or f[3] or f[4] or redis.call('EXISTS', rec) == 1 then
+    job = {service_required = f[1] or nil, requirements = f[2] or nil, workflow_id = f[3] or nil, customer_id = f[4] or nil}
+  end
+  if job then
+    local key = part(job.service_required) .. part(job.requirements) .. part(job.workflow_id) .. part(job.customer_id)
+    local v = verdicts[key]
+    if v == nil then
+      local ok, m = pcall(matches, caps, job)
+      if ok then v = m and 1 or 0 else v = errtext(m) end
+      verdicts[key] = v
+    end
+    if type(v) == 'string' then
+      passed[#passed + 1] = id .. ': matching failed: ' .. v
+    elseif v == 1 then
+      local h = redis.call('HGETALL', rec)
+      local snapshot = {}
+      for i = 1, #h, 2 do snapshot[h[i]] = h[i + 1] end
+      local json = cjson.encode(snapshot)
+      local t = redis.call('TIME')
+      local stamp = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+      local ms = tonumber(t[1]) * 1000
+      redis.call('ZREM', KEYS[1], id)
+      redis.call('HSET', rec, 'status', 'assigned', 'worker_id', worker, 'assigned_at', stamp)
+      redis.call('HSET', KEYS[2], id, json)
+      redis.call('HSET', KEYS[3], 'status', 'busy', 'current_job_id', id, 'last_status_change', stamp,
+        claim_field, tok .. ' ' .. id)
+      redis.call('PUBLISH', ARGV[10], cjson.encode({job_id = id, worker_id = worker, progress = 0, timestamp = ms}))
+      redis.call('XADD', ARGV[9] .. id, '*', 'job_id', id, 'worker_id', worker, 'status', 'assigned',
+        'progress', '0', 'message', 'Job assigned to worker', 'assigned_at', stamp)
+      redis.call('PUBLISH', ARGV[11], cjson.encode({job_id = id, worker_id = worker, status = 'claimed',
+        message = 'Job claimed by worker', claimed_at = stamp, timestamp = ms,
+        service_required = snapshot.service_required, customer_id = snapshot.customer_id,
+        workflow_id = snapshot.workflow_id, step_number = snapshot.step_number, total_steps = snapshot.total_steps}))
+      mirror_key(rec, ARGV[8] .. id)
+      mirror_member(KEYS[1], KEYS[5], id)
+      mirror_field(KEYS[2], KEYS[6], id)
+      return done('OK', id, redis.call('HGETALL', rec), passed)
+    end
+  end
+end
+return done('NONE', #ids, passed)
+`))
+
+// ClaimJob gives the worker the first job, in claim order, that its
+// capabilities match, exactly as the legacy claim function findMatchingJob
+// would pick it from the same Redis: it looks at the window at the top of
+// pending (100 jobs by default, see WithClaimWindow) and applies the
+// function's matching rules (see Capabilities and the README). It writes
+// what the function writes, atomically and in one round trip, and mirrors
+// the record, the pending entry and the active entry when the stage
+// dual-writes. The job comes back as it is after the claim. When no job of
+// the window matches it returns an error wrapping ErrNoJob.
+//
+// The worker must be registered and alive (RegisterWorker, then Heartbeat
+// or KeepAlive): a claim without its heartbeat fails with
+// ErrNotRegistered, as recovery would take the job back at once. Where
+// findMatchingJob fails on a job it cannot judge, and claims nothing,
+// ClaimJob passes over that job, logs it once at level Warn, and goes on.
+func (s *Store) ClaimJob(ctx context.Context, caps Capabilities) (*Job, error) {
+	capsJSON, err := caps.validate()
+	if err != nil {
+		return nil, err
+	}
+	st, end := s.begin()
+	defer end()
+	w := caps.WorkerID
+	primary := s.space(st.Primary())
+	mirrorPrefix := ""
+	if mns, ok := st.Mirror(); ok {
+		mirrorPrefix = s.space(mns).recordPrefix()
+	}
+	wr := s.prepare(ctx, st, opClaim, "", claimScript,
+		func(k keyspace) []string { return []string{k.pending(), k.active(w)} },
+		[]string{workerKey(s.prefix, w), heartbeatKey(s.prefix, w)},
+		token(), capsJSON, w, s.window, primary.recordPrefix(), mirrorPrefix,
+		progressStreamKey(s.prefix, ""), s.channel(chProgress), s.channel(chJobClaimed))
+	r, err := s.exec(ctx, wr)
+	if err != nil {
+		return nil, err
+	}
+	return s.decodeClaim(ctx, w, caps.Services, r)
+}
+
+// decodeClaim reads the claim script's reply.
+func (s *Store) decodeClaim(ctx context.Context, worker string, services []string, r reply) (*Job, error) {
+	switch r.status {
+	case "OK":
+		s.logPassed(ctx, r.list(2))
+		id := r.str(0)
+		h, err := pairsToMap(id, r.list(1))
+		if err != nil {
+			return nil, err
+		}
+		j, err := decodeJob(id, h)
+		if err != nil {
+			// The claim stands: the job is the worker's until it fails
+			// it, or recovery takes it back.
+			return nil, fmt.Errorf("claimed, but cannot read the record: %w", err)
+		}
+		return j, nil
+	case "NONE":
+		s.logPassed(ctx, r.list(1))
+		return nil, fmt.Errorf("%w: worker=%q services=%q (looked at %d pending)", ErrNoJob, worker, services, r.int(0))
+	case "NOHEARTBEAT":
+		return nil, fmt.Errorf("%w: worker=%q has no heartbeat; RegisterWorker and keep it alive (KeepAlive)", ErrNotRegistered, worker)
+	case "WRONGTYPE":
+		return nil, fmt.Errorf("%w: claim worker=%q: %s", ErrCorruptRecord, worker, r.str(0))
+	}
+	return nil, unexpected(opClaim, "", r)
+}
+
+// logPassed logs, once per job and Store, each job a claim passed over.
+func (s *Store) logPassed(ctx context.Context, notes []any) {
+	for _, n := range notes {
+		text := fmt.Sprint(n)
+		if _, seen := s.passedOver.LoadOrStore(text, true); seen {
+			continue
+		}
+		s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: claim passed over a job", slog.String("why", text))
+	}
+}
+
+func scoreArg(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }

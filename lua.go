@@ -1,0 +1,177 @@
+package jobstore
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+)
+
+// Every state change is one Lua script, run the one way write.go runs
+// them, so that on one Redis node the primary write and its mirror apply
+// atomically, in one round trip. The conventions all scripts share:
+//
+//   - ARGV[1] is "1" to mirror and ARGV[2] is "1" to return a log of what
+//     was mirrored; each script's own arguments start at ARGV[3]. Each
+//     script's header lists its KEYS and ARGV with their literal indices.
+//   - The primary part checks key types before it writes anything, so it
+//     either fails with a WRONGTYPE status and no write, or applies fully.
+//     Values read from records never abort a script: numbers go through
+//     parse_int, which refuses NaN, infinities and what does not fit.
+//   - The mirror part runs after the primary part and copies state rather
+//     than replaying commands: each record or sub-key touched is copied
+//     whole with COPY ... REPLACE (TTL included; the copy is deleted when
+//     the original is gone), each sorted-set member touched gets its
+//     primary score (or is removed), and each hash field touched gets its
+//     primary value (or is removed), with the primary hash's TTL. Every
+//     mirror command runs under redis.pcall, and the whole part under a
+//     Lua pcall, so a failing mirror never fails or undoes the primary.
+//   - Every script replies {status, mirror_errors, mirror_log, mirrored,
+//     data...}: status is "OK" or a failure code, mirror_errors and
+//     mirror_log are lists of text, mirrored counts the keys, members and
+//     fields synced. Each script's Go caller decodes its data with a typed
+//     decoder next to it.
+
+// luaCore is the mirror and the reply, included by every script.
+const luaCore = `
+local MIRROR = ARGV[1] == '1'
+local MLOG = ARGV[2] == '1'
+local merr, mlog, msync = {}, {}, {}
+
+local function errtext(e)
+  if type(e) == 'table' then return tostring(e.err or e.ok or '?') end
+  return tostring(e)
+end
+
+-- mcall runs a mirror command under pcall; on error it records the error
+-- and returns nil, else the command's reply.
+local function mcall(key, ...)
+  local r = redis.pcall(...)
+  if type(r) == 'table' and r.err then
+    merr[#merr + 1] = key .. ': ' .. r.err
+    return nil
+  end
+  return r
+end
+
+local function note(text)
+  if MLOG then mlog[#mlog + 1] = text end
+end
+
+-- Calls that name what the mirror must copy once the primary part is done.
+local function mirror_key(src, dst) msync[#msync + 1] = {1, src, dst} end
+local function mirror_member(src, dst, m) msync[#msync + 1] = {2, src, dst, m} end
+local function mirror_field(src, dst, f) msync[#msync + 1] = {3, src, dst, f} end
+
+local function sync_key(src, dst)
+  local r = mcall(dst, 'COPY', src, dst, 'REPLACE')
+  if r == 1 then
+    note('copied ' .. src .. ' → ' .. dst)
+  elseif r == 0 and mcall(dst, 'DEL', dst) == 1 then
+    note('deleted ' .. dst)
+  end
+end
+
+local function sync_member(src, dst, m)
+  local s = redis.call('ZSCORE', src, m)
+  if s then
+    local r = mcall(dst, 'ZADD', dst, s, m)
+    if r == 1 then note('added ' .. m .. ' to ' .. dst)
+    elseif r then note('updated ' .. m .. ' in ' .. dst) end
+  elseif mcall(dst, 'ZREM', dst, m) == 1 then
+    note('removed ' .. m .. ' from ' .. dst)
+  end
+end
+
+local function sync_field(src, dst, f, ttls)
+  local v = redis.call('HGET', src, f)
+  if v then
+    if mcall(dst, 'HSET', dst, f, v) then note('set ' .. dst .. ' ' .. f) end
+  elseif mcall(dst, 'HDEL', dst, f) == 1 then
+    note('removed ' .. f .. ' from ' .. dst)
+  end
+  if not ttls[dst] then
+    ttls[dst] = true
+    local t = redis.call('PTTL', src)
+    if t > 0 then mcall(dst, 'PEXPIRE', dst, t)
+    elseif t == -1 then mcall(dst, 'PERSIST', dst) end
+  end
+end
+
+-- done runs the mirror of what the operation named, then builds the reply
+-- from the status and the operation's data.
+local function done(status, ...)
+  if MIRROR and #msync > 0 then
+    local ok, e = pcall(function()
+      local ttls = {}
+      for _, s in ipairs(msync) do
+        if s[1] == 1 then sync_key(s[2], s[3])
+        elseif s[1] == 2 then sync_member(s[2], s[3], s[4])
+        else sync_field(s[2], s[3], s[4], ttls) end
+      end
+    end)
+    if not ok then merr[#merr + 1] = 'mirror: ' .. errtext(e) end
+  end
+  local n = 0
+  if MIRROR then n = #msync end
+  return {status, merr, mlog, n, ...}
+end
+
+-- wrongtype describes key if it exists with a type other than want
+-- ('hash', 'zset' or 'string'), else returns false. It probes with a
+-- command that answers an integer, cheaper in a script than TYPE.
+local PROBE = {hash = 'HLEN', zset = 'ZCARD', string = 'STRLEN'}
+local function wrongtype(key, want)
+  local r = redis.pcall(PROBE[want], key)
+  if type(r) == 'table' and r.err then
+    return key .. ' is a ' .. redis.call('TYPE', key)['ok'] .. ', want a ' .. want
+  end
+  return false
+end
+`
+
+// luaStatus is the status tables, generated from statusRanks so that Go
+// and Lua cannot disagree: RANK of every known status, and the sets
+// FINISHED (rank 3) and ACTIVE (rank 1 and 2: a worker holds the job).
+var luaStatus = func() string {
+	names := slices.Sorted(maps.Keys(statusRanks))
+	var rank, fin, act []string
+	for _, s := range names {
+		r := statusRanks[s]
+		rank = append(rank, fmt.Sprintf("%s = %d", s, r))
+		if r == 3 {
+			fin = append(fin, string(s)+" = true")
+		}
+		if r == 1 || r == 2 {
+			act = append(act, string(s)+" = true")
+		}
+	}
+	return "\nlocal RANK = {" + strings.Join(rank, ", ") + "}\n" +
+		"local FINISHED = {" + strings.Join(fin, ", ") + "}\n" +
+		"local ACTIVE = {" + strings.Join(act, ", ") + "}\n"
+}()
+
+// luaHeld is the check that a worker holds a job: its id is in the
+// worker's active hash, as the claim put it there.
+const luaHeld = `
+-- not_held returns false when the job is in the active hash, else the
+-- record's status, for the error.
+local function not_held(rec, active, id)
+  if redis.call('HEXISTS', active, id) == 1 then return false end
+  return redis.call('HGET', rec, 'status') or ''
+end
+`
+
+// luaWorkerIdle sets a worker idle once it holds no job, as the legacy
+// worker does after each completion or failure.
+const luaWorkerIdle = `
+local function worker_idle(worker_key, active, now_iso, now_ms, channel, worker)
+  if redis.call('HLEN', active) > 0 then return end
+  redis.call('HSET', worker_key, 'status', 'idle', 'current_job_id', '', 'last_status_change', now_iso)
+  redis.call('PUBLISH', channel, '{"worker_id":' .. cjson.encode(worker) .. ',"new_status":"idle","timestamp":' .. now_ms .. '}')
+end
+`
+
+// script is a state-change script: its name (the operation, for logs and
+// metrics) and its text, assembled from the parts it uses.
+func newScriptText(parts ...string) string { return strings.Join(parts, "") }

@@ -1,0 +1,388 @@
+package jobstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Workers announce themselves as the legacy workers do: a worker:<id>
+// hash with their capabilities and status, their id in workers:active,
+// and worker:<id>:heartbeat, a key that lives 60 s and that they renew
+// every 30 s. The heartbeat is the lease on every job a worker holds:
+// once it is gone, RecoverExpired takes the worker's jobs back, whichever
+// side (legacy or jobstore) claimed them.
+
+// HeartbeatTTL is the life of worker:<id>:heartbeat, the legacy value;
+// DefaultHeartbeatInterval is how often KeepAlive renews it.
+const (
+	HeartbeatTTL             = 60 * time.Second
+	DefaultHeartbeatInterval = 30 * time.Second
+)
+
+// Version is the library's version, stored in the worker:<id> hash of
+// jobstore workers (field "jobstore") to tell them from legacy ones.
+const Version = "0.4.0"
+
+// RegisterWorker announces a worker: its worker:<id> hash (worker_id,
+// machine_id, capabilities JSON, status idle, connected_at,
+// last_heartbeat, zero job counts, as the legacy worker writes it, and
+// the jobstore field), its id in workers:active, and its heartbeat.
+func (s *Store) RegisterWorker(ctx context.Context, caps Capabilities) error {
+	capsJSON, err := caps.validate()
+	if err != nil {
+		return err
+	}
+	now := formatTime(s.now())
+	machine := caps.MachineID
+	if machine == "" {
+		machine = "unknown"
+	}
+	w := caps.WorkerID
+	tx := s.rdb.TxPipeline()
+	tx.HSet(ctx, workerKey(s.prefix, w),
+		"worker_id", w, "machine_id", machine, "capabilities", string(capsJSON), "status", "idle",
+		"connected_at", now, "last_heartbeat", now, "total_jobs_completed", "0", "total_jobs_failed", "0",
+		fWorkerJobstore, Version)
+	tx.SAdd(ctx, workersActiveKey(s.prefix), w)
+	tx.Set(ctx, heartbeatKey(s.prefix, w), now, HeartbeatTTL)
+	if _, err := tx.Exec(ctx); err != nil {
+		return redisError("register worker", w, err)
+	}
+	return nil
+}
+
+// Heartbeat renews a worker's heartbeat (and last_heartbeat in its hash),
+// as the legacy worker does every 30 s. A worker that misses it for 60 s
+// loses its jobs to RecoverExpired.
+func (s *Store) Heartbeat(ctx context.Context, workerID string) error {
+	if err := validateWorker(workerID); err != nil {
+		return err
+	}
+	now := formatTime(s.now())
+	tx := s.rdb.TxPipeline()
+	tx.HSet(ctx, workerKey(s.prefix, workerID), "last_heartbeat", now)
+	tx.Set(ctx, heartbeatKey(s.prefix, workerID), now, HeartbeatTTL)
+	if _, err := tx.Exec(ctx); err != nil {
+		return redisError("heartbeat", workerID, err)
+	}
+	return nil
+}
+
+// UnregisterWorker removes a worker as the legacy worker's disconnect
+// does: out of workers:active, its hash and heartbeat deleted. Jobs it
+// still holds are then recovered by the next RecoverExpired; finish or
+// fail them first.
+func (s *Store) UnregisterWorker(ctx context.Context, workerID string) error {
+	if err := validateWorker(workerID); err != nil {
+		return err
+	}
+	tx := s.rdb.TxPipeline()
+	tx.SRem(ctx, workersActiveKey(s.prefix), workerID)
+	tx.Del(ctx, workerKey(s.prefix, workerID), heartbeatKey(s.prefix, workerID))
+	if _, err := tx.Exec(ctx); err != nil {
+		return redisError("unregister worker", workerID, err)
+	}
+	return nil
+}
+
+// KeepAlive registers the worker, renews its heartbeat every interval
+// (DefaultHeartbeatInterval when 0; it must be under HeartbeatTTL) until
+// ctx is done, then unregisters it and returns ctx.Err(). Workers run it in
+// a goroutine for their whole life. A failed heartbeat is logged and tried
+// again at the next interval.
+func (s *Store) KeepAlive(ctx context.Context, caps Capabilities, interval time.Duration) error {
+	if interval == 0 {
+		interval = DefaultHeartbeatInterval
+	}
+	if interval < 0 || interval >= HeartbeatTTL {
+		return fmt.Errorf("%w: heartbeat interval %v must be positive and under %v", ErrInvalidArgument, interval, HeartbeatTTL)
+	}
+	if err := s.RegisterWorker(ctx, caps); err != nil {
+		return err
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			if err := s.UnregisterWorker(uctx, caps.WorkerID); err != nil {
+				s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: unregister worker", slog.String("worker", caps.WorkerID), slog.String("error", err.Error()))
+			}
+			cancel()
+			return ctx.Err()
+		case <-t.C:
+			if err := s.Heartbeat(ctx, caps.WorkerID); err != nil && ctx.Err() == nil {
+				s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: heartbeat", slog.String("worker", caps.WorkerID), slog.String("error", err.Error()))
+			}
+		}
+	}
+}
+
+// recoverScript takes back jobs of a worker whose heartbeat is gone, as
+// the legacy RedisService's releaseStuckJob does: each job held goes back
+// to pending with retry_count+1 (scored by the formula), or, once
+// retry_count+1 reaches max_retries, is failed with its entry in
+// jobs:failed; job_failed tells the clients. Entries whose record is gone,
+// finished, or held by another worker are dropped from the active hash.
+// It re-checks the heartbeat first, so a worker that came back keeps its
+// jobs. Each job moves whole, with its mirror, in this one script.
+//
+//	KEYS[1] -> jobs:active:<worker>   KEYS[5] -> steps:active:<worker> (mirror)
+//	KEYS[2] -> jobs:pending           KEYS[6] -> steps:pending         (mirror)
+//	KEYS[3] -> jobs:failed            KEYS[7] -> steps:failed          (mirror)
+//	KEYS[4] -> worker:<worker>:heartbeat
+//	ARGV[3] -> token, ARGV[4] -> worker
+//	ARGV[5] -> now (ISO-8601), ARGV[6] -> now (Unix ms)
+//	ARGV[7] -> score formula, ARGV[8] -> TTL of jobs:failed (s), ARGV[9] -> record retention (ms)
+//	ARGV[10] -> record prefix (job:), ARGV[11] -> mirror record prefix (step:)
+//	ARGV[12] -> job_failed channel
+//	ARGV[13] -> reason, ARGV[14] -> reason as a JSON string
+//	ARGV[15..] -> ids
+//	Reply: OK requeued failed dropped {left...} | ALIVE | WRONGTYPE detail
+var recoverScript = redis.NewScript(newScriptText(luaCore, luaStatus, scoreLua, luaFailEntry, `
+local tok, worker, now_iso, now_ms = ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+local bad = wrongtype(KEYS[1], 'hash') or wrongtype(KEYS[2], 'zset') or wrongtype(KEYS[3], 'hash')
+if bad then return done('WRONGTYPE', bad) end
+if redis.call('EXISTS', KEYS[4]) == 1 then return done('ALIVE') end
+local requeued, failed, dropped, left = 0, 0, 0, {}
+for i = 15, #ARGV do
+  local id = ARGV[i]
+  if redis.call('HEXISTS', KEYS[1], id) == 1 then
+    local rec = ARGV[10] .. id
+    local f = redis.pcall('HMGET', rec, 'status', 'worker_id', 'retry_count', 'max_retries')
+    if type(f) == 'table' and f.err then
+      left[#left + 1] = id .. ': ' .. rec .. ' is not a hash'
+    elseif not ACTIVE[f[1] or ''] or f[2] ~= worker then
+      redis.call('HDEL', KEYS[1], id)
+      dropped = dropped + 1
+    else
+      local n = (parse_int(f[3]) or 0) + 1
+      local retry = n < (parse_int(f[4]) or 3)
+      if retry then
+        redis.call('HSET', rec, 'status', 'pending', 'worker_id', '', 'assigned_at', '',
+          'retry_count', string.format('%d', n), 'last_failed_worker', worker, 'error', ARGV[13], 'jobstore_op', tok)
+        redis.call('ZADD', KEYS[2], score_arg(record_score(rec, ARGV[7], now_ms)), id)
+        mirror_member(KEYS[2], KEYS[6], id)
+        requeued = requeued + 1
+      else
+        redis.call('HSET', rec, 'status', 'failed', 'failed_at', now_iso, 'retry_count', string.format('%d', n),
+          'last_failed_worker', worker, 'worker_id', '', 'error', ARGV[13], 'jobstore_op', tok)
+        redis.call('HSET', KEYS[3], id, fail_entry(ARGV[14], now_iso, n))
+        redis.call('EXPIRE', KEYS[3], ARGV[8])
+        mirror_field(KEYS[3], KEYS[7], id)
+        local keep = tonumber(ARGV[9])
+        if keep > 0 then redis.call('PEXPIRE', rec, keep) end
+        failed = failed + 1
+      end
+      redis.call('HDEL', KEYS[1], id)
+      redis.call('PUBLISH', ARGV[12], cjson.encode({job_id = id, error = ARGV[13], retry_count = n,
+        will_retry = retry, failed_at = now_iso}))
+      mirror_key(rec, ARGV[11] .. id)
+    end
+    mirror_field(KEYS[1], KEYS[5], id)
+  end
+end
+return done('OK', requeued, failed, dropped, left)
+`))
+
+// RecoveryStats says what RecoverExpired did.
+type RecoveryStats struct {
+	Workers  int // workers found without a heartbeat and holding jobs
+	Requeued int // jobs put back to pending with retry_count+1
+	Failed   int // jobs failed because their retries were used up
+	Dropped  int // active entries whose record was gone, finished or another worker's
+}
+
+// recoverReason is the error recovery writes, the legacy one.
+const recoverReason = "Worker timeout: Worker heartbeat missing"
+
+// RecoverExpired takes back the jobs of every worker whose heartbeat is
+// gone, as the legacy RedisService does for a stuck job: it finds the
+// workers by their jobs:active:<worker> hashes, and for each whose
+// worker:<id>:heartbeat is missing, moves each job back to pending, or to
+// failed (see recoverScript).
+//
+// A recovery counts as a failed attempt: retry_count goes up by one, and
+// a job whose workers keep dying is failed once retry_count+1 reaches
+// max_retries, as FailJob would fail it. (The legacy orphan sweep,
+// detectAndFixOrphanedJobs, puts jobs back without counting; where it
+// runs, it takes jobstore workers' jobs back too, since their active
+// hashes are the legacy ones.)
+//
+// It recovers legacy workers' jobs as well as jobstore's. Concurrent runs
+// are safe: each job moves atomically and once. Run it periodically
+// (Maintain does).
+func (s *Store) RecoverExpired(ctx context.Context) (RecoveryStats, error) {
+	var rs RecoveryStats
+	st, end := s.begin()
+	defer end()
+	k := s.space(st.Primary())
+	iter := s.rdb.Scan(ctx, 0, k.activePattern(), 500).Iterator()
+	var workers []string
+	for iter.Next(ctx) {
+		if w, ok := k.workerFromActive(iter.Val()); ok {
+			workers = append(workers, w)
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return rs, redisError("recover: scan", "", err)
+	}
+	for _, w := range dedupe(workers) {
+		alive, err := s.rdb.Exists(ctx, heartbeatKey(s.prefix, w)).Result()
+		if err != nil {
+			return rs, redisError("recover", "", err)
+		}
+		if alive == 1 {
+			continue
+		}
+		n, err := s.recoverWorker(ctx, st, w, &rs)
+		if err != nil {
+			return rs, err
+		}
+		if n > 0 {
+			rs.Workers++
+		}
+	}
+	return rs, nil
+}
+
+// recoverWorker recovers the jobs of one worker, in batches, and returns
+// how many it moved or dropped.
+func (s *Store) recoverWorker(ctx context.Context, st Stage, worker string, rs *RecoveryStats) (int, error) {
+	k := s.space(st.Primary())
+	moved := 0
+	var cursor uint64
+	for {
+		ids, next, err := s.rdb.HScan(ctx, k.active(worker), cursor, "*", 100).Result()
+		if err != nil {
+			return moved, redisError("recover", "", err)
+		}
+		var batch []any
+		for i := 0; i < len(ids); i += 2 { // HSCAN gives field, value pairs
+			batch = append(batch, ids[i])
+		}
+		if len(batch) > 0 {
+			now := s.now()
+			mirrorPrefix := ""
+			if mns, ok := st.Mirror(); ok {
+				mirrorPrefix = s.space(mns).recordPrefix()
+			}
+			args := append([]any{token(), worker, formatTime(now), nowMs(now), s.formula.String(),
+				secondsArg(s.failedTTL), s.recordRetention.Milliseconds(), k.recordPrefix(), mirrorPrefix,
+				s.channel(chJobFailed), recoverReason, mustJSON(recoverReason)}, batch...)
+			w := s.prepare(ctx, st, opRecover, "", recoverScript,
+				func(k keyspace) []string { return []string{k.active(worker), k.pending(), k.failed()} },
+				[]string{heartbeatKey(s.prefix, worker)}, args...)
+			r, err := s.exec(ctx, w)
+			if err != nil {
+				return moved, err
+			}
+			switch r.status {
+			case "ALIVE":
+				return moved, nil
+			case "OK":
+			case "WRONGTYPE":
+				return moved, fmt.Errorf("%w: recover worker=%q: %s", ErrCorruptRecord, worker, r.str(0))
+			default:
+				return moved, unexpected(opRecover, "", r)
+			}
+			rs.Requeued += int(r.int(0))
+			rs.Failed += int(r.int(1))
+			rs.Dropped += int(r.int(2))
+			moved += int(r.int(0) + r.int(1) + r.int(2))
+			for _, n := range r.list(3) {
+				s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: recovery left a job", slog.String("worker", worker), slog.Any("why", n))
+			}
+		}
+		if cursor = next; cursor == 0 {
+			return moved, nil
+		}
+	}
+}
+
+// Maintain runs RecoverExpired every interval until ctx is done, then
+// returns ctx.Err(). Errors are logged, not returned, so one bad round
+// does not stop it. Workers or a service run it in a goroutine.
+func (s *Store) Maintain(ctx context.Context, interval time.Duration) error {
+	if interval <= 0 {
+		return fmt.Errorf("%w: interval %v must be positive", ErrInvalidArgument, interval)
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if st, err := s.RecoverExpired(ctx); err != nil {
+			if ctx.Err() == nil {
+				s.log.LogAttrs(ctx, slog.LevelError, "jobstore: recover jobs of dead workers", slog.String("error", err.Error()))
+			}
+		} else if st != (RecoveryStats{}) {
+			s.log.LogAttrs(ctx, slog.LevelInfo, "jobstore: recovered jobs of dead workers",
+				slog.Int("workers", st.Workers), slog.Int("requeued", st.Requeued),
+				slog.Int("failed", st.Failed), slog.Int("dropped", st.Dropped))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// WorkerInfo is a registered worker as RegisterWorker (or a legacy
+// worker) wrote it.
+type WorkerInfo struct {
+	ID        string
+	Status    string // idle or busy
+	CurrentID string // the job it works on, when busy
+	// Jobstore is the jobstore version of a jobstore worker, "" for a
+	// legacy one.
+	Jobstore string
+	// Alive reports whether its heartbeat exists.
+	Alive bool
+}
+
+// Workers lists the workers in workers:active.
+func (s *Store) Workers(ctx context.Context) ([]WorkerInfo, error) {
+	ids, err := s.rdb.SMembers(ctx, workersActiveKey(s.prefix)).Result()
+	if err != nil {
+		return nil, redisError("workers", "", err)
+	}
+	pipe := s.rdb.Pipeline()
+	hs := make([]*redis.SliceCmd, len(ids))
+	hb := make([]*redis.IntCmd, len(ids))
+	for i, id := range ids {
+		hs[i] = pipe.HMGet(ctx, workerKey(s.prefix, id), "status", "current_job_id", fWorkerJobstore)
+		hb[i] = pipe.Exists(ctx, heartbeatKey(s.prefix, id))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) && !hasErrorPrefix(err, "WRONGTYPE") {
+		return nil, redisError("workers", "", err)
+	}
+	out := make([]WorkerInfo, 0, len(ids))
+	for i, id := range ids {
+		wi := WorkerInfo{ID: id, Alive: hb[i].Val() == 1}
+		if v := hs[i].Val(); len(v) == 3 {
+			wi.Status, _ = v[0].(string)
+			wi.CurrentID, _ = v[1].(string)
+			wi.Jobstore, _ = v[2].(string)
+		}
+		out = append(out, wi)
+	}
+	return out, nil
+}
+
+func dedupe(xs []string) []string {
+	seen := make(map[string]bool, len(xs))
+	out := xs[:0]
+	for _, x := range xs {
+		if !seen[x] {
+			seen[x] = true
+			out = append(out, x)
+		}
+	}
+	return out
+}
