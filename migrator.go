@@ -23,3 +23,8 @@ func NewMigrator(rdb redis.UniversalClient, opts ...Option) (*Migrator, error) {
 	}
 	return &Migrator{s: s}, nil
 }
+
+// Stage returns the stage the Migrator acts under: the one its options
+// or environment chose. Its methods that depend on the stage read the
+// published one (SharedStage) where it matters.
+func (m *Migrator) Stage() Stage { return m.s.Stage() }

@@ -182,7 +182,7 @@ func (s *Store) casStage(from, to Stage) bool {
 // SetStage moves the Store to another stage for every later operation,
 // without a restart. It refuses, with ErrStageJump, a move of more than
 // one stage: adjacent stages are the ones that can run side by side. Use
-// ForceStage to jump. It is safe for concurrent use.
+// a published stage (Migrator.PublishStage) to jump. It is safe for concurrent use.
 func (s *Store) SetStage(to Stage) error {
 	if !to.valid() {
 		return fmt.Errorf("%w: %d is not a stage", ErrInvalidArgument, int(to))
@@ -198,9 +198,9 @@ func (s *Store) SetStage(to Stage) error {
 	}
 }
 
-// ForceStage moves the Store to any stage, however far. It is safe for
+// forceStage moves the Store to any stage, however far. It is safe for
 // concurrent use.
-func (s *Store) ForceStage(to Stage) error {
+func (s *Store) forceStage(to Stage) error {
 	if !to.valid() {
 		return fmt.Errorf("%w: %d is not a stage", ErrInvalidArgument, int(to))
 	}
@@ -209,9 +209,13 @@ func (s *Store) ForceStage(to Stage) error {
 	return nil
 }
 
-// SharedStage reads the stage published in Redis for every process, in
-// the hash SharedStageKey names. ok is false when none has been published.
-func (s *Store) SharedStage(ctx context.Context) (st Stage, ok bool, err error) {
+// SharedStage reads the stage published in Redis for every process (the
+// hash jobstore:stage). ok is false when none has been published.
+func (m *Migrator) SharedStage(ctx context.Context) (st Stage, ok bool, err error) {
+	return m.s.sharedStage(ctx)
+}
+
+func (s *Store) sharedStage(ctx context.Context) (st Stage, ok bool, err error) {
 	v, err := s.rdb.HGet(ctx, stageKey(s.prefix), "stage").Result()
 	if errors.Is(err, redis.Nil) {
 		return 0, false, nil
@@ -248,7 +252,8 @@ return {'OK', cur}
 // FollowStage adopts, then moves this Store to it. Unless force is set, a
 // move of more than one stage from the stage published before (or, when
 // none was, from this Store's stage) is refused with ErrStageJump.
-func (s *Store) PublishStage(ctx context.Context, to Stage, force bool) error {
+func (m *Migrator) PublishStage(ctx context.Context, to Stage, force bool) error {
+	s := m.s
 	if !to.valid() {
 		return fmt.Errorf("%w: %d is not a stage", ErrInvalidArgument, int(to))
 	}
@@ -263,7 +268,7 @@ func (s *Store) PublishStage(ctx context.Context, to Stage, force bool) error {
 	if len(res) == 2 && res[0] == "JUMP" {
 		return fmt.Errorf("%w: the shared stage is %s, not next to %s; move one stage at a time or force", ErrStageJump, res[1], to)
 	}
-	return s.ForceStage(to)
+	return s.forceStage(to)
 }
 
 // FollowStage makes the Store follow the shared stage: it reads it now
@@ -283,12 +288,12 @@ func (s *Store) FollowStage(ctx context.Context, interval time.Duration) error {
 	defer t.Stop()
 	for {
 		s.flushStats(ctx)
-		if st, ok, err := s.SharedStage(ctx); err != nil {
+		if st, ok, err := s.sharedStage(ctx); err != nil {
 			if ctx.Err() == nil {
 				s.log.LogAttrs(ctx, slog.LevelError, "jobstore: read shared stage", slog.String("error", err.Error()))
 			}
 		} else if ok && st != s.Stage() {
-			_ = s.ForceStage(st)
+			_ = s.forceStage(st)
 		}
 		select {
 		case <-ctx.Done():
@@ -352,7 +357,8 @@ func (s *Store) flushStats(ctx context.Context) {
 // FleetStats sums the counters that every Store running FollowStage has
 // added to Redis: the dual-write success rate of all API services and
 // workers together, as the report's monitoring asks for.
-func (s *Store) FleetStats(ctx context.Context) (DualWriteStats, ReadStats, error) {
+func (m *Migrator) FleetStats(ctx context.Context) (DualWriteStats, ReadStats, error) {
+	s := m.s
 	h, err := s.rdb.HGetAll(ctx, statsKey(s.prefix)).Result()
 	if err != nil {
 		return DualWriteStats{}, ReadStats{}, redisError("read fleet stats", "", err)
