@@ -289,10 +289,11 @@ end
 // cannot judge are (see luaMatch); the reply lists them.
 //
 // It reads only the four fields matching uses from each candidate, and
-// judges each distinct combination of them once per call. The token of
-// the call is kept in the worker's hash: a claim sent again after a lost
-// reply finds it and answers with the job it claimed, without a second
-// claim.
+// judges each distinct combination of them once per call. The call's
+// token goes into the claimed record's jobstore_op field (see luaTokens),
+// the one write the function does not make: a claim sent again after a
+// lost reply finds it among the worker's jobs and answers with the job it
+// claimed, without a second claim.
 //
 //	KEYS[1] -> jobs:pending           KEYS[5] -> steps:pending          (mirror)
 //	KEYS[2] -> jobs:active:<worker>   KEYS[6] -> steps:active:<worker>  (mirror)
@@ -308,17 +309,15 @@ end
 //	ARGV[10] -> update_job_progress channel, ARGV[11] -> job_claimed channel
 //	Reply: OK id {field, value, ...} {passed over...} | NONE looked {passed over...}
 //	       | NOHEARTBEAT | WRONGTYPE detail
-var claimScript = redis.NewScript(newScriptText(luaCore, luaMatch, `
+var claimScript = redis.NewScript(newScriptText(luaCore, luaTokens, luaMatch, `
 local tok, worker = ARGV[3], ARGV[5]
-local claim_field = 'jobstore_claim'
 local bad = wrongtype(KEYS[1], 'zset') or wrongtype(KEYS[2], 'hash') or wrongtype(KEYS[3], 'hash')
 if bad then return done('WRONGTYPE', bad) end
 
-local last = redis.call('HGET', KEYS[3], claim_field)
-if last and string.sub(last, 1, #tok + 1) == tok .. ' ' then
-  local id = string.sub(last, #tok + 2)
-  if redis.call('HEXISTS', KEYS[2], id) == 1 then
-    return done('OK', id, redis.call('HGETALL', ARGV[7] .. id), {})
+for _, id in ipairs(redis.call('HKEYS', KEYS[2])) do
+  local rec = ARGV[7] .. id
+  if redis.call('TYPE', rec)['ok'] == 'hash' and has_token(rec, tok) then
+    return done('OK', id, redis.call('HGETALL', rec), {})
   end
 end
 if redis.call('EXISTS', KEYS[4]) == 0 then return done('NOHEARTBEAT') end
@@ -358,10 +357,10 @@ for _, id in ipairs(ids) do
       local stamp = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
       local ms = tonumber(t[1]) * 1000
       redis.call('ZREM', KEYS[1], id)
-      redis.call('HSET', rec, 'status', 'assigned', 'worker_id', worker, 'assigned_at', stamp)
+      redis.call('HSET', rec, 'status', 'assigned', 'worker_id', worker, 'assigned_at', stamp,
+        'jobstore_op', push_token(rec, tok))
       redis.call('HSET', KEYS[2], id, json)
-      redis.call('HSET', KEYS[3], 'status', 'busy', 'current_job_id', id, 'last_status_change', stamp,
-        claim_field, tok .. ' ' .. id)
+      redis.call('HSET', KEYS[3], 'status', 'busy', 'current_job_id', id, 'last_status_change', stamp)
       redis.call('PUBLISH', ARGV[10], cjson.encode({job_id = id, worker_id = worker, progress = 0, timestamp = ms}))
       redis.call('XADD', ARGV[9] .. id, '*', 'job_id', id, 'worker_id', worker, 'status', 'assigned',
         'progress', '0', 'message', 'Job assigned to worker', 'assigned_at', stamp)

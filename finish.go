@@ -64,8 +64,8 @@ return done('OK')
 // record's status and completed_at, the id out of the worker's active
 // hash, the result into jobs:completed (whose TTL it renews), the
 // complete_job message, and the worker idle once it holds nothing. A call
-// sent again after a lost reply finds its token in the record and answers
-// OK.
+// sent again after a lost reply finds its token in the record (see
+// luaTokens) and answers OK.
 //
 //	KEYS[1] -> job:<id>               KEYS[6] -> step:<id>             (mirror)
 //	KEYS[2] -> jobs:active:<worker>   KEYS[7] -> steps:active:<worker> (mirror)
@@ -79,16 +79,16 @@ return done('OK')
 //	ARGV[11] -> complete_job channel, ARGV[12] -> its message
 //	ARGV[13] -> worker_status channel
 //	Reply: OK | NOTFOUND | NOTHELD status | WRONGTYPE detail
-var completeScript = redis.NewScript(newScriptText(luaCore, luaHeld, luaWorkerIdle, `
+var completeScript = redis.NewScript(newScriptText(luaCore, luaTokens, luaHeld, luaWorkerIdle, `
 local tok, id, worker = ARGV[3], ARGV[4], ARGV[5]
 local bad = wrongtype(KEYS[1], 'hash') or wrongtype(KEYS[2], 'hash') or wrongtype(KEYS[3], 'hash')
   or wrongtype(KEYS[5], 'hash')
 if bad then return done('WRONGTYPE', bad) end
 if redis.call('EXISTS', KEYS[1]) == 0 then return done('NOTFOUND') end
-if redis.call('HGET', KEYS[1], 'jobstore_op') == tok then return done('OK') end
+if has_token(KEYS[1], tok) then return done('OK') end
 local st = not_held(KEYS[1], KEYS[2], id)
 if st then return done('NOTHELD', st) end
-redis.call('HSET', KEYS[1], 'status', 'completed', 'completed_at', ARGV[6], 'jobstore_op', tok)
+redis.call('HSET', KEYS[1], 'status', 'completed', 'completed_at', ARGV[6], 'jobstore_op', push_token(KEYS[1], tok))
 redis.call('HDEL', KEYS[2], id)
 redis.call('HSET', KEYS[3], id, ARGV[8])
 redis.call('EXPIRE', KEYS[3], ARGV[9])
@@ -136,15 +136,16 @@ end
 //	ARGV[12] -> TTL of jobs:failed (s), ARGV[13] -> record retention (ms, 0: none)
 //	ARGV[14] -> job_failed channel, ARGV[15] -> worker_status channel
 //	Reply: OK retried|failed retry_count | NOTFOUND | NOTHELD status | WRONGTYPE detail
-var failScript = redis.NewScript(newScriptText(luaCore, scoreLua, luaHeld, luaWorkerIdle, luaFailEntry, `
+var failScript = redis.NewScript(newScriptText(luaCore, luaTokens, scoreLua, luaHeld, luaWorkerIdle, luaFailEntry, `
 local tok, id, worker = ARGV[3], ARGV[4], ARGV[5]
 local bad = wrongtype(KEYS[1], 'hash') or wrongtype(KEYS[2], 'hash') or wrongtype(KEYS[3], 'zset')
   or wrongtype(KEYS[4], 'hash') or wrongtype(KEYS[6], 'hash')
 if bad then return done('WRONGTYPE', bad) end
 if redis.call('EXISTS', KEYS[1]) == 0 then return done('NOTFOUND') end
-if redis.call('HGET', KEYS[1], 'jobstore_op') == tok then
-  local f = redis.call('HMGET', KEYS[1], 'status', 'retry_count')
-  return done('OK', f[1] == 'pending' and 'retried' or 'failed', parse_int(f[2]) or 0)
+local first = has_token(KEYS[1], tok)
+if first then
+  local outcome, n = string.match(first, '^(%a+)/(%d+)$')
+  return done('OK', outcome, tonumber(n))
 end
 local st = not_held(KEYS[1], KEYS[2], id)
 if st then return done('NOTHELD', st) end
@@ -152,16 +153,17 @@ local f = redis.call('HMGET', KEYS[1], 'retry_count', 'max_retries')
 local n = (parse_int(f[1]) or 0) + 1
 local retry = ARGV[10] == '1' and n < (parse_int(f[2]) or 3)
 local now_iso, now_ms = ARGV[8], tonumber(ARGV[9])
+local toks = push_token(KEYS[1], tok .. ':' .. (retry and 'retried' or 'failed') .. '/' .. string.format('%d', n))
 redis.call('HDEL', KEYS[2], id)
 if retry then
   redis.call('HSET', KEYS[1], 'status', 'pending', 'worker_id', '', 'assigned_at', '',
     'retry_count', string.format('%d', n), 'last_failed_worker', worker, 'failed_at', now_iso,
-    'error', ARGV[6], 'jobstore_op', tok)
+    'error', ARGV[6], 'jobstore_op', toks)
   redis.call('ZADD', KEYS[3], score_arg(record_score(KEYS[1], ARGV[11], now_ms)), id)
   mirror_member(KEYS[3], KEYS[9], id)
 else
   redis.call('HSET', KEYS[1], 'status', 'failed', 'failed_at', now_iso,
-    'retry_count', string.format('%d', n), 'last_failed_worker', worker, 'error', ARGV[6], 'jobstore_op', tok)
+    'retry_count', string.format('%d', n), 'last_failed_worker', worker, 'error', ARGV[6], 'jobstore_op', toks)
   redis.call('HSET', KEYS[4], id, fail_entry(ARGV[7], now_iso, n))
   redis.call('EXPIRE', KEYS[4], ARGV[12])
   mirror_field(KEYS[4], KEYS[10], id)
@@ -198,13 +200,13 @@ return done('OK', retry and 'retried' or 'failed', n)
 //	ARGV[10] -> TTL of jobs:failed (s), ARGV[11] -> record retention (ms, 0: none)
 //	ARGV[12] -> cancel_job channel, ARGV[13] -> job_cancelled channel, ARGV[14] -> its message
 //	Reply: OK previous_status | NOTFOUND | FINISHED status | WRONGTYPE detail
-var cancelScript = redis.NewScript(newScriptText(luaCore, luaStatus, `
+var cancelScript = redis.NewScript(newScriptText(luaCore, luaTokens, luaStatus, `
 local tok, id = ARGV[3], ARGV[4]
 local bad = wrongtype(KEYS[1], 'hash') or wrongtype(KEYS[2], 'zset') or wrongtype(KEYS[3], 'hash')
 if bad then return done('WRONGTYPE', bad) end
 if redis.call('EXISTS', KEYS[1]) == 0 then return done('NOTFOUND') end
-local f = redis.call('HMGET', KEYS[1], 'status', 'worker_id', 'jobstore_op')
-if f[3] == tok then return done('OK', 'cancelled') end
+if has_token(KEYS[1], tok) then return done('OK', 'cancelled') end
+local f = redis.call('HMGET', KEYS[1], 'status', 'worker_id')
 local st, w = f[1] or '', f[2] or ''
 if FINISHED[st] then return done('FINISHED', st) end
 local active
@@ -213,7 +215,7 @@ if w ~= '' then
   local b = wrongtype(active, 'hash')
   if b then return done('WRONGTYPE', b) end
 end
-redis.call('HSET', KEYS[1], 'status', 'cancelled', 'cancelled_at', ARGV[6], 'jobstore_op', tok)
+redis.call('HSET', KEYS[1], 'status', 'cancelled', 'cancelled_at', ARGV[6], 'jobstore_op', push_token(KEYS[1], tok))
 redis.call('ZREM', KEYS[2], id)
 redis.call('HSET', KEYS[3], id, '{"error":' .. ARGV[5] .. ',"failed_at":' .. cjson.encode(ARGV[6]) .. ',"cancelled":true}')
 redis.call('EXPIRE', KEYS[3], ARGV[10])

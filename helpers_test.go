@@ -27,6 +27,8 @@ import (
 // may share the database.
 const envTestRedis = "JOBSTORE_TEST_REDIS_URL"
 
+var ctx = context.Background()
+
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }

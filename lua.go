@@ -162,6 +162,35 @@ local function not_held(rec, active, id)
 end
 `
 
+// luaTokens keeps the tokens of the last calls that changed a record, in
+// its jobstore_op field (see fOpToken): up to four, space-separated,
+// newest last, each with an optional note after a colon (a fail keeps its
+// outcome there). Four, because a call's reply can be lost and the call sent
+// again after a back-off, while other calls change the job meanwhile (a
+// fail that requeues it, a claim, a complete): the replay must still find
+// its own token.
+const luaTokens = `
+-- has_token returns false, or, when the record holds the call's token,
+-- the note stored with it ('' when none; see push_token).
+local function has_token(rec, tok)
+  local v = redis.call('HGET', rec, 'jobstore_op')
+  if not v then return false end
+  for t in string.gmatch(v, '%S+') do
+    if t == tok then return '' end
+    if string.sub(t, 1, #tok + 1) == tok .. ':' then return string.sub(t, #tok + 2) end
+  end
+  return false
+end
+
+local function push_token(rec, tok)
+  local ts = {}
+  for t in string.gmatch(redis.call('HGET', rec, 'jobstore_op') or '', '%S+') do ts[#ts + 1] = t end
+  ts[#ts + 1] = tok
+  while #ts > 4 do table.remove(ts, 1) end
+  return table.concat(ts, ' ')
+end
+`
+
 // luaWorkerIdle sets a worker idle once it holds no job, as the legacy
 // worker does after each completion or failure.
 const luaWorkerIdle = `

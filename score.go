@@ -104,7 +104,7 @@ func parseIntJS(s string) (float64, bool) {
 	if err != nil || f > 1<<53 || f < -(1<<53) {
 		return 0, false
 	}
-	return f, true
+	return f + 0, true // -0 reads as 0
 }
 
 // parseTimeMs reads the time forms found in records into Unix ms:
@@ -225,6 +225,7 @@ local function parse_int(s)
   if string.sub(d, 1, 1) == '+' then d = string.sub(d, 2) end
   local n = tonumber(d)
   if not n or n > 9007199254740992 or n < -9007199254740992 then return nil end
+  if n == 0 then return 0 end
   return n
 end
 
@@ -298,3 +299,26 @@ end
 -- score_arg formats a score for ZADD exactly (17 significant digits).
 local function score_arg(x) return string.format('%.17g', x) end
 `
+
+// recordScore is record_score in Go: the pending score of a record's
+// fields, as a retry computes it. TestLuaRulesAgree holds the two together.
+func (f ScoreFormula) recordScore(h map[string]string, nowMs int64) float64 {
+	p, ok := parseIntJS(h[fWorkflowPriority])
+	if !ok || p == 0 {
+		if p, ok = parseIntJS(h[fPriority]); !ok {
+			p = DefaultPriority
+		}
+	}
+	t, ok := parseIntJS(h[fWorkflowDatetime])
+	if !ok || t == 0 {
+		ms, ok := parseTimeMs(h[fCreatedAt])
+		if !ok {
+			ms = nowMs
+		}
+		t = float64(ms)
+	}
+	if f == ScoreService {
+		return p*1e6 + (float64(maxSafeInteger) - t)
+	}
+	return p*1e15 - math.Floor(t/1000)
+}

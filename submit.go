@@ -12,8 +12,8 @@ import (
 // record's fields, then its entry in pending, then the job_submitted
 // message (and workflow_submitted for a workflow's first step).
 //
-// A record that exists and holds this call's token is this very submit
-// run a second time (go-redis sends a script again when its reply was
+// A record that exists and holds this call's token among its last ones is
+// this very submit run a second time (go-redis sends a script again when its reply was
 // lost): it reports OK and writes nothing.
 //
 //	KEYS[1] -> job:<id>       KEYS[3] -> step:<id>       (mirror)
@@ -25,10 +25,11 @@ import (
 //	ARGV[8] -> workflow_submitted channel, ARGV[9] -> its message, or ''
 //	ARGV[10..] -> field, value, ... (the token's field last)
 //	Reply: OK | EXISTS | WRONGTYPE detail
-var submitScript = redis.NewScript(newScriptText(luaCore, `
+var submitScript = redis.NewScript(newScriptText(luaCore, luaTokens, `
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  local t = redis.pcall('HGET', KEYS[1], 'jobstore_op')
-  if t == ARGV[3] then return done('OK') end
+  local bad = wrongtype(KEYS[1], 'hash')
+  if bad then return done('WRONGTYPE', bad) end
+  if has_token(KEYS[1], ARGV[3]) then return done('OK') end
   return done('EXISTS')
 end
 local r = redis.pcall('ZADD', KEYS[2], ARGV[5], ARGV[4])

@@ -145,7 +145,7 @@ func (s *Store) KeepAlive(ctx context.Context, caps Capabilities, interval time.
 //	ARGV[13] -> reason, ARGV[14] -> reason as a JSON string
 //	ARGV[15..] -> ids
 //	Reply: OK requeued failed dropped {left...} | ALIVE | WRONGTYPE detail
-var recoverScript = redis.NewScript(newScriptText(luaCore, luaStatus, scoreLua, luaFailEntry, `
+var recoverScript = redis.NewScript(newScriptText(luaCore, luaTokens, luaStatus, scoreLua, luaFailEntry, `
 local tok, worker, now_iso, now_ms = ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
 local bad = wrongtype(KEYS[1], 'hash') or wrongtype(KEYS[2], 'zset') or wrongtype(KEYS[3], 'hash')
 if bad then return done('WRONGTYPE', bad) end
@@ -166,13 +166,13 @@ for i = 15, #ARGV do
       local retry = n < (parse_int(f[4]) or 3)
       if retry then
         redis.call('HSET', rec, 'status', 'pending', 'worker_id', '', 'assigned_at', '',
-          'retry_count', string.format('%d', n), 'last_failed_worker', worker, 'error', ARGV[13], 'jobstore_op', tok)
+          'retry_count', string.format('%d', n), 'last_failed_worker', worker, 'error', ARGV[13], 'jobstore_op', push_token(rec, tok))
         redis.call('ZADD', KEYS[2], score_arg(record_score(rec, ARGV[7], now_ms)), id)
         mirror_member(KEYS[2], KEYS[6], id)
         requeued = requeued + 1
       else
         redis.call('HSET', rec, 'status', 'failed', 'failed_at', now_iso, 'retry_count', string.format('%d', n),
-          'last_failed_worker', worker, 'worker_id', '', 'error', ARGV[13], 'jobstore_op', tok)
+          'last_failed_worker', worker, 'worker_id', '', 'error', ARGV[13], 'jobstore_op', push_token(rec, tok))
         redis.call('HSET', KEYS[3], id, fail_entry(ARGV[14], now_iso, n))
         redis.call('EXPIRE', KEYS[3], ARGV[8])
         mirror_field(KEYS[3], KEYS[7], id)
