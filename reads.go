@@ -269,7 +269,7 @@ func fieldDiff(a, b map[string]string) []string {
 // QueueSizes is how many entries each queue of a namespace holds.
 type QueueSizes struct {
 	Pending   int64 `json:"pending"`
-	Active    int64 `json:"active"` // jobs held, over every worker's active hash
+	Active    int64 `json:"active"`  // jobs held, over every worker's active hash
 	Workers   int64 `json:"workers"` // active hashes, one per worker holding jobs
 	Completed int64 `json:"completed"`
 	Failed    int64 `json:"failed"`

@@ -56,7 +56,7 @@ func decodeSubmit(id string, r reply) error {
 }
 
 // SubmitJob stores a new pending job and queues it, and returns its id,
-// writing what the legacy API writes: the record with all its fields ('' for
+// writing what the legacy API writes: the record with all its fields (” for
 // those absent), its entry in jobs:pending scored by the Store's formula
 // (ScoreAPI by default), and the job_submitted message. An empty j.ID gets a
 // new UUID, priority 0 becomes DefaultPriority and max retries 0
