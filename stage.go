@@ -389,3 +389,29 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 		return nil
 	}
 }
+
+// SetDualWrite is the report's switch: it moves the Store between
+// StageLegacy (off) and StageDualWrite (on) for every later operation,
+// without a restart (an admin endpoint can call it). Operations already
+// sent finish as they started. In the later stages, where SetStage is the
+// switch, it changes nothing and returns ErrStageJump. It is safe for
+// concurrent use.
+func (s *Store) SetDualWrite(on bool) error {
+	to := StageLegacy
+	if on {
+		to = StageDualWrite
+	}
+	for {
+		from := s.Stage()
+		if from > StageDualWrite {
+			return fmt.Errorf("%w: the store is in stage %s, past dual-write; use SetStage", ErrStageJump, from)
+		}
+		if s.casStage(from, to) {
+			return nil
+		}
+	}
+}
+
+// DualWrite reports whether writes are mirrored to the other namespace:
+// true in dual-write, dual-read and step-primary.
+func (s *Store) DualWrite() bool { return s.Stage().DualWrites() }
