@@ -283,3 +283,5 @@ func requireNoKeys(t testing.TB, b *backend, pattern string) {
 func apiScore(priority int, t time.Time) float64 {
 	return float64(priority)*1e15 - math.Floor(float64(t.UnixMilli())/1000)
 }
+
+func redisZ(score float64, member string) redis.Z { return redis.Z{Score: score, Member: member} }
