@@ -136,7 +136,9 @@ func badInputs() []badInput {
 		{name: "claim with blank worker", call: claim(Capabilities{WorkerID: "  ", Services: []string{"s"}}), want: e(ErrInvalidWorker), says: "whitespace"},
 		{name: "claim with 129-byte worker", call: claim(Capabilities{WorkerID: strings.Repeat("w", 129), Services: []string{"s"}}), want: e(ErrInvalidWorker), says: "129 bytes"},
 		{name: "worker with ':'", call: claim(Capabilities{WorkerID: "a:heartbeat", Services: []string{"s"}}), want: e(ErrInvalidWorker), says: `contains ':'`},
-		{name: "register a worker with '*'", call: func(s *Store) error { return s.RegisterWorker(ctx, Capabilities{WorkerID: "w*", Services: []string{"s"}}) }, want: e(ErrInvalidWorker), says: `contains '*'`},
+		{name: "register a worker with '*'", call: func(s *Store) error {
+			return s.RegisterWorker(ctx, Capabilities{WorkerID: "w*", Services: []string{"s"}})
+		}, want: e(ErrInvalidWorker), says: `contains '*'`},
 		{name: "claim by an unregistered worker", call: claim(Capabilities{WorkerID: "ghost", Services: []string{"s"}}), want: e(ErrNotRegistered), says: `worker="ghost" has no heartbeat`},
 		{name: "complete with empty worker", call: complete("held", "", nil), want: e(ErrInvalidWorker), says: "worker id is empty"},
 		{name: "complete a job another worker holds", call: complete("held", "w2", nil), want: e(ErrNotHeld), says: `worker="w2": not in its active jobs (status assigned)`},
