@@ -20,9 +20,9 @@ const EnvDualWrite = "REDIS_DUAL_WRITE_STEPS"
 // A shared stage in Redis (see Store.FollowStage) overrides both once read.
 const EnvStage = "REDIS_STEP_MIGRATION_STAGE"
 
-// ParseFlag parses a boolean flag the way New reads EnvDualWrite: true/false,
+// parseFlag parses a boolean flag the way New reads EnvDualWrite: true/false,
 // 1/0, yes/no and on/off in any case, with surrounding spaces ignored.
-func ParseFlag(s string) (bool, error) {
+func parseFlag(s string) (bool, error) {
 	switch strings.ToLower(strings.TrimSpace(s)) {
 	case "true", "1", "yes", "on":
 		return true, nil
@@ -49,7 +49,7 @@ func stageFromEnv(lookup envLookup) (Stage, error) {
 	var dual bool
 	if flagSet {
 		var err error
-		if dual, err = ParseFlag(flagValue); err != nil {
+		if dual, err = parseFlag(flagValue); err != nil {
 			return 0, fmt.Errorf("%w: %s=%q: %v", ErrInvalidConfig, EnvDualWrite, flagValue, err)
 		}
 	}
