@@ -299,38 +299,39 @@ end
 //	KEYS[2] -> jobs:active:<worker>   KEYS[6] -> steps:active:<worker>  (mirror)
 //	KEYS[3] -> worker:<worker>
 //	KEYS[4] -> worker:<worker>:heartbeat
-//	ARGV[3] -> token
-//	ARGV[4] -> capabilities JSON
-//	ARGV[5] -> worker id
-//	ARGV[6] -> window
-//	ARGV[7] -> record prefix (job:), a record's key is it and the id
-//	ARGV[8] -> mirror record prefix (step:)
-//	ARGV[9] -> key prefix of progress streams (progress:)
-//	ARGV[10] -> update_job_progress channel, ARGV[11] -> job_claimed channel
+//	KEYS[#KEYS] -> jobstore:stage; ARGV[1..3] -> mirror, log, stage (every script: see lua.go)
+//	ARGV[4] -> token
+//	ARGV[5] -> capabilities JSON
+//	ARGV[6] -> worker id
+//	ARGV[7] -> window
+//	ARGV[8] -> record prefix (job:), a record's key is it and the id
+//	ARGV[9] -> mirror record prefix (step:)
+//	ARGV[10] -> key prefix of progress streams (progress:)
+//	ARGV[11] -> update_job_progress channel, ARGV[12] -> job_claimed channel
 //	Reply: OK id {field, value, ...} {passed over...} | NONE looked {passed over...}
 //	       | NOHEARTBEAT | WRONGTYPE detail
 var claimScript = redis.NewScript(newScriptText(luaCore, luaTokens, luaMatch, `
-local tok, worker = ARGV[3], ARGV[5]
+local tok, worker = ARGV[4], ARGV[6]
 local bad = wrongtype(KEYS[1], 'zset') or wrongtype(KEYS[2], 'hash') or wrongtype(KEYS[3], 'hash')
 if bad then return done('WRONGTYPE', bad) end
 
 for _, id in ipairs(redis.call('HKEYS', KEYS[2])) do
-  local rec = ARGV[7] .. id
+  local rec = ARGV[8] .. id
   if redis.call('TYPE', rec)['ok'] == 'hash' and has_token(rec, tok) then
     return done('OK', id, redis.call('HGETALL', rec), {})
   end
 end
 if redis.call('EXISTS', KEYS[4]) == 0 then return done('NOHEARTBEAT') end
 
-local caps = cjson.decode(ARGV[4])
-local ids = redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[6]) - 1)
+local caps = cjson.decode(ARGV[5])
+local ids = redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[7]) - 1)
 local verdicts, passed = {}, {}
 local function part(s)
   if s == nil then return '-' end
   return #s .. ':' .. s
 end
 for _, id in ipairs(ids) do
-  local rec = ARGV[7] .. id
+  local rec = ARGV[8] .. id
   local f = redis.pcall('HMGET', rec, 'service_required', 'requirements', 'workflow_id', 'customer_id')
   local job
   if type(f) == 'table' and f.err then
@@ -361,14 +362,14 @@ for _, id in ipairs(ids) do
         'jobstore_op', push_token(rec, tok))
       redis.call('HSET', KEYS[2], id, json)
       redis.call('HSET', KEYS[3], 'status', 'busy', 'current_job_id', id, 'last_status_change', stamp)
-      redis.call('PUBLISH', ARGV[10], cjson.encode({job_id = id, worker_id = worker, progress = 0, timestamp = ms}))
-      redis.call('XADD', ARGV[9] .. id, '*', 'job_id', id, 'worker_id', worker, 'status', 'assigned',
+      redis.call('PUBLISH', ARGV[11], cjson.encode({job_id = id, worker_id = worker, progress = 0, timestamp = ms}))
+      redis.call('XADD', ARGV[10] .. id, '*', 'job_id', id, 'worker_id', worker, 'status', 'assigned',
         'progress', '0', 'message', 'Job assigned to worker', 'assigned_at', stamp)
-      redis.call('PUBLISH', ARGV[11], cjson.encode({job_id = id, worker_id = worker, status = 'claimed',
+      redis.call('PUBLISH', ARGV[12], cjson.encode({job_id = id, worker_id = worker, status = 'claimed',
         message = 'Job claimed by worker', claimed_at = stamp, timestamp = ms,
         service_required = snapshot.service_required, customer_id = snapshot.customer_id,
         workflow_id = snapshot.workflow_id, step_number = snapshot.step_number, total_steps = snapshot.total_steps}))
-      mirror_key(rec, ARGV[8] .. id)
+      mirror_key(rec, ARGV[9] .. id)
       mirror_member(KEYS[1], KEYS[5], id)
       mirror_field(KEYS[2], KEYS[6], id)
       return done('OK', id, redis.call('HGETALL', rec), passed)
@@ -398,20 +399,19 @@ func (s *Store) ClaimJob(ctx context.Context, caps Capabilities) (*Job, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, end := s.begin()
-	defer end()
 	w := caps.WorkerID
-	primary := s.space(st.Primary())
-	mirrorPrefix := ""
-	if mns, ok := st.Mirror(); ok {
-		mirrorPrefix = s.space(mns).recordPrefix()
-	}
-	wr := s.prepare(ctx, st, opClaim, "", claimScript,
-		func(k keyspace) []string { return []string{k.pending(), k.active(w)} },
-		[]string{workerKey(s.prefix, w), heartbeatKey(s.prefix, w)},
-		token(), capsJSON, w, s.window, primary.recordPrefix(), mirrorPrefix,
-		progressStreamKey(s.prefix, ""), s.channel(chProgress), s.channel(chJobClaimed))
-	r, err := s.exec(ctx, wr)
+	tok := token()
+	r, err := s.run(ctx, func(st Stage) spec {
+		mirrorPrefix := ""
+		if mns, ok := st.Mirror(); ok {
+			mirrorPrefix = s.space(mns).recordPrefix()
+		}
+		return spec{op: opClaim, script: claimScript,
+			keys:   func(k keyspace) []string { return []string{k.pending(), k.active(w)} },
+			shared: []string{workerKey(s.prefix, w), heartbeatKey(s.prefix, w)},
+			args: []any{tok, capsJSON, w, s.window, s.space(st.Primary()).recordPrefix(), mirrorPrefix,
+				progressStreamKey(s.prefix, ""), s.channel(chProgress), s.channel(chJobClaimed)}}
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -52,22 +52,78 @@ type write struct {
 // keysIn builds an operation's namespaced keys in one namespace.
 type keysIn func(k keyspace) []string
 
-// prepare builds the write of operation op in stage st: KEYS are
-// ns(authoritative), then shared, then, when the stage mirrors,
-// ns(mirror). A failure to build the mirror keys, even a panic, is
-// recovered and counted, and the write then goes without its mirror: the
-// primary write still happens.
-func (s *Store) prepare(ctx context.Context, st Stage, op, id string, script *redis.Script, ns keysIn, shared []string, args ...any) *write {
-	w := &write{op: op, id: id, st: st, script: script}
-	w.keys = append(ns(s.space(st.Primary())), shared...)
+// spec describes a write independently of the stage: its script, its keys
+// in a namespace, the keys outside the namespaces it touches, and its own
+// arguments.
+type spec struct {
+	op, id string
+	script *redis.Script
+	keys   keysIn   // the namespaced keys, in the authoritative namespace
+	shared []string // keys outside both namespaces (worker:<id>, ...)
+	// mirror, when set, builds the mirror keys instead of keys: for
+	// writes whose mirror needs fewer keys than their primary part.
+	mirror keysIn
+	args   []any
+}
+
+// prepare builds the write of sp in stage st: KEYS are keys in the
+// authoritative namespace, then shared, then, when the stage mirrors, the
+// mirror keys, then the shared stage hash; ARGV the mirror and log flags,
+// the stage, then sp's arguments. A failure to build the mirror keys, even
+// a panic, is recovered and counted, and the write then goes without its
+// mirror: the primary write still happens.
+func (s *Store) prepare(ctx context.Context, st Stage, sp spec) *write {
+	w := &write{op: sp.op, id: sp.id, st: st, script: sp.script}
+	w.keys = append(sp.keys(s.space(st.Primary())), sp.shared...)
 	if mns, ok := st.Mirror(); ok {
-		w.mirror = s.mirrorKeys(ctx, op, id, func() []string { return ns(s.space(mns)) }, &w.keys)
+		mk := sp.mirror
+		if mk == nil {
+			mk = sp.keys
+		}
+		w.mirror = s.mirrorKeys(ctx, sp.op, sp.id, func() []string { return mk(s.space(mns)) }, &w.keys)
 	}
+	w.keys = append(w.keys, stageKey(s.prefix))
 	debug := w.mirror && s.log.Enabled(ctx, slog.LevelDebug)
-	w.argv = make([]any, 0, 2+len(args))
-	w.argv = append(w.argv, flagArg(w.mirror), flagArg(debug))
-	w.argv = append(w.argv, args...)
+	w.argv = make([]any, 0, 3+len(sp.args))
+	w.argv = append(w.argv, flagArg(w.mirror), flagArg(debug), st.String())
+	w.argv = append(w.argv, sp.args...)
 	return w
+}
+
+// maxStageRetries bounds how often a write is built again for a stage
+// published meanwhile.
+const maxStageRetries = 3
+
+// run runs the write that build describes for the Store's stage. When the
+// script finds another stage published (STAGE), the Store adopts it and
+// the write is built and run again under it, so that it lands under the
+// published stage; build must therefore be safe to call more than once.
+func (s *Store) run(ctx context.Context, build func(st Stage) spec) (reply, error) {
+	for attempt := 0; ; attempt++ {
+		st, end := s.begin()
+		r, err := s.exec(ctx, s.prepare(ctx, st, build(st)))
+		end()
+		if err != nil || r.status != "STAGE" {
+			return r, err
+		}
+		if attempt == maxStageRetries {
+			return r, fmt.Errorf("jobstore: the published stage keeps changing (now %s); try again", r.str(0))
+		}
+		s.adopt(ctx, r.str(0))
+	}
+}
+
+// adopt moves the Store to a stage a script found published.
+func (s *Store) adopt(ctx context.Context, name string) {
+	st, err := ParseStage(name)
+	if err != nil {
+		return
+	}
+	if from := s.Stage(); from != st {
+		s.log.LogAttrs(ctx, slog.LevelInfo, "jobstore: adopting the published stage",
+			slog.String("from", from.String()), slog.String("to", st.String()))
+		_ = s.forceStage(st)
+	}
 }
 
 // mirrorKeys appends the mirror keys to keys. It reports false, leaving
@@ -226,21 +282,42 @@ func wait(ctx context.Context, w *write) ([]any, error) {
 }
 
 // execAll runs many writes, pipelined, and decodes each reply; errs[i] is
-// the error of ws[i].
-func (s *Store) execAll(ctx context.Context, ws []*write, decode func(i int, r reply) error) []error {
-	start := time.Now()
-	s.enqueue(ctx, ws...)
-	errs := make([]error, len(ws))
-	for i, w := range ws {
-		res, err := wait(ctx, w)
-		r, err := s.settle(ctx, w, res, err)
-		if err == nil {
-			err = decode(i, r)
+// the error of the write built from specs[i]. Writes that find another
+// stage published are built again under it and run again.
+func (s *Store) execAll(ctx context.Context, build func(i int, st Stage) spec, n int, decode func(i int, r reply) error) []error {
+	errs := make([]error, n)
+	todo := make([]int, n)
+	for i := range todo {
+		todo[i] = i
+	}
+	for attempt := 0; len(todo) > 0; attempt++ {
+		st, end := s.begin()
+		ws := make([]*write, len(todo))
+		for k, i := range todo {
+			ws[k] = s.prepare(ctx, st, build(i, st))
 		}
-		errs[i] = err
-		if s.observe != nil {
-			s.observe(w.op, outcomeOf(r, err), time.Since(start))
+		start := time.Now()
+		s.enqueue(ctx, ws...)
+		var again []int
+		for k, w := range ws {
+			i := todo[k]
+			res, err := wait(ctx, w)
+			r, err := s.settle(ctx, w, res, err)
+			if s.observe != nil {
+				s.observe(w.op, outcomeOf(r, err), time.Since(start))
+			}
+			if err == nil && r.status == "STAGE" && attempt < maxStageRetries {
+				s.adopt(ctx, r.str(0))
+				again = append(again, i)
+				continue
+			}
+			if err == nil {
+				err = decode(i, r)
+			}
+			errs[i] = err
 		}
+		end()
+		todo = again
 	}
 	return errs
 }

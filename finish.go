@@ -20,19 +20,20 @@ import (
 //
 //	KEYS[1] -> job:<id>               KEYS[3] -> step:<id>   (mirror)
 //	KEYS[2] -> jobs:active:<worker>   KEYS[4] -> steps:active:<worker> (mirror)
-//	ARGV[3] -> id
-//	ARGV[4] -> now (ISO-8601)
-//	ARGV[5] -> update_job_progress channel, ARGV[6] -> its message
+//	KEYS[#KEYS] -> jobstore:stage; ARGV[1..3] -> mirror, log, stage (every script: see lua.go)
+//	ARGV[4] -> id
+//	ARGV[5] -> now (ISO-8601)
+//	ARGV[6] -> update_job_progress channel, ARGV[7] -> its message
 //	Reply: OK | NOTFOUND | NOTHELD status | WRONGTYPE detail
 var startScript = redis.NewScript(newScriptText(luaCore, luaHeld, `
-local id = ARGV[3]
+local id = ARGV[4]
 local bad = wrongtype(KEYS[1], 'hash') or wrongtype(KEYS[2], 'hash')
 if bad then return done('WRONGTYPE', bad) end
 if redis.call('EXISTS', KEYS[1]) == 0 then return done('NOTFOUND') end
 local st = not_held(KEYS[1], KEYS[2], id)
 if st then return done('NOTHELD', st) end
-redis.call('HSET', KEYS[1], 'status', 'in_progress', 'started_at', ARGV[4])
-redis.call('PUBLISH', ARGV[5], ARGV[6])
+redis.call('HSET', KEYS[1], 'status', 'in_progress', 'started_at', ARGV[5])
+redis.call('PUBLISH', ARGV[6], ARGV[7])
 mirror_key(KEYS[1], KEYS[3])
 return done('OK')
 `))
@@ -43,19 +44,20 @@ return done('OK')
 //	KEYS[1] -> job:<id>               KEYS[4] -> step:<id>:progress (mirror)
 //	KEYS[2] -> jobs:active:<worker>
 //	KEYS[3] -> job:<id>:progress
-//	ARGV[3] -> id
-//	ARGV[4] -> progress, ARGV[5] -> status, ARGV[6] -> message, ARGV[7] -> now (ISO-8601)
-//	ARGV[8] -> update_job_progress channel, ARGV[9] -> its message
+//	KEYS[#KEYS] -> jobstore:stage; ARGV[1..3] -> mirror, log, stage (every script: see lua.go)
+//	ARGV[4] -> id
+//	ARGV[5] -> progress, ARGV[6] -> status, ARGV[7] -> message, ARGV[8] -> now (ISO-8601)
+//	ARGV[9] -> update_job_progress channel, ARGV[10] -> its message
 //	Reply: OK | NOTFOUND | NOTHELD status | WRONGTYPE detail
 var progressScript = redis.NewScript(newScriptText(luaCore, luaHeld, `
-local id = ARGV[3]
+local id = ARGV[4]
 local bad = wrongtype(KEYS[1], 'hash') or wrongtype(KEYS[2], 'hash') or wrongtype(KEYS[3], 'hash')
 if bad then return done('WRONGTYPE', bad) end
 if redis.call('EXISTS', KEYS[1]) == 0 then return done('NOTFOUND') end
 local st = not_held(KEYS[1], KEYS[2], id)
 if st then return done('NOTHELD', st) end
-redis.call('HSET', KEYS[3], 'progress', ARGV[4], 'status', ARGV[5], 'message', ARGV[6], 'updated_at', ARGV[7])
-redis.call('PUBLISH', ARGV[8], ARGV[9])
+redis.call('HSET', KEYS[3], 'progress', ARGV[5], 'status', ARGV[6], 'message', ARGV[7], 'updated_at', ARGV[8])
+redis.call('PUBLISH', ARGV[9], ARGV[10])
 mirror_key(KEYS[3], KEYS[4])
 return done('OK')
 `))
@@ -72,15 +74,16 @@ return done('OK')
 //	KEYS[3] -> jobs:completed         KEYS[8] -> steps:completed       (mirror)
 //	KEYS[4] -> job:<id>:progress      KEYS[9] -> step:<id>:progress    (mirror)
 //	KEYS[5] -> worker:<worker>
-//	ARGV[3] -> token, ARGV[4] -> id, ARGV[5] -> worker
-//	ARGV[6] -> now (ISO-8601), ARGV[7] -> now (Unix ms)
-//	ARGV[8] -> entry for jobs:completed, ARGV[9] -> its TTL (s)
-//	ARGV[10] -> record retention (ms, 0: none)
-//	ARGV[11] -> complete_job channel, ARGV[12] -> its message
-//	ARGV[13] -> worker_status channel
+//	KEYS[#KEYS] -> jobstore:stage; ARGV[1..3] -> mirror, log, stage (every script: see lua.go)
+//	ARGV[4] -> token, ARGV[5] -> id, ARGV[6] -> worker
+//	ARGV[7] -> now (ISO-8601), ARGV[8] -> now (Unix ms)
+//	ARGV[9] -> entry for jobs:completed, ARGV[10] -> its TTL (s)
+//	ARGV[11] -> record retention (ms, 0: none)
+//	ARGV[12] -> complete_job channel, ARGV[13] -> its message
+//	ARGV[14] -> worker_status channel
 //	Reply: OK | NOTFOUND | NOTHELD status | WRONGTYPE detail
 var completeScript = redis.NewScript(newScriptText(luaCore, luaTokens, luaHeld, luaWorkerIdle, `
-local tok, id, worker = ARGV[3], ARGV[4], ARGV[5]
+local tok, id, worker = ARGV[4], ARGV[5], ARGV[6]
 local bad = wrongtype(KEYS[1], 'hash') or wrongtype(KEYS[2], 'hash') or wrongtype(KEYS[3], 'hash')
   or wrongtype(KEYS[5], 'hash')
 if bad then return done('WRONGTYPE', bad) end
@@ -88,18 +91,18 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return done('NOTFOUND') end
 if has_token(KEYS[1], tok) then return done('OK') end
 local st = not_held(KEYS[1], KEYS[2], id)
 if st then return done('NOTHELD', st) end
-redis.call('HSET', KEYS[1], 'status', 'completed', 'completed_at', ARGV[6], 'jobstore_op', push_token(KEYS[1], tok))
+redis.call('HSET', KEYS[1], 'status', 'completed', 'completed_at', ARGV[7], 'jobstore_op', push_token(KEYS[1], tok))
 redis.call('HDEL', KEYS[2], id)
-redis.call('HSET', KEYS[3], id, ARGV[8])
-redis.call('EXPIRE', KEYS[3], ARGV[9])
-local keep = tonumber(ARGV[10])
+redis.call('HSET', KEYS[3], id, ARGV[9])
+redis.call('EXPIRE', KEYS[3], ARGV[10])
+local keep = tonumber(ARGV[11])
 if keep > 0 then
   redis.call('PEXPIRE', KEYS[1], keep)
   redis.call('PEXPIRE', KEYS[4], keep)
   mirror_key(KEYS[4], KEYS[9])
 end
-redis.call('PUBLISH', ARGV[11], ARGV[12])
-worker_idle(KEYS[5], KEYS[2], ARGV[6], ARGV[7], ARGV[13], worker)
+redis.call('PUBLISH', ARGV[12], ARGV[13])
+worker_idle(KEYS[5], KEYS[2], ARGV[7], ARGV[8], ARGV[14], worker)
 mirror_key(KEYS[1], KEYS[6])
 mirror_field(KEYS[2], KEYS[7], id)
 mirror_field(KEYS[3], KEYS[8], id)
@@ -128,16 +131,17 @@ end
 //	KEYS[4] -> jobs:failed            KEYS[10] -> steps:failed         (mirror)
 //	KEYS[5] -> job:<id>:progress      KEYS[11] -> step:<id>:progress   (mirror)
 //	KEYS[6] -> worker:<worker>
-//	ARGV[3] -> token, ARGV[4] -> id, ARGV[5] -> worker
-//	ARGV[6] -> reason, ARGV[7] -> reason as a JSON string
-//	ARGV[8] -> now (ISO-8601), ARGV[9] -> now (Unix ms)
-//	ARGV[10] -> "1" if the failure may be retried
-//	ARGV[11] -> score formula (api or service)
-//	ARGV[12] -> TTL of jobs:failed (s), ARGV[13] -> record retention (ms, 0: none)
-//	ARGV[14] -> job_failed channel, ARGV[15] -> worker_status channel
+//	KEYS[#KEYS] -> jobstore:stage; ARGV[1..3] -> mirror, log, stage (every script: see lua.go)
+//	ARGV[4] -> token, ARGV[5] -> id, ARGV[6] -> worker
+//	ARGV[7] -> reason, ARGV[8] -> reason as a JSON string
+//	ARGV[9] -> now (ISO-8601), ARGV[10] -> now (Unix ms)
+//	ARGV[11] -> "1" if the failure may be retried
+//	ARGV[12] -> score formula (api or service)
+//	ARGV[13] -> TTL of jobs:failed (s), ARGV[14] -> record retention (ms, 0: none)
+//	ARGV[15] -> job_failed channel, ARGV[16] -> worker_status channel
 //	Reply: OK retried|failed retry_count | NOTFOUND | NOTHELD status | WRONGTYPE detail
 var failScript = redis.NewScript(newScriptText(luaCore, luaTokens, scoreLua, luaHeld, luaWorkerIdle, luaFailEntry, `
-local tok, id, worker = ARGV[3], ARGV[4], ARGV[5]
+local tok, id, worker = ARGV[4], ARGV[5], ARGV[6]
 local bad = wrongtype(KEYS[1], 'hash') or wrongtype(KEYS[2], 'hash') or wrongtype(KEYS[3], 'zset')
   or wrongtype(KEYS[4], 'hash') or wrongtype(KEYS[6], 'hash')
 if bad then return done('WRONGTYPE', bad) end
@@ -151,32 +155,32 @@ local st = not_held(KEYS[1], KEYS[2], id)
 if st then return done('NOTHELD', st) end
 local f = redis.call('HMGET', KEYS[1], 'retry_count', 'max_retries')
 local n = (parse_int(f[1]) or 0) + 1
-local retry = ARGV[10] == '1' and n < (parse_int(f[2]) or 3)
-local now_iso, now_ms = ARGV[8], tonumber(ARGV[9])
+local retry = ARGV[11] == '1' and n < (parse_int(f[2]) or 3)
+local now_iso, now_ms = ARGV[9], tonumber(ARGV[10])
 local toks = push_token(KEYS[1], tok .. ':' .. (retry and 'retried' or 'failed') .. '/' .. string.format('%d', n))
 redis.call('HDEL', KEYS[2], id)
 if retry then
   redis.call('HSET', KEYS[1], 'status', 'pending', 'worker_id', '', 'assigned_at', '',
     'retry_count', string.format('%d', n), 'last_failed_worker', worker, 'failed_at', now_iso,
-    'error', ARGV[6], 'jobstore_op', toks)
-  redis.call('ZADD', KEYS[3], score_arg(record_score(KEYS[1], ARGV[11], now_ms)), id)
+    'error', ARGV[7], 'jobstore_op', toks)
+  redis.call('ZADD', KEYS[3], score_arg(record_score(KEYS[1], ARGV[12], now_ms)), id)
   mirror_member(KEYS[3], KEYS[9], id)
 else
   redis.call('HSET', KEYS[1], 'status', 'failed', 'failed_at', now_iso,
-    'retry_count', string.format('%d', n), 'last_failed_worker', worker, 'error', ARGV[6], 'jobstore_op', toks)
-  redis.call('HSET', KEYS[4], id, fail_entry(ARGV[7], now_iso, n))
-  redis.call('EXPIRE', KEYS[4], ARGV[12])
+    'retry_count', string.format('%d', n), 'last_failed_worker', worker, 'error', ARGV[7], 'jobstore_op', toks)
+  redis.call('HSET', KEYS[4], id, fail_entry(ARGV[8], now_iso, n))
+  redis.call('EXPIRE', KEYS[4], ARGV[13])
   mirror_field(KEYS[4], KEYS[10], id)
-  local keep = tonumber(ARGV[13])
+  local keep = tonumber(ARGV[14])
   if keep > 0 then
     redis.call('PEXPIRE', KEYS[1], keep)
     redis.call('PEXPIRE', KEYS[5], keep)
     mirror_key(KEYS[5], KEYS[11])
   end
 end
-redis.call('PUBLISH', ARGV[14], cjson.encode({job_id = id, worker_id = worker, status = retry and 'pending' or 'failed',
-  error = ARGV[6], retry_count = n, will_retry = retry, can_retry = ARGV[10] == '1', timestamp = now_ms}))
-worker_idle(KEYS[6], KEYS[2], now_iso, now_ms, ARGV[15], worker)
+redis.call('PUBLISH', ARGV[15], cjson.encode({job_id = id, worker_id = worker, status = retry and 'pending' or 'failed',
+  error = ARGV[7], retry_count = n, will_retry = retry, can_retry = ARGV[11] == '1', timestamp = now_ms}))
+worker_idle(KEYS[6], KEYS[2], now_iso, now_ms, ARGV[16], worker)
 mirror_key(KEYS[1], KEYS[7])
 mirror_field(KEYS[2], KEYS[8], id)
 return done('OK', retry and 'retried' or 'failed', n)
@@ -194,14 +198,15 @@ return done('OK', retry and 'retried' or 'failed', n)
 //	KEYS[2] -> jobs:pending       KEYS[6] -> steps:pending        (mirror)
 //	KEYS[3] -> jobs:failed        KEYS[7] -> steps:failed         (mirror)
 //	KEYS[4] -> job:<id>:progress  KEYS[8] -> step:<id>:progress   (mirror)
-//	ARGV[3] -> token, ARGV[4] -> id
-//	ARGV[5] -> reason as a JSON string, ARGV[6] -> now (ISO-8601), ARGV[7] -> now (Unix ms)
-//	ARGV[8] -> active hash prefix (jobs:active:), ARGV[9] -> mirror's (steps:active:)
-//	ARGV[10] -> TTL of jobs:failed (s), ARGV[11] -> record retention (ms, 0: none)
-//	ARGV[12] -> cancel_job channel, ARGV[13] -> job_cancelled channel, ARGV[14] -> its message
+//	KEYS[#KEYS] -> jobstore:stage; ARGV[1..3] -> mirror, log, stage (every script: see lua.go)
+//	ARGV[4] -> token, ARGV[5] -> id
+//	ARGV[6] -> reason as a JSON string, ARGV[7] -> now (ISO-8601), ARGV[8] -> now (Unix ms)
+//	ARGV[9] -> active hash prefix (jobs:active:), ARGV[10] -> mirror's (steps:active:)
+//	ARGV[11] -> TTL of jobs:failed (s), ARGV[12] -> record retention (ms, 0: none)
+//	ARGV[13] -> cancel_job channel, ARGV[14] -> job_cancelled channel, ARGV[15] -> its message
 //	Reply: OK previous_status | NOTFOUND | FINISHED status | WRONGTYPE detail
 var cancelScript = redis.NewScript(newScriptText(luaCore, luaTokens, luaStatus, `
-local tok, id = ARGV[3], ARGV[4]
+local tok, id = ARGV[4], ARGV[5]
 local bad = wrongtype(KEYS[1], 'hash') or wrongtype(KEYS[2], 'zset') or wrongtype(KEYS[3], 'hash')
 if bad then return done('WRONGTYPE', bad) end
 if redis.call('EXISTS', KEYS[1]) == 0 then return done('NOTFOUND') end
@@ -211,27 +216,27 @@ local st, w = f[1] or '', f[2] or ''
 if FINISHED[st] then return done('FINISHED', st) end
 local active
 if w ~= '' then
-  active = ARGV[8] .. w
+  active = ARGV[9] .. w
   local b = wrongtype(active, 'hash')
   if b then return done('WRONGTYPE', b) end
 end
-redis.call('HSET', KEYS[1], 'status', 'cancelled', 'cancelled_at', ARGV[6], 'jobstore_op', push_token(KEYS[1], tok))
+redis.call('HSET', KEYS[1], 'status', 'cancelled', 'cancelled_at', ARGV[7], 'jobstore_op', push_token(KEYS[1], tok))
 redis.call('ZREM', KEYS[2], id)
-redis.call('HSET', KEYS[3], id, '{"error":' .. ARGV[5] .. ',"failed_at":' .. cjson.encode(ARGV[6]) .. ',"cancelled":true}')
-redis.call('EXPIRE', KEYS[3], ARGV[10])
+redis.call('HSET', KEYS[3], id, '{"error":' .. ARGV[6] .. ',"failed_at":' .. cjson.encode(ARGV[7]) .. ',"cancelled":true}')
+redis.call('EXPIRE', KEYS[3], ARGV[11])
 if active then
   redis.call('HDEL', active, id)
-  mirror_field(active, ARGV[9] .. w, id)
-  redis.call('PUBLISH', ARGV[12], '{"job_id":' .. cjson.encode(id) .. ',"worker_id":' .. cjson.encode(w) ..
-    ',"reason":' .. ARGV[5] .. ',"timestamp":' .. ARGV[7] .. '}')
+  mirror_field(active, ARGV[10] .. w, id)
+  redis.call('PUBLISH', ARGV[13], '{"job_id":' .. cjson.encode(id) .. ',"worker_id":' .. cjson.encode(w) ..
+    ',"reason":' .. ARGV[6] .. ',"timestamp":' .. ARGV[8] .. '}')
 end
-local keep = tonumber(ARGV[11])
+local keep = tonumber(ARGV[12])
 if keep > 0 then
   redis.call('PEXPIRE', KEYS[1], keep)
   redis.call('PEXPIRE', KEYS[4], keep)
   mirror_key(KEYS[4], KEYS[8])
 end
-redis.call('PUBLISH', ARGV[13], ARGV[14])
+redis.call('PUBLISH', ARGV[14], ARGV[15])
 mirror_key(KEYS[1], KEYS[5])
 mirror_member(KEYS[2], KEYS[6], id)
 mirror_field(KEYS[3], KEYS[7], id)
@@ -271,15 +276,14 @@ func (s *Store) StartJob(ctx context.Context, id, workerID string) error {
 	if err := validateHeld(id, workerID); err != nil {
 		return err
 	}
-	st, end := s.begin()
-	defer end()
 	now := s.now()
 	msg := mustJSON(progressEvent{JobID: id, WorkerID: workerID, Status: string(StatusInProgress),
 		Message: "Job started", Timestamp: nowMs(now)})
-	w := s.prepare(ctx, st, opStart, id, startScript,
-		func(k keyspace) []string { return []string{k.record(id), k.active(workerID)} }, nil,
-		id, formatTime(now), s.channel(chProgress), msg)
-	r, err := s.exec(ctx, w)
+	r, err := s.run(ctx, func(Stage) spec {
+		return spec{op: opStart, id: id, script: startScript,
+			keys: func(k keyspace) []string { return []string{k.record(id), k.active(workerID)} },
+			args: []any{id, formatTime(now), s.channel(chProgress), msg}}
+	})
 	if err != nil {
 		return err
 	}
@@ -300,20 +304,16 @@ func (s *Store) ReportProgress(ctx context.Context, id, workerID string, progres
 	if err := validateText("message", message, maxTextLength); err != nil {
 		return err
 	}
-	st, end := s.begin()
-	defer end()
 	now := s.now()
 	p := strconv.FormatFloat(progress, 'f', -1, 64)
 	msg := mustJSON(progressEvent{JobID: id, WorkerID: workerID, Progress: progress,
 		Status: string(StatusInProgress), Message: message, Timestamp: nowMs(now)})
-	w := s.prepare(ctx, st, opProgress, id, progressScript,
-		func(k keyspace) []string { return []string{k.record(id), k.active(workerID), k.progress(id)} }, nil,
-		id, p, string(StatusInProgress), message, formatTime(now), s.channel(chProgress), msg)
-	// The mirror needs only the progress hash: drop the other two.
-	if w.mirror {
-		w.keys = append(w.keys[:3], w.keys[5])
-	}
-	r, err := s.exec(ctx, w)
+	r, err := s.run(ctx, func(Stage) spec {
+		return spec{op: opProgress, id: id, script: progressScript,
+			keys:   func(k keyspace) []string { return []string{k.record(id), k.active(workerID), k.progress(id)} },
+			mirror: func(k keyspace) []string { return []string{k.progress(id)} },
+			args:   []any{id, p, string(StatusInProgress), message, formatTime(now), s.channel(chProgress), msg}}
+	})
 	if err != nil {
 		return err
 	}
@@ -337,18 +337,19 @@ func (s *Store) CompleteJob(ctx context.Context, id, workerID string, result jso
 			return err
 		}
 	}
-	st, end := s.begin()
-	defer end()
 	now := s.now()
 	entry := mustJSON(completedEntry{Success: true, Data: result, CompletedAt: formatTime(now)})
 	msg := mustJSON(completeEvent{JobID: id, WorkerID: workerID, Status: StatusCompleted, Result: result, Timestamp: nowMs(now)})
-	w := s.prepare(ctx, st, opComplete, id, completeScript,
-		func(k keyspace) []string {
-			return []string{k.record(id), k.active(workerID), k.completed(), k.progress(id)}
-		}, []string{workerKey(s.prefix, workerID)},
-		token(), id, workerID, formatTime(now), nowMs(now), entry, secondsArg(s.completedTTL),
-		s.recordRetention.Milliseconds(), s.channel(chCompleteJob), msg, s.channel(chWorkerStatus))
-	r, err := s.exec(ctx, w)
+	tok := token()
+	r, err := s.run(ctx, func(Stage) spec {
+		return spec{op: opComplete, id: id, script: completeScript,
+			keys: func(k keyspace) []string {
+				return []string{k.record(id), k.active(workerID), k.completed(), k.progress(id)}
+			},
+			shared: []string{workerKey(s.prefix, workerID)},
+			args: []any{tok, id, workerID, formatTime(now), nowMs(now), entry, secondsArg(s.completedTTL),
+				s.recordRetention.Milliseconds(), s.channel(chCompleteJob), msg, s.channel(chWorkerStatus)}}
+	})
 	if err != nil {
 		return err
 	}
@@ -378,17 +379,18 @@ func (s *Store) FailJob(ctx context.Context, id, workerID, reason string, retry 
 	if err := validateText("reason", reason, s.maxPayload); err != nil {
 		return "", err
 	}
-	st, end := s.begin()
-	defer end()
 	now := s.now()
-	w := s.prepare(ctx, st, opFail, id, failScript,
-		func(k keyspace) []string {
-			return []string{k.record(id), k.active(workerID), k.pending(), k.failed(), k.progress(id)}
-		}, []string{workerKey(s.prefix, workerID)},
-		token(), id, workerID, reason, mustJSON(reason), formatTime(now), nowMs(now), flagArg(retry),
-		s.formula.String(), secondsArg(s.failedTTL), s.recordRetention.Milliseconds(),
-		s.channel(chJobFailed), s.channel(chWorkerStatus))
-	r, err := s.exec(ctx, w)
+	tok := token()
+	r, err := s.run(ctx, func(Stage) spec {
+		return spec{op: opFail, id: id, script: failScript,
+			keys: func(k keyspace) []string {
+				return []string{k.record(id), k.active(workerID), k.pending(), k.failed(), k.progress(id)}
+			},
+			shared: []string{workerKey(s.prefix, workerID)},
+			args: []any{tok, id, workerID, reason, mustJSON(reason), formatTime(now), nowMs(now), flagArg(retry),
+				s.formula.String(), secondsArg(s.failedTTL), s.recordRetention.Milliseconds(),
+				s.channel(chJobFailed), s.channel(chWorkerStatus)}}
+	})
 	if err != nil {
 		return "", err
 	}
@@ -415,21 +417,20 @@ func (s *Store) CancelJob(ctx context.Context, id, reason string) error {
 	if err := validateText("reason", reason, maxTextLength); err != nil {
 		return err
 	}
-	st, end := s.begin()
-	defer end()
 	now := s.now()
-	primary := s.space(st.Primary())
-	mirrorActive := ""
-	if mns, ok := st.Mirror(); ok {
-		mirrorActive = s.space(mns).activePrefix()
-	}
 	msg := mustJSON(cancelledEvent{JobID: id, Reason: reason, CancelledAt: formatTime(now)})
-	w := s.prepare(ctx, st, opCancel, id, cancelScript,
-		func(k keyspace) []string { return []string{k.record(id), k.pending(), k.failed(), k.progress(id)} }, nil,
-		token(), id, mustJSON(reason), formatTime(now), nowMs(now), primary.activePrefix(), mirrorActive,
-		secondsArg(s.failedTTL), s.recordRetention.Milliseconds(),
-		s.channel(chCancelJob), s.channel(chJobCancelled), msg)
-	r, err := s.exec(ctx, w)
+	tok := token()
+	r, err := s.run(ctx, func(st Stage) spec {
+		mirrorActive := ""
+		if mns, ok := st.Mirror(); ok {
+			mirrorActive = s.space(mns).activePrefix()
+		}
+		return spec{op: opCancel, id: id, script: cancelScript,
+			keys: func(k keyspace) []string { return []string{k.record(id), k.pending(), k.failed(), k.progress(id)} },
+			args: []any{tok, id, mustJSON(reason), formatTime(now), nowMs(now), s.space(st.Primary()).activePrefix(),
+				mirrorActive, secondsArg(s.failedTTL), s.recordRetention.Milliseconds(),
+				s.channel(chCancelJob), s.channel(chJobCancelled), msg}}
+	})
 	if err != nil {
 		return err
 	}

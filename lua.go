@@ -11,9 +11,17 @@ import (
 // them, so that on one Redis node the primary write and its mirror apply
 // atomically, in one round trip. The conventions all scripts share:
 //
-//   - ARGV[1] is "1" to mirror and ARGV[2] is "1" to return a log of what
-//     was mirrored; each script's own arguments start at ARGV[3]. Each
-//     script's header lists its KEYS and ARGV with their literal indices.
+//   - ARGV[1] is "1" to mirror, ARGV[2] is "1" to return a log of what
+//     was mirrored, and ARGV[3] is the stage the write was built for; each
+//     script's own arguments start at ARGV[4]. The last key, KEYS[#KEYS],
+//     is the shared stage hash (jobstore:stage). Each script's header
+//     lists its KEYS and ARGV with their literal indices.
+//   - Before anything else, every script reads the published stage: when
+//     one is published and it is not the write's stage, the script writes
+//     nothing and answers STAGE with it, and the Store adopts it and runs
+//     the write again. So no write ever lands under a stage other than
+//     the published one, whatever a process's own setting and however
+//     long ago it last polled.
 //   - The primary part checks key types before it writes anything, so it
 //     either fails with a WRONGTYPE status and no write, or applies fully.
 //     Values read from records never abort a script: numbers go through
@@ -32,11 +40,19 @@ import (
 //     fields synced. Each script's Go caller decodes its data with a typed
 //     decoder next to it.
 
-// luaCore is the mirror and the reply, included by every script.
+// luaCore is the stage check, the mirror and the reply, included by every
+// script (after luaStages).
 const luaCore = `
 local MIRROR = ARGV[1] == '1'
 local MLOG = ARGV[2] == '1'
 local merr, mlog, msync = {}, {}, {}
+do
+  local published = redis.call('HGET', KEYS[#KEYS], 'stage')
+  if published then
+    published = string.lower(string.match(published, '^%s*(.-)%s*$'))
+    if STAGES[published] and published ~= ARGV[3] then return {'STAGE', {}, {}, 0, published} end
+  end
+end
 
 local function errtext(e)
   if type(e) == 'table' then return tostring(e.err or e.ok or '?') end
@@ -201,6 +217,17 @@ local function worker_idle(worker_key, active, now_iso, now_ms, channel, worker)
 end
 `
 
-// script is a state-change script: its name (the operation, for logs and
-// metrics) and its text, assembled from the parts it uses.
-func newScriptText(parts ...string) string { return strings.Join(parts, "") }
+// luaStages is the set of stage names, generated from stageNames.
+var luaStages = func() string {
+	var names []string
+	for _, n := range stageNames {
+		names = append(names, fmt.Sprintf("[%q] = true", n))
+	}
+	return "\nlocal STAGES = {" + strings.Join(names, ", ") + "}\n"
+}()
+
+// newScriptText assembles a state-change script from the parts it uses,
+// after the stage names and the core every script needs.
+func newScriptText(parts ...string) string {
+	return luaStages + strings.Join(parts, "")
+}

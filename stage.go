@@ -231,7 +231,8 @@ func (s *Store) sharedStage(ctx context.Context) (st Stage, ok bool, err error) 
 
 // publishStageScript sets the shared stage, refusing a jump of more than
 // one stage unless forced. The check and the write are atomic, so two
-// operators cannot race each other past the rule.
+// operators cannot race each other past the rule. The stored stage is
+// read as ParseStage reads it: case and surrounding space do not matter.
 //
 //	KEYS: stage key
 //	ARGV: to, force ("1"/"0"), now_iso, current stage when none is published, stage names in order...
@@ -239,7 +240,8 @@ func (s *Store) sharedStage(ctx context.Context) (st Stage, ok bool, err error) 
 var publishStageScript = redis.NewScript(`
 local order = {}
 for i = 5, #ARGV do order[ARGV[i]] = i end
-local cur = redis.call('HGET', KEYS[1], 'stage') or ARGV[4]
+local cur = redis.call('HGET', KEYS[1], 'stage')
+if cur then cur = string.lower(string.match(cur, '^%s*(.-)%s*$')) else cur = ARGV[4] end
 local to = ARGV[1]
 if ARGV[2] ~= '1' and (not order[cur] or math.abs(order[cur] - order[to]) > 1) then
   return {'JUMP', cur}

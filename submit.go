@@ -18,27 +18,28 @@ import (
 //
 //	KEYS[1] -> job:<id>       KEYS[3] -> step:<id>       (mirror)
 //	KEYS[2] -> jobs:pending   KEYS[4] -> steps:pending   (mirror)
-//	ARGV[3] -> token
-//	ARGV[4] -> id
-//	ARGV[5] -> score
-//	ARGV[6] -> job_submitted channel, ARGV[7] -> its message
-//	ARGV[8] -> workflow_submitted channel, ARGV[9] -> its message, or ''
-//	ARGV[10..] -> field, value, ... (the token's field last)
+//	KEYS[#KEYS] -> jobstore:stage; ARGV[1..3] -> mirror, log, stage (every script: see lua.go)
+//	ARGV[4] -> token
+//	ARGV[5] -> id
+//	ARGV[6] -> score
+//	ARGV[7] -> job_submitted channel, ARGV[8] -> its message
+//	ARGV[9] -> workflow_submitted channel, ARGV[10] -> its message, or ''
+//	ARGV[11..] -> field, value, ... (the token's field last)
 //	Reply: OK | EXISTS | WRONGTYPE detail
 var submitScript = redis.NewScript(newScriptText(luaCore, luaTokens, `
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local bad = wrongtype(KEYS[1], 'hash')
   if bad then return done('WRONGTYPE', bad) end
-  if has_token(KEYS[1], ARGV[3]) then return done('OK') end
+  if has_token(KEYS[1], ARGV[4]) then return done('OK') end
   return done('EXISTS')
 end
-local r = redis.pcall('ZADD', KEYS[2], ARGV[5], ARGV[4])
+local r = redis.pcall('ZADD', KEYS[2], ARGV[6], ARGV[5])
 if type(r) == 'table' and r.err then return done('WRONGTYPE', KEYS[2] .. ': ' .. r.err) end
-redis.call('HSET', KEYS[1], unpack(ARGV, 10))
-if ARGV[9] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
-redis.call('PUBLISH', ARGV[6], ARGV[7])
+redis.call('HSET', KEYS[1], unpack(ARGV, 11))
+if ARGV[10] ~= '' then redis.call('PUBLISH', ARGV[9], ARGV[10]) end
+redis.call('PUBLISH', ARGV[7], ARGV[8])
 mirror_key(KEYS[1], KEYS[3])
-mirror_member(KEYS[2], KEYS[4], ARGV[4])
+mirror_member(KEYS[2], KEYS[4], ARGV[5])
 return done('OK')
 `))
 
@@ -67,28 +68,26 @@ func decodeSubmit(id string, r reply) error {
 // writes nothing. The record, its queue entry, the message and, when the
 // stage dual-writes, their mirror are one atomic step and one round trip.
 func (s *Store) SubmitJob(ctx context.Context, j Job) (string, error) {
-	st, end := s.begin()
-	defer end()
-	w, id, err := s.submitWrite(ctx, st, j)
+	sp, err := s.submitSpec(j)
 	if err != nil {
 		return "", err
 	}
-	r, err := s.exec(ctx, w)
+	r, err := s.run(ctx, func(Stage) spec { return sp })
 	if err != nil {
 		return "", err
 	}
-	if err := decodeSubmit(id, r); err != nil {
+	if err := decodeSubmit(sp.id, r); err != nil {
 		return "", err
 	}
-	return id, nil
+	return sp.id, nil
 }
 
-// submitWrite validates j and prepares its submit.
-func (s *Store) submitWrite(ctx context.Context, st Stage, j Job) (*write, string, error) {
+// submitSpec validates j and describes its submit.
+func (s *Store) submitSpec(j Job) (spec, error) {
 	now := s.now()
 	j = withDefaults(j, now)
 	if err := validateSubmit(&j, s.maxPayload); err != nil {
-		return nil, "", err
+		return spec{}, err
 	}
 	tok := token()
 	fields := append(submitRecord(&j), fOpToken, tok)
@@ -97,9 +96,8 @@ func (s *Store) submitWrite(ctx context.Context, st Stage, j Job) (*write, strin
 	args = append(args, tok, j.ID, scoreArg(s.formula.jobScore(&j)),
 		s.channel(chJobSubmitted), submitted, s.channel(chWorkflowSubmitted), workflow)
 	args = append(args, fields...)
-	w := s.prepare(ctx, st, opSubmit, j.ID, submitScript,
-		func(k keyspace) []string { return []string{k.record(j.ID), k.pending()} }, nil, args...)
-	return w, j.ID, nil
+	return spec{op: opSubmit, id: j.ID, script: submitScript, args: args,
+		keys: func(k keyspace) []string { return []string{k.record(j.ID), k.pending()} }}, nil
 }
 
 // MaxBatch is the most jobs SubmitJobs takes in one call.
@@ -118,19 +116,18 @@ func (s *Store) SubmitJobs(ctx context.Context, jobs []Job) ([]string, error) {
 	if len(jobs) > MaxBatch {
 		return nil, fmt.Errorf("%w: %d jobs, more than MaxBatch (%d)", ErrInvalidArgument, len(jobs), MaxBatch)
 	}
-	st, end := s.begin()
-	defer end()
-	writes := make([]*write, len(jobs))
+	specs := make([]spec, len(jobs))
 	ids := make([]string, len(jobs))
 	for i, j := range jobs {
-		w, id, err := s.submitWrite(ctx, st, j)
+		sp, err := s.submitSpec(j)
 		if err != nil {
 			return nil, fmt.Errorf("job %d: %w", i, err)
 		}
-		writes[i], ids[i] = w, id
+		specs[i], ids[i] = sp, sp.id
 	}
 	var errs []error
-	for i, err := range s.execAll(ctx, writes, func(i int, r reply) error { return decodeSubmit(ids[i], r) }) {
+	for i, err := range s.execAll(ctx, func(i int, _ Stage) spec { return specs[i] }, len(specs),
+		func(i int, r reply) error { return decodeSubmit(ids[i], r) }) {
 		if err != nil {
 			ids[i] = ""
 			errs = append(errs, fmt.Errorf("job %d: %w", i, err))

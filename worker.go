@@ -137,24 +137,25 @@ func (s *Store) KeepAlive(ctx context.Context, caps Capabilities, interval time.
 //	KEYS[2] -> jobs:pending           KEYS[6] -> steps:pending         (mirror)
 //	KEYS[3] -> jobs:failed            KEYS[7] -> steps:failed          (mirror)
 //	KEYS[4] -> worker:<worker>:heartbeat
-//	ARGV[3] -> token, ARGV[4] -> worker
-//	ARGV[5] -> now (ISO-8601), ARGV[6] -> now (Unix ms)
-//	ARGV[7] -> score formula, ARGV[8] -> TTL of jobs:failed (s), ARGV[9] -> record retention (ms)
-//	ARGV[10] -> record prefix (job:), ARGV[11] -> mirror record prefix (step:)
-//	ARGV[12] -> job_failed channel
-//	ARGV[13] -> reason, ARGV[14] -> reason as a JSON string
-//	ARGV[15..] -> ids
+//	KEYS[#KEYS] -> jobstore:stage; ARGV[1..3] -> mirror, log, stage (every script: see lua.go)
+//	ARGV[4] -> token, ARGV[5] -> worker
+//	ARGV[6] -> now (ISO-8601), ARGV[7] -> now (Unix ms)
+//	ARGV[8] -> score formula, ARGV[9] -> TTL of jobs:failed (s), ARGV[10] -> record retention (ms)
+//	ARGV[11] -> record prefix (job:), ARGV[12] -> mirror record prefix (step:)
+//	ARGV[13] -> job_failed channel
+//	ARGV[14] -> reason, ARGV[15] -> reason as a JSON string
+//	ARGV[16..] -> ids
 //	Reply: OK requeued failed dropped {left...} | ALIVE | WRONGTYPE detail
 var recoverScript = redis.NewScript(newScriptText(luaCore, luaTokens, luaStatus, scoreLua, luaFailEntry, `
-local tok, worker, now_iso, now_ms = ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+local tok, worker, now_iso, now_ms = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
 local bad = wrongtype(KEYS[1], 'hash') or wrongtype(KEYS[2], 'zset') or wrongtype(KEYS[3], 'hash')
 if bad then return done('WRONGTYPE', bad) end
 if redis.call('EXISTS', KEYS[4]) == 1 then return done('ALIVE') end
 local requeued, failed, dropped, left = 0, 0, 0, {}
-for i = 15, #ARGV do
+for i = 16, #ARGV do
   local id = ARGV[i]
   if redis.call('HEXISTS', KEYS[1], id) == 1 then
-    local rec = ARGV[10] .. id
+    local rec = ARGV[11] .. id
     local f = redis.pcall('HMGET', rec, 'status', 'worker_id', 'retry_count', 'max_retries')
     if type(f) == 'table' and f.err then
       left[#left + 1] = id .. ': ' .. rec .. ' is not a hash'
@@ -166,24 +167,24 @@ for i = 15, #ARGV do
       local retry = n < (parse_int(f[4]) or 3)
       if retry then
         redis.call('HSET', rec, 'status', 'pending', 'worker_id', '', 'assigned_at', '',
-          'retry_count', string.format('%d', n), 'last_failed_worker', worker, 'error', ARGV[13], 'jobstore_op', push_token(rec, tok))
-        redis.call('ZADD', KEYS[2], score_arg(record_score(rec, ARGV[7], now_ms)), id)
+          'retry_count', string.format('%d', n), 'last_failed_worker', worker, 'error', ARGV[14], 'jobstore_op', push_token(rec, tok))
+        redis.call('ZADD', KEYS[2], score_arg(record_score(rec, ARGV[8], now_ms)), id)
         mirror_member(KEYS[2], KEYS[6], id)
         requeued = requeued + 1
       else
         redis.call('HSET', rec, 'status', 'failed', 'failed_at', now_iso, 'retry_count', string.format('%d', n),
-          'last_failed_worker', worker, 'worker_id', '', 'error', ARGV[13], 'jobstore_op', push_token(rec, tok))
-        redis.call('HSET', KEYS[3], id, fail_entry(ARGV[14], now_iso, n))
-        redis.call('EXPIRE', KEYS[3], ARGV[8])
+          'last_failed_worker', worker, 'worker_id', '', 'error', ARGV[14], 'jobstore_op', push_token(rec, tok))
+        redis.call('HSET', KEYS[3], id, fail_entry(ARGV[15], now_iso, n))
+        redis.call('EXPIRE', KEYS[3], ARGV[9])
         mirror_field(KEYS[3], KEYS[7], id)
-        local keep = tonumber(ARGV[9])
+        local keep = tonumber(ARGV[10])
         if keep > 0 then redis.call('PEXPIRE', rec, keep) end
         failed = failed + 1
       end
       redis.call('HDEL', KEYS[1], id)
-      redis.call('PUBLISH', ARGV[12], cjson.encode({job_id = id, error = ARGV[13], retry_count = n,
+      redis.call('PUBLISH', ARGV[13], cjson.encode({job_id = id, error = ARGV[14], retry_count = n,
         will_retry = retry, failed_at = now_iso}))
-      mirror_key(rec, ARGV[11] .. id)
+      mirror_key(rec, ARGV[12] .. id)
     end
     mirror_field(KEYS[1], KEYS[5], id)
   end
@@ -220,9 +221,7 @@ const recoverReason = "Worker timeout: Worker heartbeat missing"
 // (Maintain does).
 func (s *Store) RecoverExpired(ctx context.Context) (RecoveryStats, error) {
 	var rs RecoveryStats
-	st, end := s.begin()
-	defer end()
-	k := s.space(st.Primary())
+	k := s.space(s.Stage().Primary())
 	iter := s.rdb.Scan(ctx, 0, k.activePattern(), 500).Iterator()
 	var workers []string
 	for iter.Next(ctx) {
@@ -241,7 +240,7 @@ func (s *Store) RecoverExpired(ctx context.Context) (RecoveryStats, error) {
 		if alive == 1 {
 			continue
 		}
-		n, err := s.recoverWorker(ctx, st, w, &rs)
+		n, err := s.recoverWorker(ctx, w, &rs)
 		if err != nil {
 			return rs, err
 		}
@@ -253,33 +252,36 @@ func (s *Store) RecoverExpired(ctx context.Context) (RecoveryStats, error) {
 }
 
 // recoverWorker recovers the jobs of one worker, in batches, and returns
-// how many it moved or dropped.
-func (s *Store) recoverWorker(ctx context.Context, st Stage, worker string, rs *RecoveryStats) (int, error) {
-	k := s.space(st.Primary())
+// how many it moved or dropped. Each batch runs under the stage the Store
+// has then (a published stage adopted meanwhile moves the next batches).
+func (s *Store) recoverWorker(ctx context.Context, worker string, rs *RecoveryStats) (int, error) {
 	moved := 0
 	var cursor uint64
 	for {
-		ids, next, err := s.rdb.HScan(ctx, k.active(worker), cursor, "*", 100).Result()
+		active := s.space(s.Stage().Primary()).active(worker)
+		fields, next, err := s.rdb.HScan(ctx, active, cursor, "*", 100).Result()
 		if err != nil {
 			return moved, redisError("recover", "", err)
 		}
 		var batch []any
-		for i := 0; i < len(ids); i += 2 { // HSCAN gives field, value pairs
-			batch = append(batch, ids[i])
+		for i := 0; i < len(fields); i += 2 { // HSCAN gives field, value pairs
+			batch = append(batch, fields[i])
 		}
 		if len(batch) > 0 {
 			now := s.now()
-			mirrorPrefix := ""
-			if mns, ok := st.Mirror(); ok {
-				mirrorPrefix = s.space(mns).recordPrefix()
-			}
-			args := append([]any{token(), worker, formatTime(now), nowMs(now), s.formula.String(),
-				secondsArg(s.failedTTL), s.recordRetention.Milliseconds(), k.recordPrefix(), mirrorPrefix,
-				s.channel(chJobFailed), recoverReason, mustJSON(recoverReason)}, batch...)
-			w := s.prepare(ctx, st, opRecover, "", recoverScript,
-				func(k keyspace) []string { return []string{k.active(worker), k.pending(), k.failed()} },
-				[]string{heartbeatKey(s.prefix, worker)}, args...)
-			r, err := s.exec(ctx, w)
+			tok := token()
+			r, err := s.run(ctx, func(st Stage) spec {
+				mirrorPrefix := ""
+				if mns, ok := st.Mirror(); ok {
+					mirrorPrefix = s.space(mns).recordPrefix()
+				}
+				args := append([]any{tok, worker, formatTime(now), nowMs(now), s.formula.String(),
+					secondsArg(s.failedTTL), s.recordRetention.Milliseconds(), s.space(st.Primary()).recordPrefix(),
+					mirrorPrefix, s.channel(chJobFailed), recoverReason, mustJSON(recoverReason)}, batch...)
+				return spec{op: opRecover, script: recoverScript, args: args,
+					keys:   func(k keyspace) []string { return []string{k.active(worker), k.pending(), k.failed()} },
+					shared: []string{heartbeatKey(s.prefix, worker)}}
+			})
 			if err != nil {
 				return moved, err
 			}
