@@ -51,6 +51,12 @@ var (
 	// SetStage and PublishStage refuse unless forced.
 	ErrStageJump = errors.New("jobstore: stage change skips a stage")
 
+	// ErrLegacyAlive: PublishStage was asked for dual-read or a later
+	// stage while a legacy process looks alive (a legacy worker's
+	// heartbeat, or a legacy write a follower mirrored recently). The
+	// message names the evidence; PublishOptions.Force overrides it.
+	ErrLegacyAlive = errors.New("jobstore: legacy processes are still running")
+
 	// ErrNamespaceInUse: Cleanup was asked to delete a namespace that the
 	// current stage still reads or writes. Move every process to the
 	// stage the message names first.

@@ -191,3 +191,14 @@ func statsKey(prefix string) string { return prefix + "jobstore:stats" }
 func checkpointKey(prefix string, from, to Namespace) string {
 	return prefix + "jobstore:backfill:" + from.String() + "-to-" + to.String()
 }
+
+// fleetKey is the check-in of one process running FollowStage, a JSON
+// string that expires when the process stops checking in.
+func fleetKey(prefix, process string) string { return prefix + "jobstore:fleet:" + process }
+
+// fleetPattern matches every process's check-in.
+func fleetPattern(prefix string) string { return prefix + "jobstore:fleet:*" }
+
+// followerKey is the hash where followers report what they mirrored, and
+// when they last mirrored a legacy write.
+func followerKey(prefix string) string { return prefix + "jobstore:follower" }

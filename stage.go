@@ -250,16 +250,23 @@ redis.call('HSET', KEYS[1], 'stage', to, 'previous', cur, 'changed_at', ARGV[3])
 return {'OK', cur}
 `)
 
-// PublishStage writes the shared stage that every Store running
-// FollowStage adopts, then moves this Store to it. Unless force is set, a
-// move of more than one stage from the stage published before (or, when
-// none was, from this Store's stage) is refused with ErrStageJump.
-func (m *Migrator) PublishStage(ctx context.Context, to Stage, force bool) error {
+// PublishStage writes the shared stage. Every write of every Store checks
+// it and runs under it from then on (see lua.go), and FollowStage moves
+// each Store's reads to it within one interval. Unless opts.Force is set,
+// it refuses with ErrStageJump a move of more than one stage from the
+// stage published before (or, when none was, from the Migrator's stage),
+// and with ErrLegacyAlive a move to dual-read or later while a legacy
+// process looks alive (see LegacyEvidence). The check and the write are
+// atomic.
+func (m *Migrator) PublishStage(ctx context.Context, to Stage, opts PublishOptions) error {
 	s := m.s
 	if !to.valid() {
 		return fmt.Errorf("%w: %d is not a stage", ErrInvalidArgument, int(to))
 	}
-	args := []any{to.String(), flagArg(force), formatTime(s.now()), s.Stage().String()}
+	if err := m.guardLegacy(ctx, to, opts); err != nil {
+		return err
+	}
+	args := []any{to.String(), flagArg(opts.Force), formatTime(s.now()), s.Stage().String()}
 	for _, n := range stageNames {
 		args = append(args, n)
 	}
@@ -273,15 +280,30 @@ func (m *Migrator) PublishStage(ctx context.Context, to Stage, force bool) error
 	return s.forceStage(to)
 }
 
-// FollowStage makes the Store follow the shared stage: it reads it now
-// and every interval until ctx is done, and moves the Store to it when it
-// changes, then returns ctx.Err(). Each round also adds this Store's new
-// dual-write and read counts to the fleet's (see FleetStats). Every API service and worker runs it (in
-// a goroutine), so that one PublishStage switches them all without a
-// restart. Read errors are logged and retried at the next interval.
+// Sync reads the published stage once and moves the Store to it. Writes
+// never need it (each checks the published stage itself); call it at
+// start-up before serving reads, which FollowStage then keeps current.
+func (s *Store) Sync(ctx context.Context) error {
+	st, ok, err := s.sharedStage(ctx)
+	if err != nil {
+		return err
+	}
+	if ok && st != s.Stage() {
+		s.adopt(ctx, st.String())
+	}
+	return nil
+}
+
+// FollowStage makes the Store follow the shared stage and report to the
+// fleet: it reads the stage now and every interval until ctx is done,
+// moving the Store to it when it changes, and checks in each round (see
+// Migrator.Fleet) with its stage and counters, which it also adds to the
+// fleet's totals (Migrator.FleetStats). Then it checks out and returns
+// ctx.Err(). Every API service and worker runs it in a goroutine. Errors
+// are logged and retried at the next interval.
 //
-// A switch reaches processes up to one interval apart, so for that long
-// two adjacent stages run side by side, which the stages are designed for.
+// Writes run under the published stage whatever FollowStage has read
+// (each script checks it); plain reads follow it within one interval.
 func (s *Store) FollowStage(ctx context.Context, interval time.Duration) error {
 	if interval <= 0 {
 		return fmt.Errorf("%w: interval %v must be positive", ErrInvalidArgument, interval)
@@ -290,19 +312,15 @@ func (s *Store) FollowStage(ctx context.Context, interval time.Duration) error {
 	defer t.Stop()
 	for {
 		s.flushStats(ctx)
-		if st, ok, err := s.sharedStage(ctx); err != nil {
-			if ctx.Err() == nil {
-				s.log.LogAttrs(ctx, slog.LevelError, "jobstore: read shared stage", slog.String("error", err.Error()))
-			}
-		} else if ok && st != s.Stage() {
-			_ = s.forceStage(st)
-		}
+		s.logStageError(ctx, "jobstore: read shared stage", s.Sync(ctx))
+		s.logStageError(ctx, "jobstore: fleet check-in", s.checkIn(ctx, interval))
 		select {
 		case <-ctx.Done():
 			// A last flush, so that a process shutting down still
-			// counts what it did.
+			// counts what it did, and a check-out.
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 			s.flushStats(fctx)
+			s.checkOut(fctx)
 			cancel()
 			return ctx.Err()
 		case <-t.C:

@@ -39,6 +39,8 @@ type Store struct {
 	// flushed is what FollowStage has added to the fleet stats so far.
 	flushMu sync.Mutex
 	flushed fleetCounts
+	// process names the Store in the fleet (see FollowStage).
+	process string
 	// passedOver remembers the jobs a claim passed over and logged, so
 	// that each is logged once.
 	passedOver sync.Map
@@ -95,6 +97,7 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Store, error) {
 		maxPayload:      c.maxPayload,
 		shadowRatio:     c.shadowRatio,
 		observe:         c.observe,
+		process:         processID(),
 	}
 	s.stage.Store(int32(stage))
 	return s, nil
