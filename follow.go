@@ -1,0 +1,749 @@
+package jobstore
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// The follower mirrors to step:* the writes of processes that do not
+// mirror: the legacy services, which write job:* only, and jobstore
+// processes still in the legacy stage. It is needed from dual-write until
+// the last such process is gone.
+//
+// How it works. Redis keyspace notifications tell it which job:<id> key
+// (record or sub-key) changed; every legacy operation writes the record,
+// so every changed job is seen, though not which queue entries changed
+// with it. A changed job is synced after a short quiet time (Debounce), so
+// that the rest of a legacy operation's commands, which follow the record
+// write within milliseconds, have landed, and once more after Recheck for
+// any that were slower. Syncing a job makes its step side equal to its job
+// side, in one atomic script: the record, the sub-keys seen, its pending
+// entry, its entries in the completed and failed hashes (with their
+// TTLs) and its entries in the active hashes of the workers its records
+// name. The job side is authoritative in the stages the follower runs in,
+// and the script copies the job side as it is when the script runs, so a
+// sync never puts back older data than the step side has: a dual-writing
+// process that changed the job meanwhile changed both sides at once.
+//
+// Notifications are fire-and-forget: while the follower is disconnected,
+// or before it starts, writes go unseen. So it sweeps: when it starts,
+// after every reconnection, and every Sweep interval, it walks every
+// record and queue entry of the job namespace and syncs what differs.
+// Two followers, or a follower and a backfill, can run side by side: each
+// sync is atomic and idempotent.
+
+// FollowOptions configure Migrator.Follow. The zero value works.
+type FollowOptions struct {
+	// Debounce is how long a changed job must stay quiet before it is
+	// synced; 20 ms when 0.
+	Debounce time.Duration
+	// Recheck is when a synced job is synced once more, for the writes
+	// of a legacy operation that came late; 2 s when 0.
+	Recheck time.Duration
+	// Sweep is how often the whole namespace is re-checked; 10 minutes
+	// when 0; a negative value sweeps only at start and after reconnects.
+	Sweep time.Duration
+	// SweepRate bounds the records and entries a sweep looks at per
+	// second; 20,000 when 0.
+	SweepRate float64
+	// Workers is how many syncs run at once, each a pipeline of up to 100
+	// jobs; 4 when 0.
+	Workers int
+	// Configure lets the follower turn on the keyspace notifications it
+	// needs (CONFIG SET notify-keyspace-events, adding flags only). Without
+	// it, a server that lacks them is an error naming the command to run.
+	Configure bool
+	// Report, when set, is called about every second with the counters.
+	Report func(FollowStats)
+}
+
+// FollowStats counts what a follower did since it started.
+type FollowStats struct {
+	Events   uint64 `json:"events"`   // keyspace notifications received
+	Synced   uint64 `json:"synced"`   // job syncs run
+	Changed  uint64 `json:"changed"`  // syncs that found the step side behind: writes nobody mirrored
+	Backlog  int    `json:"backlog"`  // jobs waiting to be synced
+	Sweeps   uint64 `json:"sweeps"`   // full re-checks finished
+	Restarts uint64 `json:"restarts"` // (re)subscriptions, each followed by a sweep
+	// LagP50 and LagP99 are the time from a job's first notification to
+	// the end of its sync, over the last 4096 syncs that changed
+	// something (Debounce included).
+	LagP50 time.Duration `json:"lag_p50_ns"`
+	LagP99 time.Duration `json:"lag_p99_ns"`
+	// LastLegacyWrite is when a sync last found the step side behind.
+	LastLegacyWrite time.Time `json:"last_legacy_write,omitzero"`
+}
+
+// syncJobScript makes the step side of one job equal to its job side
+// (see above), and counts what it changed.
+//
+//	KEYS[1] -> job:<id>        KEYS[5] -> step:<id>
+//	KEYS[2] -> jobs:pending    KEYS[6] -> steps:pending
+//	KEYS[3] -> jobs:completed  KEYS[7] -> steps:completed
+//	KEYS[4] -> jobs:failed     KEYS[8] -> steps:failed
+//	KEYS[9] -> jobstore:stage; ARGV[1..3] -> '0', '0', stage (every script: see lua.go)
+//	ARGV[4] -> id
+//	ARGV[5] -> jobs:active: prefix, ARGV[6] -> steps:active: prefix
+//	ARGV[7..] -> sub-key suffixes to sync (progress, ...)
+//	Reply: OK changed | WRONGTYPE detail
+var syncJobScript = redis.NewScript(newScriptText(luaCore, `
+local id = ARGV[4]
+for i = 1, 8 do
+  local want = (i == 2 or i == 6) and 'zset' or 'hash'
+  local bad = wrongtype(KEYS[i], want)
+  if bad then return done('WRONGTYPE', bad) end
+end
+local changed = 0
+local function pttl_class(k)
+  local t = redis.call('PTTL', k)
+  if t < 0 then return t end
+  return 1
+end
+local function same_hash(a, b)
+  local x, y = redis.call('HGETALL', a), redis.call('HGETALL', b)
+  if #x ~= #y then return false end
+  local m = {}
+  for k = 1, #x, 2 do m[x[k]] = x[k + 1] end
+  for k = 1, #y, 2 do
+    if m[y[k]] ~= y[k + 1] then return false end
+  end
+  return pttl_class(a) == pttl_class(b)
+end
+local workers = {}
+local function note_workers(key)
+  local f = redis.pcall('HMGET', key, 'worker_id', 'last_failed_worker')
+  if type(f) == 'table' and not f.err then
+    for _, w in ipairs(f) do
+      if w and w ~= '' then workers[w] = true end
+    end
+  end
+end
+note_workers(KEYS[1])
+note_workers(KEYS[5])
+-- The record.
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if not same_hash(KEYS[1], KEYS[5]) then
+    redis.call('COPY', KEYS[1], KEYS[5], 'REPLACE')
+    changed = changed + 1
+  end
+elseif redis.call('DEL', KEYS[5]) == 1 then
+  changed = changed + 1
+end
+-- Sub-keys, whole.
+for i = 7, #ARGV do
+  local src, dst = KEYS[1] .. ':' .. ARGV[i], KEYS[5] .. ':' .. ARGV[i]
+  if redis.call('EXISTS', src) == 1 then
+    if redis.call('DUMP', src) ~= redis.pcall('DUMP', dst) or pttl_class(src) ~= pttl_class(dst) then
+      redis.call('COPY', src, dst, 'REPLACE')
+      changed = changed + 1
+    end
+  elseif redis.call('DEL', dst) == 1 then
+    changed = changed + 1
+  end
+end
+-- The pending entry.
+local s1, s2 = redis.call('ZSCORE', KEYS[2], id), redis.call('ZSCORE', KEYS[6], id)
+if s1 ~= s2 then
+  if s1 then redis.call('ZADD', KEYS[6], s1, id) else redis.call('ZREM', KEYS[6], id) end
+  changed = changed + 1
+end
+-- Hash entries: the result hashes (with their whole-key TTL) and the
+-- active hashes of the workers the records name.
+local function sync_entry(src, dst, with_ttl)
+  local v1, v2 = redis.call('HGET', src, id), redis.pcall('HGET', dst, id)
+  if type(v2) == 'table' then return end
+  if v1 ~= v2 then
+    if v1 then redis.call('HSET', dst, id, v1) else redis.call('HDEL', dst, id) end
+    changed = changed + 1
+  end
+  if with_ttl and redis.call('EXISTS', dst) == 1 then
+    local t1, t2 = redis.call('PTTL', src), redis.call('PTTL', dst)
+    if t1 > 0 and (t2 < 0 or math.abs(t1 - t2) > 1000) then redis.call('PEXPIRE', dst, t1)
+    elseif t1 == -1 and t2 >= 0 then redis.call('PERSIST', dst) end
+  end
+end
+sync_entry(KEYS[3], KEYS[7], true)
+sync_entry(KEYS[4], KEYS[8], true)
+for w in pairs(workers) do
+  sync_entry(ARGV[5] .. w, ARGV[6] .. w, false)
+end
+return done('OK', changed)
+`))
+
+// Follow runs a follower until ctx is done, then returns ctx.Err(), or
+// an error that stops it: the notifications cannot be turned on, or the
+// published stage moves to one where job:* is not authoritative
+// (step-primary or step-only), where legacy writers must be gone and a
+// follower would copy stale data. It runs in the dual-write and dual-read
+// stages (the Migrator's own, or the published one). It needs a
+// *redis.Client (single node or Sentinel).
+func (m *Migrator) Follow(ctx context.Context, opts FollowOptions) error {
+	f, err := m.newFollower(ctx, opts)
+	if err != nil {
+		return err
+	}
+	return f.run(ctx)
+}
+
+type follower struct {
+	m    *Migrator
+	s    *Store
+	opts FollowOptions
+	db   int
+	id   string
+
+	mu      sync.Mutex
+	dirty   map[string]*dirtyJob // by id
+	due     dueHeap
+	wake    chan struct{}
+	fatal   chan error
+	lag     []time.Duration // ring of the last lagRing lags
+	lagNext int
+
+	events, synced, changed, sweeps, restarts atomic.Uint64
+	lastLegacy                                atomic.Int64 // Unix ms
+}
+
+const lagRing = 4096
+
+type dirtyJob struct {
+	id       string
+	suffixes map[string]bool
+	first    time.Time // first notification of this round, for the lag
+	due      time.Time
+	index    int  // in the heap, -1 when not in it
+	recheck  bool // this round is the recheck of an earlier sync
+}
+
+// dueHeap orders dirty jobs by when they are due.
+type dueHeap []*dirtyJob
+
+func (h dueHeap) Len() int           { return len(h) }
+func (h dueHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
+func (h dueHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i]; h[i].index = i; h[j].index = j }
+func (h *dueHeap) Push(x any)        { d := x.(*dirtyJob); d.index = len(*h); *h = append(*h, d) }
+func (h *dueHeap) Pop() any {
+	old := *h
+	d := old[len(old)-1]
+	*h = old[:len(old)-1]
+	d.index = -1
+	return d
+}
+
+func (m *Migrator) newFollower(ctx context.Context, opts FollowOptions) (*follower, error) {
+	if opts.Debounce <= 0 {
+		opts.Debounce = 20 * time.Millisecond
+	}
+	if opts.Recheck <= 0 {
+		opts.Recheck = 2 * time.Second
+	}
+	if opts.Sweep == 0 {
+		opts.Sweep = 10 * time.Minute
+	}
+	if opts.SweepRate <= 0 {
+		opts.SweepRate = 20000
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = 4
+	}
+	c, ok := m.s.rdb.(*redis.Client)
+	if !ok {
+		return nil, fmt.Errorf("%w: the follower needs a *redis.Client (single node or Sentinel) for keyspace notifications", ErrInvalidArgument)
+	}
+	f := &follower{m: m, s: m.s, opts: opts, db: c.Options().DB, id: processID(),
+		dirty: map[string]*dirtyJob{}, wake: make(chan struct{}, 1), fatal: make(chan error, 1)}
+	if err := f.checkStage(ctx); err != nil {
+		return nil, err
+	}
+	if err := f.notifications(ctx); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// checkStage adopts the published stage and refuses the stages the
+// follower does not run in.
+func (f *follower) checkStage(ctx context.Context) error {
+	if err := f.s.Sync(ctx); err != nil {
+		return err
+	}
+	if st := f.s.Stage(); st != StageDualWrite && st != StageDualRead {
+		return fmt.Errorf("%w: the follower runs in the dual-write and dual-read stages, not %s", ErrNamespaceInUse, st)
+	}
+	return nil
+}
+
+// notifyFlags are the notification classes the follower needs: keyspace
+// events (K) of generic commands (g: DEL, EXPIRE, COPY...), strings ($),
+// hashes (h), sorted sets (z) and expiries (x).
+const notifyFlags = "Kg$hzx"
+
+func (f *follower) notifications(ctx context.Context) error {
+	cur, err := f.s.rdb.ConfigGet(ctx, "notify-keyspace-events").Result()
+	if err != nil {
+		return redisError("follow: CONFIG GET notify-keyspace-events", "", err)
+	}
+	have := cur["notify-keyspace-events"]
+	want := have
+	if strings.Contains(have, "A") {
+		if !strings.Contains(have, "K") {
+			want += "K"
+		}
+	} else {
+		for _, c := range notifyFlags {
+			if !strings.ContainsRune(want, c) {
+				want += string(c)
+			}
+		}
+	}
+	if want == have {
+		return nil
+	}
+	if !f.opts.Configure {
+		return fmt.Errorf("%w: the follower needs keyspace notifications: run CONFIG SET notify-keyspace-events %s (now %q), or let it (--configure)",
+			ErrInvalidConfig, want, have)
+	}
+	if err := f.s.rdb.ConfigSet(ctx, "notify-keyspace-events", want).Err(); err != nil {
+		return redisError("follow: CONFIG SET notify-keyspace-events "+want, "", err)
+	}
+	f.s.log.LogAttrs(ctx, slog.LevelInfo, "jobstore: turned on keyspace notifications", slog.String("from", have), slog.String("to", want))
+	return nil
+}
+
+func (f *follower) channelPrefix() string { return fmt.Sprintf("__keyspace@%d__:", f.db) }
+
+func (f *follower) run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	job := f.s.space(JobNamespace)
+	ps := f.s.rdb.PSubscribe(ctx, f.channelPrefix()+job.recordPattern(), f.channelPrefix()+job.queuePrefix()+"*")
+	defer ps.Close()
+	if _, err := ps.Receive(ctx); err != nil {
+		return redisError("follow: subscribe", "", err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	work := make(chan []*dirtyJob)
+	for range f.opts.Workers {
+		wg.Add(1)
+		go func() { defer wg.Done(); f.syncLoop(ctx, work) }()
+	}
+	wg.Add(3)
+	go func() { defer wg.Done(); f.schedule(ctx, work) }()
+	sweepNow := make(chan struct{}, 1)
+	go func() { defer wg.Done(); f.sweepLoop(ctx, sweepNow) }()
+	go func() { defer wg.Done(); f.reportLoop(ctx) }()
+	msgs := ps.ChannelWithSubscriptions(redis.WithChannelSize(10000))
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-f.fatal:
+			return err
+		case msg, ok := <-msgs:
+			if !ok {
+				return ctx.Err()
+			}
+			switch m := msg.(type) {
+			case *redis.Subscription:
+				// Subscribed again after a reconnection: writes made
+				// meanwhile went unseen; sweep.
+				f.restarts.Add(1)
+				select {
+				case sweepNow <- struct{}{}:
+				default:
+				}
+			case *redis.Message:
+				f.events.Add(1)
+				f.event(strings.TrimPrefix(m.Channel, f.channelPrefix()))
+			}
+		}
+	}
+}
+
+// event marks the job of a changed key dirty. Queue keys name no job:
+// their changes are caught by syncing the jobs whose records changed with
+// them, and by sweeps.
+func (f *follower) event(key string) {
+	id, suffix, ok := f.s.space(JobNamespace).parseRecordKey(key)
+	if ok {
+		f.mark(id, suffix, time.Now(), false)
+	}
+}
+
+// mark schedules a sync of id Debounce from now (a recheck: Recheck from
+// now), adding suffix to its sub-keys.
+func (f *follower) mark(id, suffix string, now time.Time, recheck bool) {
+	f.mu.Lock()
+	d := f.dirty[id]
+	if d == nil {
+		d = &dirtyJob{id: id, suffixes: map[string]bool{"progress": true}, first: now, index: -1, recheck: recheck}
+		f.dirty[id] = d
+	} else if d.recheck && !recheck {
+		d.recheck, d.first = false, now // a new write: its lag counts from now
+	}
+	if suffix != "" {
+		d.suffixes[suffix] = true
+	}
+	delay := f.opts.Debounce
+	if recheck {
+		delay = f.opts.Recheck
+	}
+	due := now.Add(delay)
+	if d.index < 0 {
+		d.due = due
+		heap.Push(&f.due, d)
+	} else if due.After(d.due) {
+		d.due = due
+		heap.Fix(&f.due, d.index)
+	}
+	f.mu.Unlock()
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
+// schedule hands due jobs to the sync workers, up to 100 at a time.
+func (f *follower) schedule(ctx context.Context, work chan<- []*dirtyJob) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		f.mu.Lock()
+		var batch []*dirtyJob
+		now := time.Now()
+		for len(f.due) > 0 && !f.due[0].due.After(now) && len(batch) < 100 {
+			d := heap.Pop(&f.due).(*dirtyJob)
+			delete(f.dirty, d.id)
+			batch = append(batch, d)
+		}
+		next := time.Hour
+		if len(f.due) > 0 {
+			next = max(time.Until(f.due[0].due), 0)
+		}
+		f.mu.Unlock()
+		if len(batch) > 0 {
+			select {
+			case work <- batch:
+			case <-ctx.Done():
+				return
+			}
+			continue
+		}
+		timer.Reset(next)
+		select {
+		case <-ctx.Done():
+			return
+		case <-f.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+func (f *follower) syncLoop(ctx context.Context, work <-chan []*dirtyJob) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case batch := <-work:
+			if err := f.syncBatch(ctx, batch, true); err != nil && ctx.Err() == nil {
+				select {
+				case f.fatal <- err:
+				default:
+				}
+				return
+			}
+		}
+	}
+}
+
+// syncBatch syncs jobs in one pipeline. With recheck, each job synced
+// after a notification is scheduled for its recheck.
+func (f *follower) syncBatch(ctx context.Context, batch []*dirtyJob, recheck bool) error {
+	st := f.s.Stage()
+	job, step := f.s.space(JobNamespace), f.s.space(StepNamespace)
+	ws := make([]*write, len(batch))
+	for i, d := range batch {
+		args := []any{"0", "0", st.String(), d.id, job.activePrefix(), step.activePrefix()}
+		for _, sfx := range slices.Sorted(maps.Keys(d.suffixes)) {
+			args = append(args, sfx)
+		}
+		ws[i] = &write{op: "follow", id: d.id, st: st, script: syncJobScript, argv: args, keys: []string{
+			job.record(d.id), job.pending(), job.completed(), job.failed(),
+			step.record(d.id), step.pending(), step.completed(), step.failed(), stageKey(f.s.prefix)}}
+	}
+	f.s.enqueue(ctx, ws...)
+	now := time.Now()
+	for i, w := range ws {
+		res, err := wait(ctx, w)
+		r, err := f.s.settle(ctx, w, res, err)
+		if err != nil {
+			f.s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: follower sync failed; the job is retried", slog.String("id", w.id), slog.String("error", err.Error()))
+			f.mark(batch[i].id, "", time.Now(), true)
+			continue
+		}
+		switch r.status {
+		case "OK":
+		case "STAGE":
+			if err := f.checkStage(ctx); err != nil {
+				return err
+			}
+			f.mark(batch[i].id, "", time.Now(), false)
+			continue
+		case "WRONGTYPE":
+			f.s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: follower cannot sync a job", slog.String("id", w.id), slog.String("why", r.str(0)))
+			continue
+		default:
+			return unexpected("follow", w.id, r)
+		}
+		f.synced.Add(1)
+		if r.int(0) > 0 {
+			f.changed.Add(1)
+			f.lastLegacy.Store(now.UnixMilli())
+			f.addLag(time.Since(batch[i].first))
+		}
+		if recheck && !batch[i].recheck {
+			f.mark(batch[i].id, "", time.Now(), true)
+		}
+	}
+	return nil
+}
+
+func (f *follower) addLag(d time.Duration) {
+	f.mu.Lock()
+	if len(f.lag) < lagRing {
+		f.lag = append(f.lag, d)
+	} else {
+		f.lag[f.lagNext] = d
+		f.lagNext = (f.lagNext + 1) % lagRing
+	}
+	f.mu.Unlock()
+}
+
+// Stats returns the counters.
+func (f *follower) stats() FollowStats {
+	f.mu.Lock()
+	lags := slices.Clone(f.lag)
+	backlog := len(f.dirty)
+	f.mu.Unlock()
+	st := FollowStats{Events: f.events.Load(), Synced: f.synced.Load(), Changed: f.changed.Load(),
+		Backlog: backlog, Sweeps: f.sweeps.Load(), Restarts: f.restarts.Load()}
+	if ms := f.lastLegacy.Load(); ms > 0 {
+		st.LastLegacyWrite = time.UnixMilli(ms).UTC()
+	}
+	if len(lags) > 0 {
+		slices.Sort(lags)
+		st.LagP50 = lags[len(lags)/2]
+		st.LagP99 = lags[min(len(lags)-1, len(lags)*99/100)]
+	}
+	return st
+}
+
+// reportLoop publishes the follower's counters about every second: to
+// Redis, for status and the legacy gate (jobstore:follower), and to
+// opts.Report.
+func (f *follower) reportLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			f.publish(context.WithoutCancel(ctx))
+			return
+		case <-t.C:
+			f.publish(ctx)
+		}
+	}
+}
+
+// reportScript stores a follower's counters and keeps the latest legacy
+// write of all followers.
+//
+//	KEYS[1] -> jobstore:follower
+//	ARGV[1] -> follower id, ARGV[2] -> its counters (JSON), ARGV[3] -> its last legacy write (Unix ms, 0: none)
+var reportScript = redis.NewScript(`
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local cur = tonumber(redis.call('HGET', KEYS[1], 'last_legacy_write_ms') or '0') or 0
+if tonumber(ARGV[3]) > cur then redis.call('HSET', KEYS[1], 'last_legacy_write_ms', ARGV[3]) end
+return 1
+`)
+
+func (f *follower) publish(ctx context.Context) {
+	st := f.stats()
+	if f.opts.Report != nil {
+		f.opts.Report(st)
+	}
+	var last int64
+	if !st.LastLegacyWrite.IsZero() {
+		last = st.LastLegacyWrite.UnixMilli()
+	}
+	body := fmt.Sprintf(`{"checked_at_ms":%d,"stats":%s}`, time.Now().UnixMilli(), mustJSON(st))
+	err := reportScript.Run(ctx, f.s.rdb, []string{followerKey(f.s.prefix)}, f.id, body, last).Err()
+	if err != nil && ctx.Err() == nil {
+		f.s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: follower report", slog.String("error", err.Error()))
+	}
+}
+
+// sweepLoop sweeps at start, when told (after a reconnection), and every
+// Sweep interval.
+func (f *follower) sweepLoop(ctx context.Context, now <-chan struct{}) {
+	var tick <-chan time.Time
+	if f.opts.Sweep > 0 {
+		t := time.NewTicker(f.opts.Sweep)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		if err := f.sweep(ctx); err != nil && ctx.Err() == nil {
+			f.s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: follower sweep failed; it runs again later", slog.String("error", err.Error()))
+		} else if err == nil {
+			f.sweeps.Add(1)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-now:
+		case <-tick:
+		}
+	}
+}
+
+// sweep syncs every job of the job namespace: the records (SCAN) and the
+// ids in its queues (ZSCAN, HSCAN), in batches, at SweepRate. Jobs
+// already equal cost a comparison and write nothing.
+func (f *follower) sweep(ctx context.Context) error {
+	job := f.s.space(JobNamespace)
+	pace := newPacer(f.opts.SweepRate)
+	ids := map[string]map[string]bool{}
+	flush := func() error {
+		if len(ids) == 0 {
+			return nil
+		}
+		batch := make([]*dirtyJob, 0, len(ids))
+		for id, sfx := range ids {
+			d := &dirtyJob{id: id, suffixes: map[string]bool{"progress": true}, first: time.Now(), index: -1, recheck: true}
+			for s := range sfx {
+				d.suffixes[s] = true
+			}
+			batch = append(batch, d)
+		}
+		clear(ids)
+		if err := f.syncBatch(ctx, batch, false); err != nil {
+			return err
+		}
+		return pace.wait(ctx, len(batch))
+	}
+	add := func(id, suffix string) error {
+		if ids[id] == nil {
+			ids[id] = map[string]bool{}
+		}
+		if suffix != "" {
+			ids[id][suffix] = true
+		}
+		if len(ids) >= 100 {
+			return flush()
+		}
+		return nil
+	}
+	// Records and sub-keys.
+	iter := f.s.rdb.Scan(ctx, 0, job.recordPattern(), 500).Iterator()
+	for iter.Next(ctx) {
+		if id, suffix, ok := job.parseRecordKey(iter.Val()); ok {
+			if err := add(id, suffix); err != nil {
+				return err
+			}
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return err
+	}
+	// Entries whose record is gone.
+	queues := []string{job.pending(), job.completed(), job.failed()}
+	aiter := f.s.rdb.Scan(ctx, 0, job.activePattern(), 500).Iterator()
+	for aiter.Next(ctx) {
+		queues = append(queues, aiter.Val())
+	}
+	if err := aiter.Err(); err != nil {
+		return err
+	}
+	for i, q := range queues {
+		var it *redis.ScanIterator
+		if i == 0 {
+			it = f.s.rdb.ZScan(ctx, q, 0, "*", 500).Iterator()
+		} else {
+			it = f.s.rdb.HScan(ctx, q, 0, "*", 500).Iterator()
+		}
+		for n := 0; it.Next(ctx); n++ {
+			if n%2 == 0 && validateID(it.Val()) == nil { // members/fields; scores and values between
+				if err := add(it.Val(), ""); err != nil {
+					return err
+				}
+			}
+		}
+		if err := it.Err(); err != nil && !hasErrorPrefix(err, "WRONGTYPE") {
+			return err
+		}
+	}
+	return flush()
+}
+
+// pacer spreads work at a rate per second.
+type pacer struct {
+	rate  float64
+	start time.Time
+	done  float64
+}
+
+func newPacer(rate float64) *pacer { return &pacer{rate: rate, start: time.Now()} }
+
+func (p *pacer) wait(ctx context.Context, n int) error {
+	p.done += float64(n)
+	ahead := time.Duration(p.done/p.rate*float64(time.Second)) - time.Since(p.start)
+	return sleepCtx(ctx, ahead)
+}
+
+// FollowerReports reads the counters every follower last reported, by
+// follower id, and the latest legacy write any of them mirrored.
+func (m *Migrator) FollowerReports(ctx context.Context) (map[string]FollowReport, time.Time, error) {
+	h, err := m.s.rdb.HGetAll(ctx, followerKey(m.s.prefix)).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, time.Time{}, redisError("follower reports", "", err)
+	}
+	out := map[string]FollowReport{}
+	var last time.Time
+	for k, v := range h {
+		if k == "last_legacy_write_ms" {
+			if ms, err := strconv.ParseInt(v, 10, 64); err == nil && ms > 0 {
+				last = time.UnixMilli(ms).UTC()
+			}
+			continue
+		}
+		var r struct {
+			CheckedAtMs int64       `json:"checked_at_ms"`
+			Stats       FollowStats `json:"stats"`
+		}
+		if jsonUnmarshal(v, &r) == nil {
+			out[k] = FollowReport{CheckedAt: time.UnixMilli(r.CheckedAtMs).UTC(), Stats: r.Stats}
+		}
+	}
+	return out, last, nil
+}
+
+// FollowReport is one follower's last report.
+type FollowReport struct {
+	CheckedAt time.Time   `json:"checked_at"`
+	Stats     FollowStats `json:"stats"`
+}
