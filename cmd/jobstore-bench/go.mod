@@ -1,0 +1,7 @@
+module github.com/jobstep/jobstore/cmd/jobstore-bench
+
+go 1.26.0
+
+require github.com/jobstep/jobstore v0.0.0
+
+replace github.com/jobstep/jobstore => ../..
