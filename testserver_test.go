@@ -45,15 +45,24 @@ type testServer struct {
 	done chan struct{} // closed when cmd has exited and been waited for
 }
 
-// startTestServer starts redis-server with args added to a configuration
-// that listens on 127.0.0.1 only and keeps no data on disk. Later args win,
-// so a test can turn persistence back on. Without redis-server on PATH the
-// test is skipped, or failed under envCI.
+// envServerBin names the server binary that tests start for themselves:
+// redis-server by default; .ci/run sets valkey-server for its Valkey pass.
+const envServerBin = "JOBSTORE_TEST_SERVER_BIN"
+
+// startTestServer starts redis-server (or the binary envServerBin names)
+// with args added to a configuration that listens on 127.0.0.1 only and
+// keeps no data on disk. Later args win, so a test can turn persistence
+// back on. Without the binary on PATH the test is skipped, or failed under
+// envCI.
 func startTestServer(t testing.TB, args ...string) *testServer {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
+	name := os.Getenv(envServerBin)
+	if name == "" {
+		name = "redis-server"
+	}
+	bin, err := exec.LookPath(name)
 	if err != nil {
-		requireDependency(t, "redis-server is not on PATH")
+		requireDependency(t, name+" is not on PATH")
 	}
 	s := &testServer{t: t, bin: bin, dir: t.TempDir(), args: args}
 	t.Cleanup(s.Kill)
