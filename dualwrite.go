@@ -396,27 +396,16 @@ func (s *Store) runBatch(ctx context.Context, batch []*write) {
 	if len(retry) == 0 {
 		return
 	}
-	// Redis lost the scripts (SCRIPT FLUSH, a restart): load each once,
-	// then run again the writes that failed for that reason only.
-	loaded := map[*redis.Script]error{}
-	for _, w := range retry {
-		if _, ok := loaded[w.script]; !ok {
-			loaded[w.script] = w.script.Load(ctx, s.rdb).Err()
-		}
+	// Redis lost the scripts (SCRIPT FLUSH, a restart): send those writes
+	// again with their scripts' text (EVAL), which no flush can race.
+	pipe := s.rdb.Pipeline()
+	again := make([]*redis.Cmd, len(retry))
+	for i, w := range retry {
+		again[i] = w.script.Eval(ctx, pipe, w.keys, w.argv...)
 	}
-	var again []*write
-	for _, w := range retry {
-		if err := loaded[w.script]; err != nil {
-			w.err = err
-		} else {
-			again = append(again, w)
-		}
-	}
-	if len(again) > 0 {
-		cmds := s.pipeline(ctx, again)
-		for i, w := range again {
-			w.res, w.err = cmds[i].Slice()
-		}
+	_, _ = pipe.Exec(ctx)
+	for i, w := range retry {
+		w.res, w.err = again[i].Slice()
 	}
 }
 

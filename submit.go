@@ -34,7 +34,12 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   return done('EXISTS')
 end
 local r = redis.pcall('ZADD', KEYS[2], ARGV[6], ARGV[5])
-if type(r) == 'table' and r.err then return done('WRONGTYPE', KEYS[2] .. ': ' .. r.err) end
+if type(r) == 'table' and r.err then
+  -- The first write: a key of the wrong type, or Redis refusing it (OOM).
+  -- Either way nothing was written.
+  if string.sub(r.err, 1, 9) == 'WRONGTYPE' then return done('WRONGTYPE', KEYS[2] .. ': ' .. r.err) end
+  return redis.error_reply(r.err)
+end
 redis.call('HSET', KEYS[1], unpack(ARGV, 11))
 if ARGV[10] ~= '' then redis.call('PUBLISH', ARGV[9], ARGV[10]) end
 redis.call('PUBLISH', ARGV[7], ARGV[8])
