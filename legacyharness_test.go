@@ -73,15 +73,7 @@ type legacyProc struct {
 // JOBSTORE_CI=1).
 func startLegacy(t testing.TB, script, redisURL string, env ...string) *legacyNode {
 	t.Helper()
-	node, err := exec.LookPath("node")
-	if err != nil {
-		requireDependency(t, "node is not on PATH")
-	}
-	for _, f := range []string{legacyJS, script} {
-		if _, err := os.Stat(f); err != nil {
-			requireDependency(t, fmt.Sprintf("the legacy replay is missing: %v", err))
-		}
-	}
+	node := requireLegacy(t, script)
 	errFile := filepath.Join(t.TempDir(), "node-stderr.log")
 	stderr, err := os.Create(errFile)
 	require.NoError(t, err)
@@ -113,6 +105,22 @@ func startLegacy(t testing.TB, script, redisURL string, env ...string) *legacyNo
 	}()
 	t.Cleanup(n.stop)
 	return n
+}
+
+// requireLegacy returns the path of node, after checking that script and
+// legacy.js exist; it skips the test otherwise (fails it under JOBSTORE_CI=1).
+func requireLegacy(t testing.TB, script string) string {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	if err != nil {
+		requireDependency(t, "node is not on PATH")
+	}
+	for _, f := range []string{legacyJS, script} {
+		if _, err := os.Stat(f); err != nil {
+			requireDependency(t, fmt.Sprintf("the legacy replay is missing: %v", err))
+		}
+	}
+	return node
 }
 
 // read passes stdout's lines to n.lines until EOF.
