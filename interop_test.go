@@ -89,13 +89,14 @@ func eachStage(t *testing.T, fn func(t *testing.T, dual bool)) {
 // register registers a jobstore worker and returns its capabilities.
 func (e *interopEnv) register(worker string, services ...string) Capabilities {
 	e.t.Helper()
-	caps := Capabilities{WorkerID: worker, Services: services, Hardware: &Hardware{GPUMemoryGB: 24}}
+	caps := workerCaps(worker, services...)
 	require.NoError(e.t, e.store.RegisterWorker(e.ctx, caps))
 	return caps
 }
 
-// legacyCaps is what a legacy worker sends to the claim function.
-func legacyCaps(worker string, services ...string) Capabilities {
+// workerCaps are the capabilities of a worker of either side: a 24 GB GPU
+// and the services named.
+func workerCaps(worker string, services ...string) Capabilities {
 	return Capabilities{WorkerID: worker, Services: services, Hardware: &Hardware{GPUMemoryGB: 24}}
 }
 
@@ -139,7 +140,8 @@ var (
 // normalize returns v with each string that subs names replaced by its
 // placeholder, and each time or random id replaced by its form: "<iso>"
 // (Date.toISOString), "<secs.micros>" (the claim's assigned_at), "<hex32>"
-// and "<hex16>" (trace and span ids), and numbers of Unix ms, "<ms>". Maps and lists are copied.
+// and "<hex16>" (trace and span ids), and numbers of Unix ms, "<ms>". Maps
+// and lists are copied.
 func normalize(v any, subs map[string]string) any {
 	switch x := v.(type) {
 	case map[string]any:
@@ -264,17 +266,19 @@ func (tw *twin) sameView(what string, a, b any, extra ...string) {
 		na, nb = dropKeys(na, tw.ignore), dropKeys(nb, tw.ignore)
 	}
 	nb = dropExtra(na, nb, extra)
-	require.Equal(tw.e.t, na, nb, "%s: the legacy reader sees the jobstore job (second) unlike the legacy one (first)", what)
+	require.Equal(tw.e.t, na, nb, "%s: the jobstore side (second) differs from the legacy side (first)", what)
 }
 
 // compare reads both jobs with every legacy reader and requires the same
 // views: the API's and the RedisService's job, and each job's entry (or
-// its absence) in the completed, failed, active and pending lists. The
-// active list holds the record as the claim saw it, where jobstore's may
-// carry the extra fields named.
+// its absence) in the completed, failed, active and pending lists. Then it
+// compares the two records themselves, for fields no reader returns.
+// jobstore's record, and the copy of it the claim keeps in the active list,
+// may carry the extra fields named, and jobstore_op, its call token.
 func (tw *twin) compare(step string, extra ...string) {
 	t, l := tw.e.t, tw.e.legacy
 	t.Helper()
+	extra = append(extra, "jobstore_op")
 	tw.sameView(step+": apiGetJobStatus", l.apiGetJobStatus(tw.a), l.apiGetJobStatus(tw.b))
 	tw.sameView(step+": svcGetJob", l.svcGetJob(tw.a), l.svcGetJob(tw.b))
 	for _, list := range []string{"svcGetCompletedJobs", "svcGetFailedJobs", "svcGetActiveJobs", "svcGetPendingJobs"} {
@@ -290,6 +294,7 @@ func (tw *twin) compare(step string, extra ...string) {
 			tw.sameView(step+": "+list, va, vb, extra...)
 		}
 	}
+	tw.sameRecords(step+": the record", func(id string) string { return "job:" + id }, extra...)
 }
 
 // sameRecords compares the raw hashes of the twins at key(id): a check of
@@ -323,7 +328,7 @@ func jobShape(t testing.TB, j *Job) any {
 	return m
 }
 
-// assignedAt parses the claim function's assigned_at, <secs>.<micros>, to
+// assignedAtMicros parses the claim function's assigned_at, <secs>.<micros>, to
 // microseconds.
 func assignedAtMicros(t testing.TB, s string) int64 {
 	t.Helper()
@@ -393,7 +398,7 @@ func TestInteropClaimFunctionFixtures(t *testing.T) {
 			require.NoError(t, err)
 			next := e.legacy.apiSubmitJob(map[string]any{"service_required": "svc", "priority": 60, "customer_id": "c1"})
 
-			id, snap := e.legacy.workerRequestJob(legacyCaps("lw", "svc"))
+			id, snap := e.legacy.workerRequestJob(workerCaps("lw", "svc"))
 			require.Equal(t, top, id, "the legacy function claims the jobstore job, the higher score")
 			require.Equal(t, "pending", snap["status"])
 			caps := e.register("jw", "svc")
@@ -449,7 +454,7 @@ func TestInteropLegacySubmitsJobstoreWorks(t *testing.T) {
 			setup := func(e *interopEnv, maxRetries int) (tw *twin, lw, jw Capabilities) {
 				n++
 				svcA, svcB := fmt.Sprintf("svc-l%d", n), fmt.Sprintf("svc-j%d", n)
-				lw, jw = legacyCaps(fmt.Sprintf("lw%d", n), svcA), e.register(fmt.Sprintf("jw%d", n), svcB)
+				lw, jw = workerCaps(fmt.Sprintf("lw%d", n), svcA), e.register(fmt.Sprintf("jw%d", n), svcB)
 				submit := func(svc string) string {
 					data := map[string]any{"service_required": svc, "priority": 60, "customer_id": "cust-1",
 						"payload":      map[string]any{"prompt": "a cat"},
@@ -510,17 +515,18 @@ func TestInteropLegacySubmitsJobstoreWorks(t *testing.T) {
 				require.NoError(t, err)
 				require.Equal(t, Retried, out)
 				e.requireRecordMirrored(tw.b)
-				tw.compare("retried")
+				// jobstore also stores the reason in the record's error field,
+				// as the RedisService's failJob does (legacy.js svcFailJob).
+				tw.compare("retried", "error")
 				claim(e, tw, lw, jw)
-				// The claim stores the record as it was: jobstore's retry wrote
-				// error (as the RedisService's failJob does) and its token.
-				tw.compare("claimed again", "jobstore_op", "error")
+				// The claim keeps the record as it was, error included.
+				tw.compare("claimed again", "error")
 				require.Equal(t, "failed", e.legacy.workerFailJob(lw.WorkerID, tw.a, "boom again", true))
 				out, err = e.store.FailJob(e.ctx, tw.b, jw.WorkerID, "boom again", true)
 				require.NoError(t, err)
 				require.Equal(t, Failed, out)
 				e.requireRecordMirrored(tw.b)
-				tw.compare("failed")
+				tw.compare("failed", "error")
 				entry := byID(t, e.legacy.svcList("svcGetFailedJobs"))[tw.b]
 				require.Equal(t, "boom again", entry["error"])
 				require.Equal(t, json.Number("2"), entry["retry_count"])
@@ -534,7 +540,7 @@ func TestInteropLegacySubmitsJobstoreWorks(t *testing.T) {
 				require.NoError(t, err)
 				require.Equal(t, Failed, out)
 				e.requireRecordMirrored(tw.b)
-				tw.compare("failed")
+				tw.compare("failed", "error")
 			})
 
 			t.Run(via+"/cancel", func(t *testing.T) {
@@ -548,6 +554,7 @@ func TestInteropLegacySubmitsJobstoreWorks(t *testing.T) {
 				l := e.legacy
 				tw.sameView("apiGetJobStatus", l.apiGetJobStatus(tw.a), l.apiGetJobStatus(tw.b))
 				tw.sameView("svcGetJob", l.svcGetJob(tw.a), l.svcGetJob(tw.b))
+				tw.sameRecords("the record", func(id string) string { return "job:" + id }, "jobstore_op")
 				require.Equal(t, "cancelled", l.svcGetJob(tw.b)["status"])
 				require.NotContains(t, byID(t, l.svcList("svcGetActiveJobs")), tw.b)
 				require.ErrorIs(t, e.store.CompleteJob(e.ctx, tw.b, jw.WorkerID, nil), ErrNotHeld)
@@ -589,7 +596,7 @@ func TestInteropJobstoreSubmitsLegacyWorks(t *testing.T) {
 			t := e.t
 			n++
 			svcA, svcB := fmt.Sprintf("svc-a%d", n), fmt.Sprintf("svc-b%d", n)
-			lwA, lwB = legacyCaps(fmt.Sprintf("lwa%d", n), svcA), legacyCaps(fmt.Sprintf("lwb%d", n), svcB)
+			lwA, lwB = workerCaps(fmt.Sprintf("lwa%d", n), svcA), workerCaps(fmt.Sprintf("lwb%d", n), svcB)
 			b, err := e.store.SubmitJob(e.ctx, Job{Service: svcB, Priority: 60, CustomerID: "cust-1",
 				Payload: json.RawMessage(`{"prompt":"a cat"}`), Requirements: json.RawMessage(`{"hardware":{"gpu_memory_gb":16}}`)})
 			require.NoError(t, err)
@@ -615,7 +622,7 @@ func TestInteropJobstoreSubmitsLegacyWorks(t *testing.T) {
 			id, snapB := e.legacy.workerRequestJob(lwB)
 			require.Equal(t, tw.b, id)
 			tw.sameView("the claim's record", asAny(t, snapA), asAny(t, snapB), "jobstore_op")
-			tw.compare("claimed", "jobstore_op")
+			tw.compare("claimed")
 		}
 		// both requires jobstore to read the twins alike, and returns b's job.
 		both := func(tw *twin, step string) *Job {
@@ -644,7 +651,7 @@ func TestInteropJobstoreSubmitsLegacyWorks(t *testing.T) {
 			require.Equal(t, viewTime(t, e.legacy.svcGetJob(tw.b), "started_at"), j.StartedAt)
 			e.legacy.workerCompleteJob(lwA.WorkerID, tw.a, map[string]any{"url": "x"})
 			e.legacy.workerCompleteJob(lwB.WorkerID, tw.b, map[string]any{"url": "x"})
-			tw.compare("completed", "jobstore_op")
+			tw.compare("completed")
 			j = both(tw, "completed")
 			v = e.legacy.svcGetJob(tw.b)
 			require.Equal(t, StatusCompleted, j.Status)
@@ -673,7 +680,7 @@ func TestInteropJobstoreSubmitsLegacyWorks(t *testing.T) {
 			res := map[string]any{"url": "x", "processing_time": 1234}
 			require.Equal(t, "completed", e.legacy.svcCompleteJob(tw.a, res))
 			require.Equal(t, "completed", e.legacy.svcCompleteJob(tw.b, res))
-			tw.compare("completed", "jobstore_op")
+			tw.compare("completed")
 			j := both(tw, "completed")
 			require.Equal(t, StatusCompleted, j.Status)
 			require.JSONEq(t, `{"url":"x","processing_time":1234}`, string(j.Result))
@@ -695,7 +702,7 @@ func TestInteropJobstoreSubmitsLegacyWorks(t *testing.T) {
 				require.Equal(t, "retried", o.FailOutcome)
 			}
 			require.NoError(t, e.rdb.Del(e.ctx, "jobs:completed").Err())
-			tw.compare("retried after a failed completion", "jobstore_op")
+			tw.compare("retried after a failed completion")
 			j := both(tw, "retried")
 			require.Equal(t, StatusPending, j.Status)
 			require.Equal(t, 1, j.RetryCount)
@@ -742,13 +749,13 @@ func TestInteropJobstoreSubmitsLegacyWorks(t *testing.T) {
 				tw.sameView(ch, ms[1], ms[0])
 			}
 
-			lw := legacyCaps("lwf", "wf-a", "wf-b")
+			lw := workerCaps("lwf", "wf-a", "wf-b")
 			lw.WorkflowID = "wf-1"
 			for range 2 {
 				id, _ := e.legacy.workerRequestJob(lw)
 				require.Contains(t, []string{a.ID, b}, id)
 			}
-			tw.compare("claimed", "jobstore_op")
+			tw.compare("claimed")
 			ja, jb := e.getJob(a.ID), e.getJob(b)
 			tw.sameView("GetJob", jobShape(t, ja), jobShape(t, jb))
 			require.Equal(t, "wf-1", jb.WorkflowID)
@@ -763,7 +770,7 @@ func TestInteropJobstoreSubmitsLegacyWorks(t *testing.T) {
 			// The worker's retry writes no error field and no jobs:failed entry.
 			require.Equal(t, "retried", e.legacy.workerFailJob(lwA.WorkerID, tw.a, "boom 1", true))
 			require.Equal(t, "retried", e.legacy.workerFailJob(lwB.WorkerID, tw.b, "boom 1", true))
-			tw.compare("retried by the worker", "jobstore_op")
+			tw.compare("retried by the worker")
 			j := both(tw, "retried by the worker")
 			v := e.legacy.svcGetJob(tw.b)
 			require.Equal(t, StatusPending, j.Status)
@@ -778,7 +785,7 @@ func TestInteropJobstoreSubmitsLegacyWorks(t *testing.T) {
 			claim(e, tw, lwA, lwB)
 			require.Equal(t, "retried", e.legacy.svcFailJob(tw.a, "boom 2", true))
 			require.Equal(t, "retried", e.legacy.svcFailJob(tw.b, "boom 2", true))
-			tw.compare("retried by the RedisService", "jobstore_op")
+			tw.compare("retried by the RedisService")
 			j = both(tw, "retried by the RedisService")
 			require.Equal(t, 2, j.RetryCount)
 			require.Equal(t, "boom 2", j.Error)
@@ -786,7 +793,7 @@ func TestInteropJobstoreSubmitsLegacyWorks(t *testing.T) {
 			claim(e, tw, lwA, lwB)
 			require.Equal(t, "failed", e.legacy.workerFailJob(lwA.WorkerID, tw.a, "boom 3", true))
 			require.Equal(t, "failed", e.legacy.workerFailJob(lwB.WorkerID, tw.b, "boom 3", true))
-			tw.compare("failed", "jobstore_op")
+			tw.compare("failed")
 			j = both(tw, "failed")
 			v = e.legacy.svcGetJob(tw.b)
 			require.Equal(t, StatusFailed, j.Status)
@@ -809,7 +816,7 @@ func TestInteropJobstoreSubmitsLegacyWorks(t *testing.T) {
 func TestInteropRecoverExpiredTakesLegacyJobs(t *testing.T) {
 	eachStage(t, func(t *testing.T, dual bool) {
 		e := newInterop(t, dual, legacyOrphansJS)
-		lw := legacyCaps("lw", "svc-a", "svc-b", "svc-c", "svc-d", "svc-x")
+		lw := workerCaps("lw", "svc-a", "svc-b", "svc-c", "svc-d", "svc-x")
 		e.legacy.workerRegister(lw)
 
 		// Twins, submitted alike: the a jobs are released by the legacy
@@ -849,9 +856,11 @@ func TestInteropRecoverExpiredTakesLegacyJobs(t *testing.T) {
 		}
 
 		require.Empty(t, e.legacy.svcList("svcGetActiveJobs"))
-		// failed_at: see TestInteropBugRecoverWritesNoFailedAt.
-		e.twin(retryA, retryB, [2]string{"svc-a", "svc-b"}).ignoring("failed_at").compare("requeued", "jobstore_op")
-		e.twin(lastA, lastB, [2]string{"svc-c", "svc-d"}).compare("failed", "jobstore_op")
+		// failed_at: see TestInteropBugRecoverWritesNoFailedAt. jobstore also
+		// stores the reason in the record's error field, as the RedisService's
+		// failJob does for a failure.
+		e.twin(retryA, retryB, [2]string{"svc-a", "svc-b"}).ignoring("failed_at").compare("requeued", "error")
+		e.twin(lastA, lastB, [2]string{"svc-c", "svc-d"}).compare("failed", "error")
 		for _, id := range []string{retryB, x} {
 			v := e.legacy.svcGetJob(id)
 			require.Equal(t, "pending", v["status"])
@@ -900,7 +909,7 @@ func TestInteropRecoverExpiredTakesLegacyJobs(t *testing.T) {
 func TestInteropLegacySweepTakesJobstoreJobs(t *testing.T) {
 	eachStage(t, func(t *testing.T, dual bool) {
 		e := newInterop(t, dual, legacyOrphansJS)
-		lw := legacyCaps("lw", "svc-a")
+		lw := workerCaps("lw", "svc-a")
 		e.legacy.workerRegister(lw)
 		jw := e.register("jw", "svc-b", "svc-c")
 
@@ -919,12 +928,12 @@ func TestInteropLegacySweepTakesJobstoreJobs(t *testing.T) {
 		}
 		require.NoError(t, e.store.StartJob(e.ctx, b, jw.WorkerID))
 		tw := e.twin(a, b, [2]string{"svc-a", "svc-b"}, [2]string{lw.WorkerID, jw.WorkerID})
-		tw.compare("started", "jobstore_op")
+		tw.compare("started")
 
 		sweep := e.legacy.detectAndFixOrphanedJobs()
 		require.Equal(t, 3, sweep.Fixed, "every held job, though both workers are alive")
 		require.Empty(t, sweep.Errors)
-		tw.compare("swept", "jobstore_op")
+		tw.compare("swept")
 		require.Empty(t, e.legacy.svcList("svcGetActiveJobs"))
 		pending := byID(t, e.legacy.svcList("svcGetPendingJobs", 100))
 		require.Contains(t, pending, b)
@@ -964,7 +973,7 @@ func TestInteropLegacySweepTakesJobstoreJobs(t *testing.T) {
 		// both alike.
 		require.Equal(t, "retried", e.legacy.releaseStuckJob(e.legacy.svcGetJob(a), "Worker heartbeat missing"))
 		require.Equal(t, "retried", e.legacy.releaseStuckJob(e.legacy.svcGetJob(b), "Worker heartbeat missing"))
-		tw.compare("released", "jobstore_op")
+		tw.compare("released")
 		j = e.getJob(b)
 		require.Equal(t, StatusPending, j.Status)
 		require.Equal(t, 1, j.RetryCount)
@@ -1038,7 +1047,7 @@ func TestInteropMixedFleet(t *testing.T) {
 
 		var capsL []Capabilities
 		for i := range workers {
-			capsL = append(capsL, legacyCaps(fmt.Sprintf("lw%d", i), "load"))
+			capsL = append(capsL, workerCaps(fmt.Sprintf("lw%d", i), "load"))
 		}
 		var capsJ []Capabilities
 		for i := range workers {
@@ -1288,7 +1297,7 @@ func TestInteropClaimMatchingAgrees(t *testing.T) {
 // (recoverScript in worker.go: the requeue's HSET lacks 'failed_at'.)
 func TestInteropBugRecoverWritesNoFailedAt(t *testing.T) {
 	e := newInterop(t, false, legacyOrphansJS)
-	lw := legacyCaps("lw", "svc-a", "svc-b")
+	lw := workerCaps("lw", "svc-a", "svc-b")
 	e.legacy.workerRegister(lw)
 	a, err := e.store.SubmitJob(e.ctx, Job{Service: "svc-a", Priority: 60})
 	require.NoError(t, err)
@@ -1330,7 +1339,7 @@ func TestInteropBugGetJobErrorIsStale(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, Retried, out)
 
-	lw := legacyCaps("lw", "svc")
+	lw := workerCaps("lw", "svc")
 	got, _ := e.legacy.workerRequestJob(lw)
 	require.Equal(t, id, got)
 	require.Equal(t, "failed", e.legacy.workerFailJob(lw.WorkerID, id, "legacy boom", true))
@@ -1368,13 +1377,13 @@ func TestInteropBugNullJSONStoredVerbatim(t *testing.T) {
 
 	_, err = e.legacy.call(legacyCallTimeout, "apiGetJobStatus", b)
 	assert.NoError(t, err, "CORE BUG: the API cannot read the job")
-	_, err = e.legacy.call(legacyCallTimeout, "workerRequestJob", legacyCaps("lw", "svc-b"))
+	_, err = e.legacy.call(legacyCallTimeout, "workerRequestJob", workerCaps("lw", "svc-b"))
 	assert.NoError(t, err, "CORE BUG: the legacy claim function fails on the job")
 
 	// A null payload alone: claimed fine, never completed by a legacy worker.
 	c, err := e.store.SubmitJob(e.ctx, Job{Service: "svc-c", Payload: null})
 	require.NoError(t, err)
-	got, _ := e.legacy.workerRequestJob(legacyCaps("lw", "svc-c"))
+	got, _ := e.legacy.workerRequestJob(workerCaps("lw", "svc-c"))
 	require.Equal(t, c, got)
 	o := e.legacy.baseWorkerCompleteJob("lw", c, "done")
 	assert.True(t, o.Completed, "CORE BUG: the legacy worker's completeJob throws: %s", o.CompleteError)
@@ -1473,7 +1482,7 @@ func TestInteropMessages(t *testing.T) {
 			t.Run(flow, func(t *testing.T) {
 				e := e.with(t)
 				svcA, svcB := "a-"+flow, "b-"+flow
-				lw, jw := legacyCaps("lw-"+flow, svcA), e.register("jw-"+flow, svcB)
+				lw, jw := workerCaps("lw-"+flow, svcA), e.register("jw-"+flow, svcB)
 
 				var a legacySubmitted
 				var b string
@@ -1547,7 +1556,7 @@ func TestInteropMessages(t *testing.T) {
 func TestInteropBugMessagesDiffer(t *testing.T) {
 	e := newInterop(t, false, legacyJS)
 	sub := e.subscribeAll()
-	lw, jw := legacyCaps("lw", "svc-a"), e.register("jw", "svc-b")
+	lw, jw := workerCaps("lw", "svc-a"), e.register("jw", "svc-b")
 	a := e.legacy.apiSubmitJob(map[string]any{"service_required": "svc-a", "max_retries": 1}).ID
 	b, err := e.store.SubmitJob(e.ctx, Job{Service: "svc-b", MaxRetries: 1})
 	require.NoError(t, err)
