@@ -288,8 +288,8 @@ end
 // record is missing or not a hash are passed over, as jobs the matching
 // cannot judge are (see luaMatch); the reply lists them.
 //
-// It reads only the four fields matching uses from each candidate, and
-// judges each distinct combination of them once per call. The call's
+// It reads each candidate as the function does (HGETALL), and judges each
+// distinct combination of the four fields matching uses once per call. The call's
 // token goes into the claimed record's jobstore_op field (see luaTokens),
 // the one write the function does not make: a claim sent again after a
 // lost reply finds it among the worker's jobs and answers with the job it
@@ -324,6 +324,7 @@ end
 if redis.call('EXISTS', KEYS[4]) == 0 then return done('NOHEARTBEAT') end
 
 local caps = cjson.decode(ARGV[5])
+local MATCHED = {service_required = true, requirements = true, workflow_id = true, customer_id = true}
 local ids = redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[7]) - 1)
 local verdicts, passed = {}, {}
 local function part(s)
@@ -332,12 +333,18 @@ local function part(s)
 end
 for _, id in ipairs(ids) do
   local rec = ARGV[8] .. id
-  local f = redis.pcall('HMGET', rec, 'service_required', 'requirements', 'workflow_id', 'customer_id')
+  -- HGETALL, as the function reads a candidate: any other read of a
+  -- hash still being rehashed moves the rehash on and changes the order
+  -- in which HGETALL, and so the job JSON, lists its fields.
+  local h = redis.pcall('HGETALL', rec)
   local job
-  if type(f) == 'table' and f.err then
+  if h.err then
     passed[#passed + 1] = id .. ': ' .. rec .. ' is not a hash'
-  elseif f[1] or f[2] or f[3] or f[4] or redis.call('EXISTS', rec) == 1 then
-    job = {service_required = f[1] or nil, requirements = f[2] or nil, workflow_id = f[3] or nil, customer_id = f[4] or nil}
+  elseif #h > 0 then
+    job = {}
+    for i = 1, #h, 2 do
+      if MATCHED[h[i]] then job[h[i]] = h[i + 1] end
+    end
   end
   if job then
     local key = part(job.service_required) .. part(job.requirements) .. part(job.workflow_id) .. part(job.customer_id)
@@ -350,7 +357,6 @@ for _, id in ipairs(ids) do
     if type(v) == 'string' then
       passed[#passed + 1] = id .. ': matching failed: ' .. v
     elseif v == 1 then
-      local h = redis.call('HGETALL', rec)
       local snapshot = {}
       for i = 1, #h, 2 do snapshot[h[i]] = h[i + 1] end
       local json = cjson.encode(snapshot)

@@ -76,9 +76,10 @@ const (
 // jobstoreOnly lists what jobstore writes and findMatchingJob does not;
 // the comparison leaves it out.
 var jobstoreOnly = []string{
-	// worker:<id> field: the token of the last claim, so that a claim sent
-	// again after a lost reply answers with the job it claimed.
-	"worker:<id> field jobstore_claim",
+	// job:<id> field: the tokens of the last calls that changed the job
+	// (jobstore_op), so that a claim sent again after a lost reply finds
+	// the job it claimed and answers with it.
+	"job:<id> field jobstore_op",
 	// ClaimJob refuses a worker without a heartbeat; the test sets
 	// worker:<id>:heartbeat in both databases, so the states still match.
 	"worker:<id>:heartbeat (seeded in both databases)",
@@ -474,8 +475,8 @@ func (e *diffEnv) run(t testing.TB, c claimCase, pickOnly bool) *diffResult {
 	}
 	argv := e.argv.scriptArgv()
 	require.GreaterOrEqual(t, len(argv), 6, "ClaimJob ran its script")
-	require.Equal(t, string(capsJSON), argv[3], "ClaimJob sent the capabilities JSON the function got")
-	require.Equal(t, strconv.Itoa(legacyWindow), argv[5], "ClaimJob's window is the function's")
+	require.Equal(t, string(capsJSON), argv[4], "ClaimJob sent the capabilities JSON the function got")
+	require.Equal(t, strconv.Itoa(legacyWindow), argv[6], "ClaimJob's window is the function's")
 	for _, r := range sink.records {
 		r.Attrs(func(a slog.Attr) bool {
 			if a.Key == "why" {
@@ -698,17 +699,20 @@ func compareStates(t testing.TB, fn, js *redis.Client, worker string, written1, 
 				res.fail(diffWrites, "%s: not a hash on both sides", k)
 				continue
 			}
-			if _, has := bh["jobstore_claim"]; has != (res.JsPick != "") {
-				res.fail(diffWrites, "%s: jobstore_claim present=%v, pick=%q", k, has, res.JsPick)
-			}
-			bh = maps.Clone(bh)
-			delete(bh, "jobstore_claim")
 			if !equalStamped(ah, bh, "last_status_change") {
 				res.fail(diffWrites, "%s differs", k)
 			}
 		case strings.HasPrefix(k, "job:") && !strings.Contains(k[len("job:"):], ":"):
 			ah, aok := a.(map[string]string)
 			bh, bok := b.(map[string]string)
+			if aok && bok {
+				if _, has := bh[fOpToken]; has != (k == "job:"+res.JsPick) {
+					res.fail(diffWrites, "%s: %s present=%v, pick=%q", k, fOpToken, has, res.JsPick)
+				}
+				ah, bh = maps.Clone(ah), maps.Clone(bh)
+				delete(ah, fOpToken)
+				delete(bh, fOpToken)
+			}
 			if !aok || !bok || !equalStamped(ah, bh, "assigned_at") {
 				res.fail(diffWrites, "%s differs", k)
 			}
