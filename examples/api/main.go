@@ -1,36 +1,112 @@
-// Command api is an API service on jobstore, with the endpoints of the
-// report's integration test:
+// Command api is an HTTP API service on jobstore: it submits, reads and
+// cancels jobs, and switches dual-write at run time.
 //
-//	POST   /submit-job          {"service":"comfyui","priority":50,"payload":{...}} -> 201 {"id":...}
-//	GET    /jobs/{id}           the job, or 404
-//	DELETE /jobs/{id}           cancel it
-//	GET    /jobs?limit=N        pending jobs in claim order
-//	GET    /admin/dual-write    the flag and the dual-write counters
-//	PUT    /admin/dual-write    {"enabled":true} flips the flag without a restart
+//	go run ./examples/api                                   # embedded miniredis
+//	REDIS_URL=redis://127.0.0.1:6379/0 go run ./examples/api -addr 127.0.0.1:3000
 //
-// It uses the server REDIS_URL names, or an embedded miniredis when unset,
-// and reads REDIS_DUAL_WRITE_STEPS. It stops gracefully on SIGINT/SIGTERM.
+//	curl -i -X POST localhost:3000/submit-job -d '{"service_required":"comfyui","payload":{"prompt":"a fox"}}'
+//	curl -i localhost:3000/jobs/<id>
 //
-//	go run ./examples/api -addr 127.0.0.1:3000
-//	curl -X POST http://127.0.0.1:3000/submit-job -d '{"service": "comfyui"}'
+// It reads REDIS_DUAL_WRITE_STEPS and REDIS_STEP_MIGRATION_STAGE, adopts
+// the stage published in Redis at start (Store.Sync) and follows it every
+// 5 seconds (Store.FollowStage), and stops gracefully on SIGINT/SIGTERM.
+//
+// # Endpoints
+//
+//	POST   /submit-job          submit a job → 201 {"id":...,"created":true,"status":"pending"}
+//	GET    /jobs/{id}           the job (jobstore.Job as JSON) → 200, or 404
+//	DELETE /jobs/{id}           cancel it (optional ?reason=...) → 204; 409 once finished; 404
+//	GET    /jobs?limit=N        pending jobs in claim order, N in 1..1000 (default 100)
+//	GET    /admin/dual-write    the stage, the published stage and the dual-write counters
+//	PUT    /admin/dual-write    {"enabled":true|false}: turn dual-write on or off in this process
+//	GET    /metrics             not yet: its place is marked METRICS in the code
+//
+// # Submitting
+//
+// The body is a JSON object with the legacy API's field names, the same
+// names GET /jobs/{id} answers with:
+//
+//	service_required   string, required
+//	priority           0..1000; missing (or 0) is 50, the legacy API's default
+//	payload            any JSON; missing (or null) is {}
+//	requirements, ctx  any JSON; missing (or null) is none
+//	customer_id, workflow_id                    strings
+//	max_retries        missing (or 0) is 3
+//	workflow_priority, current_step, total_steps  integers
+//	workflow_datetime  Unix milliseconds
+//	id                 optional: your own job id (see Retrying)
+//
+// A field not listed, or anything after the object, gets 400 with a
+// message saying what. A body over 2 MiB, or a payload, requirements or
+// ctx over the store's 1 MiB limit, gets 413.
+//
+// # Retrying a submit
+//
+// To retry a POST safely (after a timeout, say), give the job your own id
+// and send the same body again. When a job with that id exists and its
+// submitted fields (all of the above but id; not created_at, status or
+// other fields the job gained since) are the ones sent, nothing is
+// written and the answer is 200 with {"id":...,"created":false,
+// "status":<its status now>}: the job was submitted, by the first
+// attempt. A job with that id and other fields is a conflict: 409, naming
+// the fields that differ. Without an id every POST is a new job.
+//
+// # Dual-write
+//
+// PUT /admin/dual-write moves this process between the legacy and
+// dual-write stages (Store.SetDualWrite). It answers 409, changing
+// nothing, when the flip could not hold: when a stage is published in
+// Redis (with `stepmigrate stage set`) that differs from the one asked
+// for, since every write runs under the published stage and would undo
+// the flip at once (publish the stage for the whole fleet instead); and
+// when this process is past dual-write (dual-read or later), where
+// SetDualWrite refuses with ErrStageJump.
+//
+// # Errors
+//
+// Errors are {"error":"..."} with 400 (invalid input), 404 (no such job),
+// 409 (exists, finished, not held, stage refused), 413 (too large), 500
+// (a corrupt record, with the library's message, or another failure) or
+// 503 (Redis does not answer).
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"reflect"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/jobstep/jobstore"
 	"github.com/jobstep/jobstore/examples/internal/demo"
+	"github.com/redis/go-redis/v9"
+)
+
+// Limits of the API.
+const (
+	// maxSubmitBody is the largest POST /submit-job body read: room for a
+	// payload at the store's limit (jobstore.DefaultMaxPayloadBytes) and
+	// the other fields. Larger bodies get 413 unread.
+	maxSubmitBody = 2 * jobstore.DefaultMaxPayloadBytes
+	// maxAdminBody is the largest PUT /admin/dual-write body read.
+	maxAdminBody = 1 << 10
+	// maxListLimit is the most jobs GET /jobs lists.
+	maxListLimit = 1000
+	// stageInterval is how often the service reads the published stage.
+	stageInterval = 5 * time.Second
 )
 
 func main() {
@@ -38,144 +114,488 @@ func main() {
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *addr); err != nil {
-		fmt.Fprintln(os.Stderr, "api:", err)
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := run(ctx, *addr, log); err != nil {
+		log.Error("api failed", "error", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, addr string) error {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+func run(ctx context.Context, addr string, log *slog.Logger) error {
 	conn, err := demo.Connect(ctx)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	store, err := jobstore.New(conn.Client, jobstore.WithLogger(log))
+	// The same options for both: the Migrator reads the stage published
+	// for this Store's keys.
+	opts := []jobstore.Option{jobstore.WithLogger(log)} // METRICS: the collector's WithOpObserver goes here
+	store, err := jobstore.New(conn.Client, opts...)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Addr: addr, Handler: newHandler(store), ReadHeaderTimeout: 5 * time.Second}
+	mig, err := jobstore.NewMigrator(conn.Client, opts...)
+	if err != nil {
+		return err
+	}
+	// Take the published stage before serving reads, then follow it.
+	if err := store.Sync(ctx); err != nil {
+		return fmt.Errorf("read the published stage: %w", err)
+	}
+	bg, stopBg := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = store.FollowStage(bg, stageInterval) })
+	defer func() {
+		stopBg() // FollowStage checks out of the fleet and returns
+		wg.Wait()
+	}()
+
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	api := newServer(store, mig, log)
+	// METRICS: set api.metrics to the x/prom collector's handler here,
+	// once that module exists; routes serves it at GET /metrics.
+	srv := &http.Server{
+		Handler:           api.routes(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
-	log.Info("api listening", "addr", addr, "redis", conn.Where, "dual_write", store.DualWrite())
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("api listening", "addr", ln.Addr().String(), "redis", conn.Where, "stage", store.Stage().String())
 	select {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
 	}
-	log.Info("shutting down")
+	log.Info("shutting down: finishing the requests in flight")
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return srv.Shutdown(sctx)
 }
 
-// submitRequest is the body of POST /submit-job.
-type submitRequest struct {
-	ID           string            `json:"id"`
-	Service      string            `json:"service"`
-	Priority     int               `json:"priority"`
-	Payload      json.RawMessage   `json:"payload"`
-	Requirements json.RawMessage   `json:"requirements"`
-	CustomerID   string            `json:"customer_id"`
-	WorkflowID   string            `json:"workflow_id"`
-	MaxRetries   int               `json:"max_retries"`
-	Extra        map[string]string `json:"extra"`
+// server holds what the handlers use.
+type server struct {
+	store *jobstore.Store
+	mig   *jobstore.Migrator // reads the published stage
+	log   *slog.Logger
+	// metrics, when set, is served at GET /metrics (see METRICS in run);
+	// nothing is served there until then.
+	metrics http.Handler
 }
 
-func newHandler(store *jobstore.Store) http.Handler {
+func newServer(store *jobstore.Store, mig *jobstore.Migrator, log *slog.Logger) *server {
+	return &server{store: store, mig: mig, log: log}
+}
+
+func (s *server) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /submit-job", func(w http.ResponseWriter, r *http.Request) {
-		var req submitRequest
-		body := http.MaxBytesReader(w, r.Body, 2*jobstore.DefaultMaxPayloadBytes)
-		if err := json.NewDecoder(body).Decode(&req); err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Errorf("read the JSON body: %w", err))
-			return
-		}
-		id, err := store.SubmitJob(r.Context(), jobstore.Job{
-			ID: req.ID, Service: req.Service, Priority: req.Priority, Payload: req.Payload,
-			Requirements: req.Requirements, CustomerID: req.CustomerID, WorkflowID: req.WorkflowID,
-			MaxRetries: req.MaxRetries, Extra: req.Extra,
-		})
-		if err != nil {
-			writeStoreError(w, err)
-			return
-		}
-		writeJSON(w, http.StatusCreated, map[string]string{"id": id})
-	})
-	mux.HandleFunc("GET /jobs/{id}", func(w http.ResponseWriter, r *http.Request) {
-		job, err := store.GetJob(r.Context(), r.PathValue("id"))
-		if err != nil {
-			writeStoreError(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, job)
-	})
-	mux.HandleFunc("DELETE /jobs/{id}", func(w http.ResponseWriter, r *http.Request) {
-		if err := store.CancelJob(r.Context(), r.PathValue("id")); err != nil {
-			writeStoreError(w, err)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
-	mux.HandleFunc("GET /jobs", func(w http.ResponseWriter, r *http.Request) {
-		limit := 100
-		if v := r.URL.Query().Get("limit"); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil {
-				writeError(w, http.StatusBadRequest, fmt.Errorf("limit=%q is not a number", v))
-				return
-			}
-			limit = n
-		}
-		jobs, err := store.GetPendingJobs(r.Context(), limit)
-		if err != nil {
-			writeStoreError(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, jobs)
-	})
-	mux.HandleFunc("GET /admin/dual-write", func(w http.ResponseWriter, r *http.Request) {
-		st := store.DualWriteStats()
-		writeJSON(w, http.StatusOK, map[string]any{
-			"enabled": store.DualWrite(), "attempted": st.Attempted, "failed": st.Failed,
-			"panics": st.Panics, "success_rate": st.SuccessRate(),
-		})
-	})
-	mux.HandleFunc("PUT /admin/dual-write", func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			Enabled *bool `json:"enabled"`
-		}
-		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1024)).Decode(&req); err != nil || req.Enabled == nil {
-			writeError(w, http.StatusBadRequest, errors.New(`want {"enabled": true|false}`))
-			return
-		}
-		store.SetDualWrite(*req.Enabled)
-		writeJSON(w, http.StatusOK, map[string]bool{"enabled": store.DualWrite()})
-	})
+	mux.HandleFunc("POST /submit-job", s.submit)
+	mux.HandleFunc("GET /jobs/{id}", s.getJob)
+	mux.HandleFunc("DELETE /jobs/{id}", s.cancelJob)
+	mux.HandleFunc("GET /jobs", s.listPending)
+	mux.HandleFunc("GET /admin/dual-write", s.getDualWrite)
+	mux.HandleFunc("PUT /admin/dual-write", s.putDualWrite)
+	// METRICS: GET /metrics is mounted here, from s.metrics.
+	if s.metrics != nil {
+		mux.Handle("GET /metrics", s.metrics)
+	}
 	return mux
 }
 
-// writeStoreError maps jobstore's sentinel errors to HTTP statuses.
-func writeStoreError(w http.ResponseWriter, err error) {
-	status := http.StatusInternalServerError
-	switch {
-	case errors.Is(err, jobstore.ErrJobNotFound):
-		status = http.StatusNotFound
-	case errors.Is(err, jobstore.ErrJobExists), errors.Is(err, jobstore.ErrJobFinished):
-		status = http.StatusConflict
-	case errors.Is(err, jobstore.ErrPayloadTooLarge):
-		status = http.StatusRequestEntityTooLarge
-	case errors.Is(err, jobstore.ErrInvalidID), errors.Is(err, jobstore.ErrInvalidService),
-		errors.Is(err, jobstore.ErrInvalidPriority), errors.Is(err, jobstore.ErrInvalidPayload),
-		errors.Is(err, jobstore.ErrInvalidMaxRetries), errors.Is(err, jobstore.ErrInvalidArgument):
-		status = http.StatusBadRequest
-	}
-	writeError(w, status, err)
+// submitRequest is the body of POST /submit-job: the legacy API's
+// request fields (see apiSubmitJob in the legacy services), and id.
+type submitRequest struct {
+	ID               string          `json:"id"`
+	Service          string          `json:"service_required"`
+	Priority         int             `json:"priority"`
+	Payload          json.RawMessage `json:"payload"`
+	Requirements     json.RawMessage `json:"requirements"`
+	CustomerID       string          `json:"customer_id"`
+	MaxRetries       int             `json:"max_retries"`
+	WorkflowID       string          `json:"workflow_id"`
+	WorkflowPriority int             `json:"workflow_priority"`
+	WorkflowDatetime int64           `json:"workflow_datetime"` // Unix ms
+	CurrentStep      int             `json:"current_step"`
+	TotalSteps       int             `json:"total_steps"`
+	Ctx              json.RawMessage `json:"ctx"`
 }
 
-func writeError(w http.ResponseWriter, status int, err error) {
-	writeJSON(w, status, map[string]string{"error": err.Error()})
+// job returns the job to submit. Priority and max retries go as sent: the
+// store turns 0 (missing) into 50 and 3, as the legacy API does.
+func (r *submitRequest) job() jobstore.Job {
+	j := jobstore.Job{
+		ID: r.ID, Service: r.Service, Priority: r.Priority,
+		Payload: absentIfNull(r.Payload), Requirements: absentIfNull(r.Requirements), Ctx: absentIfNull(r.Ctx),
+		CustomerID: r.CustomerID, MaxRetries: r.MaxRetries,
+		WorkflowID: r.WorkflowID, WorkflowPriority: r.WorkflowPriority,
+		CurrentStep: r.CurrentStep, TotalSteps: r.TotalSteps,
+	}
+	if r.WorkflowDatetime != 0 {
+		j.WorkflowDatetime = time.UnixMilli(r.WorkflowDatetime)
+	}
+	return j
+}
+
+// absentIfNull treats a JSON null as a missing field.
+func absentIfNull(raw json.RawMessage) json.RawMessage {
+	if t := bytes.TrimSpace(raw); len(t) == 0 || string(t) == "null" {
+		return nil
+	}
+	return raw
+}
+
+// submitResponse answers POST /submit-job.
+type submitResponse struct {
+	ID      string          `json:"id"`
+	Created bool            `json:"created"` // false: the job existed with these fields; nothing was written
+	Status  jobstore.Status `json:"status"`
+	Message string          `json:"message,omitempty"`
+}
+
+func (s *server) submit(w http.ResponseWriter, r *http.Request) {
+	var req submitRequest
+	if !s.decode(w, r, maxSubmitBody, &req) {
+		return
+	}
+	job := req.job()
+	id, err := s.store.SubmitJob(r.Context(), job)
+	switch {
+	case err == nil:
+		w.Header().Set("Location", "/jobs/"+id)
+		writeJSON(w, http.StatusCreated, submitResponse{ID: id, Created: true, Status: jobstore.StatusPending})
+	case errors.Is(err, jobstore.ErrJobExists) && req.ID != "":
+		s.resubmitted(w, r, job, err)
+	default:
+		s.storeError(w, r, err)
+	}
+}
+
+// resubmitted answers a submit whose id exists: 200 when the job there
+// has the submitted fields of this one (a retry), else 409.
+func (s *server) resubmitted(w http.ResponseWriter, r *http.Request, job jobstore.Job, existsErr error) {
+	got, err := s.store.GetJob(r.Context(), job.ID)
+	if errors.Is(err, jobstore.ErrJobNotFound) { // gone again meanwhile
+		s.storeError(w, r, existsErr)
+		return
+	}
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	if diff := submittedDiff(job, got); len(diff) > 0 {
+		writeError(w, http.StatusConflict, fmt.Sprintf(
+			"job %q exists with other submitted fields (%s); a retry must send the same fields, a new job needs a new id",
+			job.ID, strings.Join(diff, ", ")))
+		return
+	}
+	w.Header().Set("Location", "/jobs/"+got.ID)
+	writeJSON(w, http.StatusOK, submitResponse{ID: got.ID, Created: false, Status: got.Status,
+		Message: "a job with this id and these fields exists (an earlier attempt submitted it); nothing was written"})
+}
+
+// submittedDiff names the submitted fields in which the stored job got
+// differs from job, with the store's defaults applied to job.
+func submittedDiff(job jobstore.Job, got *jobstore.Job) []string {
+	if job.Priority == 0 {
+		job.Priority = jobstore.DefaultPriority
+	}
+	if job.MaxRetries == 0 {
+		job.MaxRetries = jobstore.DefaultMaxRetries
+	}
+	if job.Payload == nil {
+		job.Payload = json.RawMessage("{}")
+	}
+	checks := []struct {
+		field string
+		same  bool
+	}{
+		{"service_required", job.Service == got.Service},
+		{"priority", job.Priority == got.Priority},
+		{"payload", sameJSON(job.Payload, got.Payload)},
+		{"requirements", sameJSON(job.Requirements, got.Requirements)},
+		{"customer_id", job.CustomerID == got.CustomerID},
+		{"max_retries", job.MaxRetries == got.MaxRetries},
+		{"workflow_id", job.WorkflowID == got.WorkflowID},
+		{"workflow_priority", job.WorkflowPriority == got.WorkflowPriority},
+		{"workflow_datetime", job.WorkflowDatetime.UnixMilli() == got.WorkflowDatetime.UnixMilli()},
+		{"current_step", job.CurrentStep == got.CurrentStep},
+		{"total_steps", job.TotalSteps == got.TotalSteps},
+		{"ctx", sameJSON(job.Ctx, got.Ctx)},
+	}
+	var diff []string
+	for _, c := range checks {
+		if _, unreadable := got.Unreadable[c.field]; !c.same || unreadable {
+			diff = append(diff, c.field)
+		}
+	}
+	return diff
+}
+
+// sameJSON reports whether a and b are the same JSON value, whatever
+// their spacing and key order; both absent counts as the same.
+func sameJSON(a, b json.RawMessage) bool {
+	if len(a) == 0 || len(b) == 0 {
+		return len(a) == len(b)
+	}
+	decode := func(raw json.RawMessage) (any, bool) {
+		d := json.NewDecoder(bytes.NewReader(raw))
+		d.UseNumber()
+		var v any
+		return v, d.Decode(&v) == nil
+	}
+	x, okA := decode(a)
+	y, okB := decode(b)
+	return okA && okB && reflect.DeepEqual(x, y)
+}
+
+func (s *server) getJob(w http.ResponseWriter, r *http.Request) {
+	job, err := s.store.GetJob(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, job)
+}
+
+func (s *server) cancelJob(w http.ResponseWriter, r *http.Request) {
+	if err := s.store.CancelJob(r.Context(), r.PathValue("id"), r.URL.Query().Get("reason")); err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *server) listPending(w http.ResponseWriter, r *http.Request) {
+	limit := 100
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxListLimit {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit=%q: want a number from 1 to %d", v, maxListLimit))
+			return
+		}
+		limit = n
+	}
+	jobs, err := s.store.GetPendingJobs(r.Context(), limit)
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	if jobs == nil {
+		jobs = []*jobstore.Job{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"jobs": jobs, "count": len(jobs)})
+}
+
+// dualWriteState answers GET and PUT /admin/dual-write.
+type dualWriteState struct {
+	Enabled bool           `json:"enabled"` // writes are mirrored to the other namespace
+	Stage   jobstore.Stage `json:"stage"`   // this process's stage
+	// Published is the stage published in Redis for the whole fleet,
+	// which every write runs under; absent when none is.
+	Published   *jobstore.Stage   `json:"published_stage,omitempty"`
+	Attempted   uint64            `json:"attempted"`
+	Failed      uint64            `json:"failed"`
+	Panics      uint64            `json:"panics"`
+	FailedByOp  map[string]uint64 `json:"failed_by_op,omitempty"`
+	SuccessRate float64           `json:"success_rate"`
+}
+
+func (s *server) dualWriteState(published *jobstore.Stage) dualWriteState {
+	st := s.store.DualWriteStats()
+	return dualWriteState{
+		Enabled: s.store.DualWrite(), Stage: s.store.Stage(), Published: published,
+		Attempted: st.Attempted, Failed: st.Failed, Panics: st.Panics, FailedByOp: st.FailedByOp,
+		SuccessRate: st.SuccessRate(),
+	}
+}
+
+// publishedStage reads the stage published in Redis, nil when none is.
+func (s *server) publishedStage(ctx context.Context) (*jobstore.Stage, error) {
+	st, ok, err := s.mig.SharedStage(ctx)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return &st, nil
+}
+
+func (s *server) getDualWrite(w http.ResponseWriter, r *http.Request) {
+	published, err := s.publishedStage(r.Context())
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.dualWriteState(published))
+}
+
+func (s *server) putDualWrite(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Enabled *bool `json:"enabled"`
+	}
+	if !s.decode(w, r, maxAdminBody, &req) {
+		return
+	}
+	if req.Enabled == nil {
+		writeError(w, http.StatusBadRequest, `want {"enabled": true} or {"enabled": false}`)
+		return
+	}
+	want := jobstore.StageLegacy
+	if *req.Enabled {
+		want = jobstore.StageDualWrite
+	}
+	published, err := s.publishedStage(r.Context())
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	if published != nil && *published != want {
+		// Every write checks the published stage and runs under it, so
+		// a local flip would be undone by the next write.
+		writeError(w, http.StatusConflict, fmt.Sprintf(
+			"stage %s is published in Redis for the whole fleet, and every write runs under it: "+
+				"a flip of this process to %s would be undone at its next write. "+
+				"Change the stage for every process with `stepmigrate stage set %s`",
+			*published, want, want))
+		return
+	}
+	if published != nil {
+		// It asks for the published stage: make sure this process has it.
+		if err := s.store.Sync(r.Context()); err != nil {
+			s.storeError(w, r, err)
+			return
+		}
+	} else if err := s.store.SetDualWrite(*req.Enabled); err != nil {
+		if errors.Is(err, jobstore.ErrStageJump) {
+			writeError(w, http.StatusConflict, fmt.Sprintf(
+				"this process is in stage %s, past dual-write, where dual-write is not a switch (%v); "+
+					"stages after dual-write change for the whole fleet with `stepmigrate stage set`",
+				s.store.Stage(), err))
+			return
+		}
+		s.storeError(w, r, err)
+		return
+	}
+	s.log.Info("dual-write switched", "enabled", s.store.DualWrite(), "stage", s.store.Stage().String())
+	writeJSON(w, http.StatusOK, s.dualWriteState(published))
+}
+
+// decode reads a JSON object from the body into v, strictly: unknown
+// fields and anything after the object are errors, and a body over max
+// bytes is one too. It answers the error itself (400 or 413) and reports
+// whether v was read.
+func (s *server) decode(w http.ResponseWriter, r *http.Request, max int64, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, max))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		// Exactly one value: what follows it must be white space.
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = errTrailing
+			if errors.As(terr, new(*http.MaxBytesError)) {
+				err = terr
+			}
+		}
+	}
+	if err == nil {
+		return true
+	}
+	status, msg := http.StatusBadRequest, ""
+	var (
+		tooBig  *http.MaxBytesError
+		syntax  *json.SyntaxError
+		typeErr *json.UnmarshalTypeError
+	)
+	switch {
+	case errors.As(err, &tooBig):
+		status, msg = http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is larger than the limit, %d bytes", tooBig.Limit)
+	case errors.Is(err, io.EOF):
+		msg = "empty body: want a JSON object"
+	case errors.Is(err, errTrailing):
+		msg = "unexpected data after the JSON object: send exactly one object"
+	case errors.As(err, &syntax):
+		msg = fmt.Sprintf("invalid JSON at byte %d: %v", syntax.Offset, err)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		msg = "invalid JSON: the body ends inside a value"
+	case errors.As(err, &typeErr) && typeErr.Field != "":
+		msg = fmt.Sprintf("field %s: a JSON %s cannot be a %s", typeErr.Field, typeErr.Value, typeErr.Type)
+	case errors.As(err, &typeErr):
+		msg = fmt.Sprintf("the body is a JSON %s: want an object", typeErr.Value)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		// encoding/json has no type for this error.
+		name := strings.TrimPrefix(err.Error(), "json: unknown field ")
+		msg = "unknown field " + name
+		if name == `"service"` {
+			msg += `: the service is "service_required", as in the legacy API and in GET /jobs/{id}`
+		}
+	default:
+		msg = "cannot read the body: " + err.Error()
+	}
+	writeError(w, status, msg)
+	return false
+}
+
+var errTrailing = errors.New("data after the JSON value")
+
+// statusOf maps an error of the store to an HTTP status. Every sentinel
+// error of jobstore is here.
+func statusOf(err error) int {
+	for _, m := range []struct {
+		err    error
+		status int
+	}{
+		{jobstore.ErrJobNotFound, http.StatusNotFound},
+		{jobstore.ErrNoJob, http.StatusNotFound},
+		{jobstore.ErrPayloadTooLarge, http.StatusRequestEntityTooLarge},
+		{jobstore.ErrInvalidID, http.StatusBadRequest},
+		{jobstore.ErrInvalidService, http.StatusBadRequest},
+		{jobstore.ErrInvalidPriority, http.StatusBadRequest},
+		{jobstore.ErrInvalidPayload, http.StatusBadRequest},
+		{jobstore.ErrInvalidMaxRetries, http.StatusBadRequest},
+		{jobstore.ErrInvalidWorker, http.StatusBadRequest},
+		{jobstore.ErrInvalidArgument, http.StatusBadRequest},
+		{jobstore.ErrJobExists, http.StatusConflict},
+		{jobstore.ErrJobFinished, http.StatusConflict},
+		{jobstore.ErrNotHeld, http.StatusConflict},
+		{jobstore.ErrNotRegistered, http.StatusConflict},
+		{jobstore.ErrStageJump, http.StatusConflict},
+		{jobstore.ErrLegacyAlive, http.StatusConflict},
+		{jobstore.ErrNamespaceInUse, http.StatusConflict},
+		{jobstore.ErrCleanupRefused, http.StatusConflict},
+		{jobstore.ErrCorruptRecord, http.StatusInternalServerError},
+		{jobstore.ErrInvalidConfig, http.StatusInternalServerError},
+		{jobstore.ErrClusterUnsupported, http.StatusInternalServerError},
+	} {
+		if errors.Is(err, m.err) {
+			return m.status
+		}
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrClosed) {
+		return http.StatusServiceUnavailable // Redis does not answer
+	}
+	return http.StatusInternalServerError
+}
+
+// storeError answers an error of the store, with its message, and logs
+// those that are the server's fault.
+func (s *server) storeError(w http.ResponseWriter, r *http.Request, err error) {
+	status := statusOf(err)
+	if r.Context().Err() != nil {
+		return // the client has gone
+	}
+	if status >= 500 {
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", status, "error", err)
+	}
+	writeError(w, status, err.Error())
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
