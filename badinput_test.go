@@ -117,6 +117,8 @@ func badInputs() []badInput {
 		{name: "payload not JSON", call: submit(Job{Service: "s", Payload: json.RawMessage(`{"a":`)}), want: e(ErrInvalidPayload), says: "payload is not valid JSON"},
 		{name: "payload of two values", call: submit(Job{Service: "s", Payload: json.RawMessage(`{} {}`)}), want: e(ErrInvalidPayload), says: "payload"},
 		{name: "payload over 1 MiB", call: submit(Job{Service: "s", Payload: bigJSON}), want: e(ErrPayloadTooLarge), says: "payload is 1048578 bytes, limit 1048576"},
+		{name: "requirements a number", call: submit(Job{Service: "s", Requirements: json.RawMessage(`5`)}), want: e(ErrInvalidPayload), says: "requirements must be a JSON object, not 5"},
+		{name: "requirements a list", call: submit(Job{Service: "s", Requirements: json.RawMessage(`["gpu"]`)}), want: e(ErrInvalidPayload), says: "must be a JSON object"},
 		{name: "requirements not JSON", call: submit(Job{Service: "s", Requirements: json.RawMessage(`gpu`)}), want: e(ErrInvalidPayload), says: "requirements"},
 		{name: "requirements over 1 MiB", call: submit(Job{Service: "s", Requirements: bigJSON}), want: e(ErrPayloadTooLarge), says: "requirements"},
 		{name: "ctx not JSON", call: submit(Job{Service: "s", Ctx: json.RawMessage(`{`)}), want: e(ErrInvalidPayload), says: "ctx"},

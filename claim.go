@@ -284,7 +284,8 @@ end
 // from the server's TIME), the job JSON in the worker's active hash (the
 // record as it was before the claim, encoded by cjson as the function
 // does), the worker's status, the update_job_progress and job_claimed
-// messages, and the entry in the progress:<id> stream. Candidates whose
+// messages, and the entry in the progress:<id> stream; and the
+// worker_status message the legacy worker publishes after its claim. Candidates whose
 // record is missing or not a hash are passed over, as jobs the matching
 // cannot judge are (see luaMatch); the reply lists them.
 //
@@ -308,6 +309,7 @@ end
 //	ARGV[9] -> mirror record prefix (step:)
 //	ARGV[10] -> key prefix of progress streams (progress:)
 //	ARGV[11] -> update_job_progress channel, ARGV[12] -> job_claimed channel
+//	ARGV[13] -> worker_status channel
 //	Reply: OK id {field, value, ...} {passed over...} | NONE looked {passed over...}
 //	       | NOHEARTBEAT | WRONGTYPE detail
 var claimScript = redis.NewScript(newScriptText(luaCore, luaTokens, luaMatch, `
@@ -375,6 +377,8 @@ for _, id in ipairs(ids) do
         message = 'Job claimed by worker', claimed_at = stamp, timestamp = ms,
         service_required = snapshot.service_required, customer_id = snapshot.customer_id,
         workflow_id = snapshot.workflow_id, step_number = snapshot.step_number, total_steps = snapshot.total_steps}))
+      redis.call('PUBLISH', ARGV[13], cjson.encode({worker_id = worker, old_status = 'idle', new_status = 'busy',
+        current_job_id = id, timestamp = ms}))
       mirror_key(rec, ARGV[9] .. id)
       mirror_member(KEYS[1], KEYS[5], id)
       mirror_field(KEYS[2], KEYS[6], id)
@@ -416,7 +420,7 @@ func (s *Store) ClaimJob(ctx context.Context, caps Capabilities) (*Job, error) {
 			keys:   func(k keyspace) []string { return []string{k.pending(), k.active(w)} },
 			shared: []string{workerKey(s.prefix, w), heartbeatKey(s.prefix, w)},
 			args: []any{tok, capsJSON, w, s.window, s.space(st.Primary()).recordPrefix(), mirrorPrefix,
-				progressStreamKey(s.prefix, ""), s.channel(chProgress), s.channel(chJobClaimed)}}
+				progressStreamKey(s.prefix, ""), s.channel(chProgress), s.channel(chJobClaimed), s.channel(chWorkerStatus)}}
 	})
 	if err != nil {
 		return nil, err

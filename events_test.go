@@ -58,6 +58,9 @@ func TestEvents(t *testing.T) {
 		m = next(chJobClaimed)
 		require.Equal(t, "claimed", m["status"])
 		require.Equal(t, "w", m["worker_id"])
+		m = next(chWorkerStatus)
+		require.Equal(t, "busy", m["new_status"])
+		require.Equal(t, id, m["current_job_id"])
 
 		require.NoError(t, s.StartJob(ctx, id, "w"))
 		require.Equal(t, "in_progress", next(chProgress)["status"])
@@ -71,6 +74,7 @@ func TestEvents(t *testing.T) {
 		require.Equal(t, Retried, out)
 		m = next(chJobFailed)
 		require.Equal(t, true, m["will_retry"])
+		require.Equal(t, true, m["can_retry"])
 		require.Equal(t, 1.0, m["retry_count"])
 		require.Equal(t, "idle", next(chWorkerStatus)["new_status"])
 
@@ -78,6 +82,7 @@ func TestEvents(t *testing.T) {
 		require.NoError(t, err)
 		next(chProgress)
 		next(chJobClaimed)
+		next(chWorkerStatus)
 		require.NoError(t, s.CompleteJob(ctx, id, "w", json.RawMessage(`{"r":2}`)))
 		m = next(chCompleteJob)
 		require.Equal(t, map[string]any{"r": 2.0}, m["result"])
@@ -91,6 +96,7 @@ func TestEvents(t *testing.T) {
 		require.NoError(t, err)
 		next(chProgress)
 		next(chJobClaimed)
+		next(chWorkerStatus)
 		require.NoError(t, s.CancelJob(ctx, id2, "changed my mind"))
 		m = next(chCancelJob)
 		require.Equal(t, "w", m["worker_id"], "the worker holding it is told")

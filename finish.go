@@ -179,7 +179,7 @@ else
   end
 end
 redis.call('PUBLISH', ARGV[15], cjson.encode({job_id = id, worker_id = worker, status = retry and 'pending' or 'failed',
-  error = ARGV[7], retry_count = n, will_retry = retry, can_retry = ARGV[11] == '1', timestamp = now_ms}))
+  error = ARGV[7], retry_count = n, will_retry = retry, can_retry = retry, timestamp = now_ms}))
 worker_idle(KEYS[6], KEYS[2], now_iso, now_ms, ARGV[16], worker)
 mirror_key(KEYS[1], KEYS[7])
 mirror_field(KEYS[2], KEYS[8], id)

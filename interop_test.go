@@ -134,7 +134,9 @@ var (
 	reSecsMicros = regexp.MustCompile(`^\d{10}\.\d{6}$`)
 	reHex32      = regexp.MustCompile(`^[0-9a-f]{32}$`)
 	reHex16      = regexp.MustCompile(`^[0-9a-f]{16}$`)
-	reMillis     = regexp.MustCompile(`^1\d{12}$`) // Unix ms, 2001 to 2286
+	// reTokens is jobstore_op with more than one call token (see luaTokens).
+	reTokens = regexp.MustCompile(`^[0-9a-f]{16}(:[a-z]+/[0-9]+)?( [0-9a-f]{16}(:[a-z]+/[0-9]+)?)+$`)
+	reMillis = regexp.MustCompile(`^1\d{12}$`) // Unix ms, 2001 to 2286
 )
 
 // normalize returns v with each string that subs names replaced by its
@@ -171,7 +173,7 @@ func normalize(v any, subs map[string]string) any {
 			return "<secs.micros>"
 		case reHex32.MatchString(x):
 			return "<hex32>"
-		case reHex16.MatchString(x):
+		case reHex16.MatchString(x), reTokens.MatchString(x):
 			return "<hex16>"
 		}
 	}
@@ -856,7 +858,7 @@ func TestInteropRecoverExpiredTakesLegacyJobs(t *testing.T) {
 		}
 
 		require.Empty(t, e.legacy.svcList("svcGetActiveJobs"))
-		// failed_at: see TestInteropBugRecoverWritesNoFailedAt. jobstore also
+		// failed_at: see TestInteropRecoverStampsFailedAt. jobstore also
 		// stores the reason in the record's error field, as the RedisService's
 		// failJob does for a failure.
 		e.twin(retryA, retryB, [2]string{"svc-a", "svc-b"}).ignoring("failed_at").compare("requeued", "error")
@@ -1282,12 +1284,13 @@ func TestInteropClaimMatchingAgrees(t *testing.T) {
 	})
 }
 
-// ---------------------------------------------------------------- core bugs
+// ---------------------------------------------------------------- found by this suite
 
-// The tests below fail: each shows a difference between jobstore and the
-// legacy services found by this suite, in code this suite must not change.
+// Each test below showed a difference between jobstore and the legacy
+// services, found by this suite, and failed until the core was fixed; the
+// comments describe what was wrong.
 
-// TestInteropBugRecoverWritesNoFailedAt (CORE BUG, fails): RecoverExpired,
+// TestInteropRecoverStampsFailedAt (was a core bug): RecoverExpired,
 // which takes a dead worker's job back "as the legacy RedisService's
 // releaseStuckJob does", writes no failed_at when it requeues the job.
 // releaseStuckJob writes failed_at on every release (redis-service.ts
@@ -1295,7 +1298,7 @@ func TestInteropClaimMatchingAgrees(t *testing.T) {
 // the legacy readers (apiGetJobStatus, svcGetJob) show when a legacy-
 // released job last failed and show nothing for one jobstore recovered.
 // (recoverScript in worker.go: the requeue's HSET lacks 'failed_at'.)
-func TestInteropBugRecoverWritesNoFailedAt(t *testing.T) {
+func TestInteropRecoverStampsFailedAt(t *testing.T) {
 	e := newInterop(t, false, legacyOrphansJS)
 	lw := workerCaps("lw", "svc-a", "svc-b")
 	e.legacy.workerRegister(lw)
@@ -1315,10 +1318,10 @@ func TestInteropBugRecoverWritesNoFailedAt(t *testing.T) {
 
 	va, vb := e.legacy.apiGetJobStatus(a), e.legacy.apiGetJobStatus(b)
 	require.Contains(t, va, "failed_at", "the legacy release records when the job failed")
-	require.Contains(t, vb, "failed_at", "CORE BUG: jobstore's recovery of the twin job does not (apiGetJobStatus)")
+	require.Contains(t, vb, "failed_at", "jobstore's recovery of the twin job does not (apiGetJobStatus)")
 }
 
-// TestInteropBugGetJobErrorIsStale (CORE BUG, fails): GetJob's Job.Error,
+// TestInteropGetJobErrorIsTheLastFailure (was a core bug): GetJob's Job.Error,
 // documented as "the last failure", prefers the record's error field to
 // the job's jobs:failed entry. The legacy worker's failJob writes no error
 // field (redis-direct-worker-client.ts failJob; legacy.js workerFailJob),
@@ -1328,7 +1331,7 @@ func TestInteropBugRecoverWritesNoFailedAt(t *testing.T) {
 // RedisService's getFailedJobs shows "legacy boom", GetJob "jobstore boom".
 // (Job.addResult in job.go uses the entry's error only when the record has
 // none; the entry, written only by a final failure, is the newer one.)
-func TestInteropBugGetJobErrorIsStale(t *testing.T) {
+func TestInteropGetJobErrorIsTheLastFailure(t *testing.T) {
 	e := newInterop(t, false, legacyJS)
 	id, err := e.store.SubmitJob(e.ctx, Job{Service: "svc", MaxRetries: 2})
 	require.NoError(t, err)
@@ -1347,10 +1350,10 @@ func TestInteropBugGetJobErrorIsStale(t *testing.T) {
 	require.Equal(t, "legacy boom", entry["error"], "the legacy services' last failure")
 	j := e.getJob(id)
 	require.Equal(t, StatusFailed, j.Status)
-	require.Equal(t, "legacy boom", j.Error, "CORE BUG: GetJob reports the earlier failure's error")
+	require.Equal(t, "legacy boom", j.Error, "GetJob reports the earlier failure's error")
 }
 
-// TestInteropBugNullJSONStoredVerbatim (CORE BUG, fails): SubmitJob stores
+// TestInteropNullJSONAsTheAPI (was a core bug): SubmitJob stores
 // a JSON null payload, requirements or ctx as the text "null" (what
 // json.Marshal gives for a nil map or slice), where the legacy API, given
 // the same null, stores "{}" for the payload and "" for requirements and ctx
@@ -1363,7 +1366,7 @@ func TestInteropBugGetJobErrorIsStale(t *testing.T) {
 // the API cannot show the job and a legacy worker can never complete it.
 // (SubmitJob in submit.go and withDefaults in job.go map only empty input
 // to the legacy defaults; false, 0 and "" differ the same way.)
-func TestInteropBugNullJSONStoredVerbatim(t *testing.T) {
+func TestInteropNullJSONAsTheAPI(t *testing.T) {
 	e := newInterop(t, false, legacyJS)
 	null := json.RawMessage("null")
 	b, err := e.store.SubmitJob(e.ctx, Job{Service: "svc-b", Payload: null, Requirements: null, Ctx: null})
@@ -1373,12 +1376,12 @@ func TestInteropBugNullJSONStoredVerbatim(t *testing.T) {
 	ra := normalize(asAny(t, e.rdb.HGetAll(e.ctx, "job:"+a.ID).Val()), tw.subs)
 	rb := normalize(asAny(t, e.rdb.HGetAll(e.ctx, "job:"+b).Val()), tw.subs)
 	assert.Equal(t, ra, dropExtra(ra, rb, []string{"jobstore_op"}),
-		"CORE BUG: job:<id> for the same null input, the API's record first")
+		"job:<id> for the same null input, the API's record first")
 
 	_, err = e.legacy.call(legacyCallTimeout, "apiGetJobStatus", b)
-	assert.NoError(t, err, "CORE BUG: the API cannot read the job")
+	assert.NoError(t, err, "the API cannot read the job")
 	_, err = e.legacy.call(legacyCallTimeout, "workerRequestJob", workerCaps("lw", "svc-b"))
-	assert.NoError(t, err, "CORE BUG: the legacy claim function fails on the job")
+	assert.NoError(t, err, "the legacy claim function fails on the job")
 
 	// A null payload alone: claimed fine, never completed by a legacy worker.
 	c, err := e.store.SubmitJob(e.ctx, Job{Service: "svc-c", Payload: null})
@@ -1386,7 +1389,7 @@ func TestInteropBugNullJSONStoredVerbatim(t *testing.T) {
 	got, _ := e.legacy.workerRequestJob(workerCaps("lw", "svc-c"))
 	require.Equal(t, c, got)
 	o := e.legacy.baseWorkerCompleteJob("lw", c, "done")
-	assert.True(t, o.Completed, "CORE BUG: the legacy worker's completeJob throws: %s", o.CompleteError)
+	assert.True(t, o.Completed, "the legacy worker's completeJob throws: %s", o.CompleteError)
 }
 
 // ---------------------------------------------------------------- messages
@@ -1465,7 +1468,7 @@ func (tw *twin) sameMessages(step string, legacy, jobstore map[string][]any, ski
 type messageStep struct {
 	name             string
 	legacy, jobstore func()
-	skip             []string // channels left out: see TestInteropBugMessagesDiffer
+	skip             []string // channels left out: see TestInteropClaimAndFailMessages
 	ignore           []string // fields left out: likewise
 }
 
@@ -1473,7 +1476,7 @@ type messageStep struct {
 // what the legacy services publish for the same step: the same channels,
 // and messages carrying the legacy fields with the same values, so that the
 // API's subscribers and the webhooks read them alike. Two differences are
-// left out here and shown by TestInteropBugMessagesDiffer.
+// left out here and shown by TestInteropClaimAndFailMessages.
 func TestInteropMessages(t *testing.T) {
 	eachStage(t, func(t *testing.T, dual bool) {
 		e := newInterop(t, dual, legacyJS)
@@ -1540,7 +1543,7 @@ func TestInteropMessages(t *testing.T) {
 	})
 }
 
-// TestInteropBugMessagesDiffer (CORE BUG, fails): two messages differ from
+// TestInteropClaimAndFailMessages (was a core bug): two messages differ from
 // the legacy worker's, read by the same subscribers.
 //   - A legacy worker's claim publishes worker_status {worker_id,
 //     old_status: idle, new_status: busy, current_job_id, timestamp}
@@ -1553,7 +1556,7 @@ func TestInteropMessages(t *testing.T) {
 //     true whenever the caller allowed a retry, also when the retries are
 //     used up and the job has failed for good (failScript in finish.go
 //     publishes its retry argument, not the outcome).
-func TestInteropBugMessagesDiffer(t *testing.T) {
+func TestInteropClaimAndFailMessages(t *testing.T) {
 	e := newInterop(t, false, legacyJS)
 	sub := e.subscribeAll()
 	lw, jw := workerCaps("lw", "svc-a"), e.register("jw", "svc-b")
@@ -1567,7 +1570,7 @@ func TestInteropBugMessagesDiffer(t *testing.T) {
 		require.NoError(t, err)
 	})
 	require.Len(t, ma["worker_status"], 1, "the legacy claim announces the worker busy")
-	assert.Len(t, mb["worker_status"], 1, "CORE BUG: jobstore's claim publishes no worker_status busy")
+	assert.Len(t, mb["worker_status"], 1, "jobstore's claim publishes no worker_status busy")
 
 	ma = e.stepMessages(sub, func() { e.legacy.workerFailJob(lw.WorkerID, a, "boom", true) })
 	mb = e.stepMessages(sub, func() {
@@ -1579,5 +1582,5 @@ func TestInteropBugMessagesDiffer(t *testing.T) {
 	require.Len(t, mb["job_failed"], 1)
 	assert.Equal(t, false, ma["job_failed"][0].(map[string]any)["can_retry"], "the legacy worker: no retry")
 	assert.Equal(t, false, mb["job_failed"][0].(map[string]any)["can_retry"],
-		"CORE BUG: jobstore's job_failed for a job failed for good says can_retry true")
+		"jobstore's job_failed for a job failed for good says can_retry true")
 }

@@ -90,8 +90,12 @@ type Job struct {
 	// Priority orders claims, higher first. SubmitJob stores
 	// DefaultPriority (50) for 0, as the legacy API does.
 	Priority     int             `json:"priority"`
-	Payload      json.RawMessage `json:"payload,omitempty"`      // JSON; SubmitJob stores {} when empty
-	Requirements json.RawMessage `json:"requirements,omitempty"` // JSON matched against worker capabilities
+	// Payload is JSON; SubmitJob stores {} when it is empty, null, false,
+	// 0 or "", as the legacy API does (payload || {}).
+	Payload json.RawMessage `json:"payload,omitempty"`
+	// Requirements is a JSON object matched against worker capabilities
+	// (see Capabilities); empty, null, false, 0 or "" mean none.
+	Requirements json.RawMessage `json:"requirements,omitempty"`
 	CustomerID   string          `json:"customer_id,omitempty"`
 
 	WorkflowID string `json:"workflow_id,omitempty"`
@@ -103,7 +107,7 @@ type Job struct {
 	WorkflowDatetime time.Time       `json:"workflow_datetime,omitzero"`
 	CurrentStep      int             `json:"current_step,omitempty"`
 	TotalSteps       int             `json:"total_steps,omitempty"`
-	Ctx              json.RawMessage `json:"ctx,omitempty"` // JSON context of the workflow
+	Ctx              json.RawMessage `json:"ctx,omitempty"` // JSON context of the workflow; null, false, 0 or "" mean none
 
 	// Trace and span ids, as the legacy API stores them; SubmitJob makes
 	// random ones (of OpenTelemetry's sizes) when empty, and the workflow
@@ -121,8 +125,8 @@ type Job struct {
 	MaxRetries       int    `json:"max_retries"`
 	WorkerID         string `json:"worker_id,omitempty"` // the worker holding the job, or that held it last
 	LastFailedWorker string `json:"last_failed_worker,omitempty"`
-	// Error is the last failure: the record's error field, or the error
-	// of the job's entry in jobs:failed.
+	// Error is the last failure: the error of the job's entry in
+	// jobs:failed while that hash keeps it, else the record's error field.
 	Error string `json:"error,omitempty"`
 	// Result is what the worker passed to CompleteJob, read from the
 	// job's entry in jobs:completed (see CompleteJob for its shape); nil
@@ -335,6 +339,12 @@ func validateSubmit(j *Job, maxPayload int) error {
 			}
 		}
 	}
+	// Requirements other than an object make the legacy claim function
+	// fail (a number, a string, true) or never match (a list), blocking
+	// the legacy workers' queue: refused.
+	if r := bytes.TrimSpace(j.Requirements); len(r) > 0 && r[0] != '{' {
+		return fmt.Errorf("%w: requirements must be a JSON object, not %s", ErrInvalidPayload, truncate(string(r), 32))
+	}
 	for _, t := range []struct{ what, v string }{
 		{"customer id", j.CustomerID}, {"workflow id", j.WorkflowID}, {"trace id", j.TraceID},
 		{"span id", j.SpanID}, {"workflow trace id", j.WorkflowTraceID}, {"workflow span id", j.WorkflowSpanID},
@@ -393,8 +403,16 @@ func withDefaults(j Job, now time.Time) Job {
 		j.CreatedAt = now
 	}
 	j.CreatedAt = j.CreatedAt.UTC().Truncate(time.Millisecond)
-	if len(bytes.TrimSpace(j.Payload)) == 0 {
+	// The legacy API stores payload || {}, and requirements and ctx only
+	// when truthy: JSON null, false, 0 and "" are absent.
+	if jsFalsy(j.Payload) {
 		j.Payload = json.RawMessage("{}")
+	}
+	if jsFalsy(j.Requirements) {
+		j.Requirements = nil
+	}
+	if jsFalsy(j.Ctx) {
+		j.Ctx = nil
 	}
 	if j.TraceID == "" {
 		j.TraceID = randomHex(16)
@@ -412,6 +430,20 @@ func withDefaults(j Job, now time.Time) Job {
 	}
 	j.Status, j.RetryCount = StatusPending, 0
 	return j
+}
+
+// jsFalsy reports whether raw is empty or a JSON value that JavaScript
+// treats as false: null, false, 0 or "".
+func jsFalsy(raw json.RawMessage) bool {
+	v := bytes.TrimSpace(raw)
+	switch string(v) {
+	case "", "null", "false", `""`:
+		return true
+	}
+	if f, err := strconv.ParseFloat(string(v), 64); err == nil && f == 0 {
+		return true
+	}
+	return false
 }
 
 // startsWorkflowSpan is the legacy API's test for a job of a workflow:
@@ -576,16 +608,19 @@ func (j *Job) addResult(completed, failed string) {
 		j.addUnreadable("jobs:failed", failed)
 		return
 	}
-	if j.Error == "" {
-		switch e := f.Error.(type) {
-		case string:
-			j.Error = e
-		case nil:
+	// The entry is written by a final failure or a cancel, the last
+	// thing to happen to the job, and the legacy worker's failJob writes
+	// no error field in the record: the entry's error is the newer one.
+	switch e := f.Error.(type) {
+	case string:
+		j.Error = e
+	case nil:
+		if f.Message != "" {
 			j.Error = f.Message
-		default:
-			b, _ := json.Marshal(e)
-			j.Error = string(b)
 		}
+	default:
+		b, _ := json.Marshal(e)
+		j.Error = string(b)
 	}
 	if j.FailedAt.IsZero() && f.FailedAt != "" {
 		if ms, ok := parseTimeMs(f.FailedAt); ok {

@@ -90,7 +90,7 @@ func TestResults(t *testing.T) {
 	require.Equal(t, time.Date(2026, 11, 29, 23, 0, 0, 0, time.UTC), j.FailedAt)
 	j = &Job{Error: "from the record"}
 	j.addResult("", `{"error":"from the hash"}`)
-	require.Equal(t, "from the record", j.Error)
+	require.Equal(t, "from the hash", j.Error, "the entry is written by the final failure")
 	j = &Job{}
 	j.addResult("not json", "{")
 	require.Equal(t, map[string]string{"jobs:completed": "not json", "jobs:failed": "{"}, j.Unreadable)

@@ -131,12 +131,15 @@ func (s *Store) KeepAlive(ctx context.Context, caps Capabilities, interval time.
 // jobs:failed; job_failed tells the clients. Entries whose record is gone,
 // finished, or held by another worker are dropped from the active hash.
 // It re-checks the heartbeat first, so a worker that came back keeps its
-// jobs. Each job moves whole, with its mirror, in this one script.
+// jobs. Each job moves whole, with its mirror, in this one script; like
+// releaseStuckJob it stamps failed_at on every job it moves and sets the
+// worker idle.
 //
-//	KEYS[1] -> jobs:active:<worker>   KEYS[5] -> steps:active:<worker> (mirror)
-//	KEYS[2] -> jobs:pending           KEYS[6] -> steps:pending         (mirror)
-//	KEYS[3] -> jobs:failed            KEYS[7] -> steps:failed          (mirror)
+//	KEYS[1] -> jobs:active:<worker>   KEYS[6] -> steps:active:<worker> (mirror)
+//	KEYS[2] -> jobs:pending           KEYS[7] -> steps:pending         (mirror)
+//	KEYS[3] -> jobs:failed            KEYS[8] -> steps:failed          (mirror)
 //	KEYS[4] -> worker:<worker>:heartbeat
+//	KEYS[5] -> worker:<worker>
 //	KEYS[#KEYS] -> jobstore:stage; ARGV[1..3] -> mirror, log, stage (every script: see lua.go)
 //	ARGV[4] -> token, ARGV[5] -> worker
 //	ARGV[6] -> now (ISO-8601), ARGV[7] -> now (Unix ms)
@@ -166,17 +169,17 @@ for i = 16, #ARGV do
       local n = (parse_int(f[3]) or 0) + 1
       local retry = n < (parse_int(f[4]) or 3)
       if retry then
-        redis.call('HSET', rec, 'status', 'pending', 'worker_id', '', 'assigned_at', '',
+        redis.call('HSET', rec, 'status', 'pending', 'worker_id', '', 'assigned_at', '', 'failed_at', now_iso,
           'retry_count', string.format('%d', n), 'last_failed_worker', worker, 'error', ARGV[14], 'jobstore_op', push_token(rec, tok))
         redis.call('ZADD', KEYS[2], score_arg(record_score(rec, ARGV[8], now_ms)), id)
-        mirror_member(KEYS[2], KEYS[6], id)
+        mirror_member(KEYS[2], KEYS[7], id)
         requeued = requeued + 1
       else
         redis.call('HSET', rec, 'status', 'failed', 'failed_at', now_iso, 'retry_count', string.format('%d', n),
           'last_failed_worker', worker, 'worker_id', '', 'error', ARGV[14], 'jobstore_op', push_token(rec, tok))
         redis.call('HSET', KEYS[3], id, fail_entry(ARGV[15], now_iso, n))
         redis.call('EXPIRE', KEYS[3], ARGV[9])
-        mirror_field(KEYS[3], KEYS[7], id)
+        mirror_field(KEYS[3], KEYS[8], id)
         local keep = tonumber(ARGV[10])
         if keep > 0 then redis.call('PEXPIRE', rec, keep) end
         failed = failed + 1
@@ -186,8 +189,11 @@ for i = 16, #ARGV do
         will_retry = retry, failed_at = now_iso}))
       mirror_key(rec, ARGV[12] .. id)
     end
-    mirror_field(KEYS[1], KEYS[5], id)
+    mirror_field(KEYS[1], KEYS[6], id)
   end
+end
+if requeued + failed > 0 and not wrongtype(KEYS[5], 'hash') then
+  redis.call('HSET', KEYS[5], 'status', 'idle', 'current_job_id', '', 'active_jobs', '[]', 'last_status_update', now_iso)
 end
 return done('OK', requeued, failed, dropped, left)
 `))
@@ -280,7 +286,7 @@ func (s *Store) recoverWorker(ctx context.Context, worker string, rs *RecoverySt
 					mirrorPrefix, s.channel(chJobFailed), recoverReason, mustJSON(recoverReason)}, batch...)
 				return spec{op: opRecover, script: recoverScript, args: args,
 					keys:   func(k keyspace) []string { return []string{k.active(worker), k.pending(), k.failed()} },
-					shared: []string{heartbeatKey(s.prefix, worker)}}
+					shared: []string{heartbeatKey(s.prefix, worker), workerKey(s.prefix, worker)}}
 			})
 			if err != nil {
 				return moved, err
