@@ -89,7 +89,7 @@ type Job struct {
 	Service string `json:"service_required"` // the service that must run it
 	// Priority orders claims, higher first. SubmitJob stores
 	// DefaultPriority (50) for 0, as the legacy API does.
-	Priority     int             `json:"priority"`
+	Priority int `json:"priority"`
 	// Payload is JSON; SubmitJob stores {} when it is empty, null, false,
 	// 0 or "", as the legacy API does (payload || {}).
 	Payload json.RawMessage `json:"payload,omitempty"`
