@@ -133,7 +133,7 @@ func (s *Store) mirrorKeys(ctx context.Context, op, id string, build func() []st
 	defer func() {
 		if p := recover(); p != nil {
 			*keys = (*keys)[:n]
-			s.stats.attempted.Add(1)
+			s.stats.attempt(op)
 			s.mirrorPanic(ctx, op, id, p)
 			ok = false
 		}
@@ -431,8 +431,10 @@ type DualWriteStats struct {
 	Failed uint64 `json:"failed"`
 	// Panics counts mirror code panics that were recovered.
 	Panics uint64 `json:"panics"`
-	// FailedByOp splits Failed by operation (submit, claim, ...).
-	FailedByOp map[string]uint64 `json:"failed_by_op,omitempty"`
+	// AttemptedByOp and FailedByOp split Attempted and Failed by
+	// operation (submit, claim, ...).
+	AttemptedByOp map[string]uint64 `json:"attempted_by_op,omitempty"`
+	FailedByOp    map[string]uint64 `json:"failed_by_op,omitempty"`
 }
 
 // SuccessRate is (Attempted-Failed)/Attempted, or 1 when nothing was
@@ -446,35 +448,50 @@ func (d DualWriteStats) SuccessRate() float64 {
 
 type dualWriteCounters struct {
 	attempted, failed, panics atomic.Uint64
-	byOp                      sync.Map // op → *atomic.Uint64 of failures
+	attemptedBy, failedBy     sync.Map // op → *atomic.Uint64
 }
 
-func (c *dualWriteCounters) fail(op string) {
-	c.failed.Add(1)
-	v, ok := c.byOp.Load(op)
+func countOp(m *sync.Map, op string) {
+	v, ok := m.Load(op)
 	if !ok {
-		v, _ = c.byOp.LoadOrStore(op, new(atomic.Uint64))
+		v, _ = m.LoadOrStore(op, new(atomic.Uint64))
 	}
 	v.(*atomic.Uint64).Add(1)
 }
 
-// DualWriteStats returns the mirror counters. It is safe for concurrent use.
-func (s *Store) DualWriteStats() DualWriteStats {
-	d := DualWriteStats{
-		Attempted: s.stats.attempted.Load(),
-		Failed:    s.stats.failed.Load(),
-		Panics:    s.stats.panics.Load(),
-	}
-	s.stats.byOp.Range(func(k, v any) bool {
+func (c *dualWriteCounters) attempt(op string) {
+	c.attempted.Add(1)
+	countOp(&c.attemptedBy, op)
+}
+
+func (c *dualWriteCounters) fail(op string) {
+	c.failed.Add(1)
+	countOp(&c.failedBy, op)
+}
+
+func opCounts(m *sync.Map) map[string]uint64 {
+	var out map[string]uint64
+	m.Range(func(k, v any) bool {
 		if n := v.(*atomic.Uint64).Load(); n > 0 {
-			if d.FailedByOp == nil {
-				d.FailedByOp = map[string]uint64{}
+			if out == nil {
+				out = map[string]uint64{}
 			}
-			d.FailedByOp[k.(string)] = n
+			out[k.(string)] = n
 		}
 		return true
 	})
-	return d
+	return out
+}
+
+// DualWriteStats returns the mirror counters. It is safe for concurrent use.
+func (s *Store) DualWriteStats() DualWriteStats {
+	return DualWriteStats{
+		Attempted:     s.stats.attempted.Load(),
+		Failed:        s.stats.failed.Load(),
+		Panics:        s.stats.panics.Load(),
+		AttemptedByOp: opCounts(&s.stats.attemptedBy),
+		FailedByOp:    opCounts(&s.stats.failedBy),
+	}
 }
 
 // accountMirror counts and logs the mirror part of a script reply.
@@ -483,7 +500,7 @@ func (s *Store) accountMirror(ctx context.Context, w *write, res []any) {
 	defer func() {
 		if p := recover(); p != nil {
 			if !counted {
-				s.stats.attempted.Add(1)
+				s.stats.attempt(w.op)
 			}
 			s.mirrorPanic(ctx, w.op, w.id, p)
 		}
@@ -497,7 +514,7 @@ func (s *Store) accountMirror(ctx context.Context, w *write, res []any) {
 	if n == 0 && len(errs) == 0 {
 		return
 	}
-	s.stats.attempted.Add(1)
+	s.stats.attempt(w.op)
 	counted = true
 	if len(errs) > 0 {
 		s.stats.fail(w.op)

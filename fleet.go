@@ -51,6 +51,10 @@ func processID() string {
 	return fmt.Sprintf("%s-%d-%s", strings.ReplaceAll(host, ":", "_"), os.Getpid(), hex.EncodeToString(b[:]))
 }
 
+// ProcessID is the id this Store checks in under (see FollowStage and
+// Migrator.Fleet), unique per Store: host-pid-random.
+func (s *Store) ProcessID() string { return s.process }
+
 // checkIn writes this Store's check-in; it lives three intervals (at
 // least ten seconds).
 func (s *Store) checkIn(ctx context.Context, interval time.Duration) error {

@@ -561,7 +561,12 @@ func (f *follower) reportLoop(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			f.publish(context.WithoutCancel(ctx))
+			// A stopped follower reports no more: its counters go (the
+			// latest legacy write it saw stays, for the stage gate).
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			f.publish(dctx)
+			_ = f.s.rdb.HDel(dctx, followerKey(f.s.prefix), f.id).Err()
+			cancel()
 			return
 		case <-t.C:
 			f.publish(ctx)

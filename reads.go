@@ -282,6 +282,15 @@ func (s *Store) QueueSizes(ctx context.Context) (QueueSizes, error) {
 	return s.queueSizes(ctx, s.space(s.Stage().Reads()))
 }
 
+// QueueSizesIn counts the entries of the queues of a namespace, whatever
+// the stage.
+func (s *Store) QueueSizesIn(ctx context.Context, ns Namespace) (QueueSizes, error) {
+	if !ns.valid() {
+		return QueueSizes{}, fmt.Errorf("%w: namespace %d", ErrInvalidArgument, int(ns))
+	}
+	return s.queueSizes(ctx, s.space(ns))
+}
+
 func (s *Store) queueSizes(ctx context.Context, k keyspace) (QueueSizes, error) {
 	var q QueueSizes
 	var actives []string

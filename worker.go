@@ -90,11 +90,13 @@ func (s *Store) UnregisterWorker(ctx context.Context, workerID string) error {
 	return nil
 }
 
-// KeepAlive registers the worker, renews its heartbeat every interval
+// KeepAlive keeps a worker alive for its whole life: it registers it
+// unless it is registered already (call RegisterWorker first to claim at
+// once and see registration errors), renews its heartbeat every interval
 // (DefaultHeartbeatInterval when 0; it must be under HeartbeatTTL) until
 // ctx is done, then unregisters it and returns ctx.Err(). Workers run it in
-// a goroutine for their whole life. A failed heartbeat is logged and tried
-// again at the next interval.
+// a goroutine. A failed heartbeat is logged and tried again at the next
+// interval.
 func (s *Store) KeepAlive(ctx context.Context, caps Capabilities, interval time.Duration) error {
 	if interval == 0 {
 		interval = DefaultHeartbeatInterval
@@ -102,7 +104,19 @@ func (s *Store) KeepAlive(ctx context.Context, caps Capabilities, interval time.
 	if interval < 0 || interval >= HeartbeatTTL {
 		return fmt.Errorf("%w: heartbeat interval %v must be positive and under %v", ErrInvalidArgument, interval, HeartbeatTTL)
 	}
-	if err := s.RegisterWorker(ctx, caps); err != nil {
+	if _, err := caps.validate(); err != nil {
+		return err
+	}
+	registered, err := s.rdb.Exists(ctx, workerKey(s.prefix, caps.WorkerID), heartbeatKey(s.prefix, caps.WorkerID)).Result()
+	if err != nil {
+		return redisError("keep alive", caps.WorkerID, err)
+	}
+	if registered == 2 {
+		err = s.Heartbeat(ctx, caps.WorkerID)
+	} else {
+		err = s.RegisterWorker(ctx, caps)
+	}
+	if err != nil {
 		return err
 	}
 	t := time.NewTicker(interval)
