@@ -51,12 +51,8 @@ func NewCollector(store *jobstore.Store, opts ...Option) *Collector {
 	}
 	c.store.Store(store)
 	if cfg.queues {
-		stores := cfg.queueStores
 		c.queues = newSource("queue_sizes", cfg.queueEvery, func(ctx context.Context) (map[jobstore.Namespace]jobstore.QueueSizes, error) {
-			if len(stores) == 0 {
-				return readQueues(ctx, c.store.Load())
-			}
-			return readQueues(ctx, stores...)
+			return readQueues(ctx, c.store.Load())
 		})
 	}
 	if m := cfg.migrator; m != nil {
@@ -149,19 +145,14 @@ func isWriteOp(op string) bool {
 	return false
 }
 
-// readQueues reads the queue sizes of each store's read namespace; a
-// namespace two stores read is read once.
-func readQueues(ctx context.Context, stores ...*jobstore.Store) (map[jobstore.Namespace]jobstore.QueueSizes, error) {
+// readQueues reads the queue sizes of both namespaces.
+func readQueues(ctx context.Context, s *jobstore.Store) (map[jobstore.Namespace]jobstore.QueueSizes, error) {
 	out := map[jobstore.Namespace]jobstore.QueueSizes{}
-	for _, s := range stores {
-		if s == nil {
-			continue
-		}
-		ns := s.Stage().Reads()
-		if _, ok := out[ns]; ok {
-			continue
-		}
-		q, err := s.QueueSizes(ctx)
+	if s == nil {
+		return out, nil
+	}
+	for _, ns := range []jobstore.Namespace{jobstore.JobNamespace, jobstore.StepNamespace} {
+		q, err := s.QueueSizesIn(ctx, ns)
 		if err != nil {
 			return nil, err
 		}

@@ -135,9 +135,7 @@ func (f families) labelNames(name string) []string {
 // scrape through promhttp shows.
 func TestStoreMetrics(t *testing.T) {
 	mr, rdb := newRedis(t)
-	legacy := newStore(t, rdb, jobstore.WithStage(jobstore.StageLegacy))
-	stepOnly := newStore(t, rdb, jobstore.WithStage(jobstore.StageStepOnly))
-	c := prom.NewCollector(nil, prom.WithQueueSizes(50*time.Millisecond, legacy, stepOnly))
+	c := prom.NewCollector(nil, prom.WithQueueSizes(50*time.Millisecond))
 	s := newStore(t, rdb, jobstore.WithDualWrite(true), jobstore.WithShadowReads(1), jobstore.WithOpObserver(c.Observer()))
 	c.SetStore(s)
 	reg := prometheus.NewPedanticRegistry()
@@ -256,7 +254,7 @@ func TestQueueSizesCached(t *testing.T) {
 	require.NoError(t, err)
 	f := scrape(t, reg)
 	require.Equal(t, 1.0, f.gauge(t, "jobstore_queue_jobs", "namespace", "job", "queue", "pending"))
-	require.Nil(t, f.find("jobstore_queue_jobs", map[string]string{"namespace": "step"}), "a legacy Store reads job:* only")
+	require.Equal(t, 0.0, f.gauge(t, "jobstore_queue_jobs", "namespace", "step", "queue", "pending"), "both namespaces, whatever the stage")
 
 	_, err = s.SubmitJob(ctx, jobstore.Job{Service: "svc"})
 	require.NoError(t, err)

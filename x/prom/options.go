@@ -30,25 +30,17 @@ type config struct {
 	buckets       []float64
 	queues        bool
 	queueEvery    time.Duration
-	queueStores   []*jobstore.Store
 	migrator      *jobstore.Migrator
 	migratorEvery time.Duration
 }
 
-// WithQueueSizes exports jobstore_queue_jobs and jobstore_queue_workers,
-// read with Store.QueueSizes at most once per every (DefaultRefreshInterval
-// when 0 or less). Each read SCANs the keyspace for the active hashes, so
-// keep every long on a large keyspace and turn it on in one process, not
-// in every replica. The sizes come from the Collector's Store, labelled
-// with the namespace its stage reads; or, when stores are given, from each
-// of them instead. To export both namespaces whatever the stage, pass two
-// Stores built for it on the same client and prefix, one with
-// WithStage(StageLegacy), which reads job:*, and one with
-// WithStage(StageStepOnly), which reads step:*: QueueSizes writes nothing.
-func WithQueueSizes(every time.Duration, stores ...*jobstore.Store) Option {
-	return func(c *config) {
-		c.queues, c.queueEvery, c.queueStores = true, orDefault(every), stores
-	}
+// WithQueueSizes exports jobstore_queue_jobs and jobstore_queue_workers of
+// both namespaces, read with the Collector's Store (Store.QueueSizesIn) at
+// most once per every (DefaultRefreshInterval when 0 or less). Each read
+// SCANs the keyspace for the active hashes, so keep every long on a large
+// keyspace and turn it on in one process, not in every replica.
+func WithQueueSizes(every time.Duration) Option {
+	return func(c *config) { c.queues, c.queueEvery = true, orDefault(every) }
 }
 
 // WithMigrator exports the fleet (Migrator.Fleet: the stage of every
