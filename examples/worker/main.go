@@ -212,12 +212,17 @@ func run(ctx context.Context, c config, conn *demo.Conn, log *slog.Logger) error
 	claiming, stopClaiming := context.WithCancel(ctx)
 	defer stopClaiming()
 
+	// Register first, so that the first claims find the worker alive and
+	// a registration error stops the worker at once.
+	if err := store.RegisterWorker(ctx, c.caps); err != nil {
+		return fmt.Errorf("register the worker: %w", err)
+	}
 	var failure error // set by the KeepAlive goroutine, read after bgWG.Wait
 	var bgWG sync.WaitGroup
 	bgWG.Go(func() {
-		// KeepAlive registers the worker, renews its heartbeat every 30 s
-		// and unregisters it when bg ends. It returns early only when it
-		// cannot register: then nothing can be claimed.
+		// KeepAlive renews the heartbeat every 30 s (registering again
+		// only if the registration vanished) and unregisters the worker
+		// when bg ends. It returns early only when it cannot.
 		err := store.KeepAlive(bg, c.caps, 0)
 		if bg.Err() == nil {
 			failure = fmt.Errorf("register the worker: %w", err)
@@ -289,8 +294,8 @@ func (w *worker) loop(claiming context.Context) {
 				}
 			}
 		case errors.Is(err, jobstore.ErrNotRegistered):
-			// KeepAlive has not registered us yet, or the heartbeat
-			// lapsed (Redis was away for a minute); it renews it.
+			// The heartbeat lapsed (Redis was away for a minute);
+			// KeepAlive renews it.
 			w.log.Debug("claim: not registered yet", "error", err)
 			time.Sleep(min(w.c.poll, 20*time.Millisecond))
 			continue
