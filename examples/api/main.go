@@ -19,7 +19,7 @@
 //	GET    /jobs?limit=N        pending jobs in claim order, N in 1..1000 (default 100)
 //	GET    /admin/dual-write    the stage, the published stage and the dual-write counters
 //	PUT    /admin/dual-write    {"enabled":true|false}: turn dual-write on or off in this process
-//	GET    /metrics             not yet: its place is marked METRICS in the code
+//	GET    /metrics             Prometheus metrics (github.com/jobstep/jobstore/x/prom)
 //
 // # Submitting
 //
@@ -92,6 +92,10 @@ import (
 
 	"github.com/jobstep/jobstore"
 	"github.com/jobstep/jobstore/examples/internal/demo"
+	"github.com/jobstep/jobstore/x/prom"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -127,14 +131,7 @@ func run(ctx context.Context, addr string, log *slog.Logger) error {
 		return err
 	}
 	defer conn.Close()
-	// The same options for both: the Migrator reads the stage published
-	// for this Store's keys.
-	opts := []jobstore.Option{jobstore.WithLogger(log)} // METRICS: the collector's WithOpObserver goes here
-	store, err := jobstore.New(conn.Client, opts...)
-	if err != nil {
-		return err
-	}
-	mig, err := jobstore.NewMigrator(conn.Client, opts...)
+	store, mig, metrics, err := build(conn.Client, log)
 	if err != nil {
 		return err
 	}
@@ -155,8 +152,7 @@ func run(ctx context.Context, addr string, log *slog.Logger) error {
 		return err
 	}
 	api := newServer(store, mig, log)
-	// METRICS: set api.metrics to the x/prom collector's handler here,
-	// once that module exists; routes serves it at GET /metrics.
+	api.metrics = metrics
 	srv := &http.Server{
 		Handler:           api.routes(),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -178,12 +174,33 @@ func run(ctx context.Context, addr string, log *slog.Logger) error {
 	return srv.Shutdown(sctx)
 }
 
+// build makes the Store, the Migrator that reads the published stage
+// (with the same options, so the same keys), and the /metrics handler:
+// the collector times every write (WithOpObserver) and reads the Store's
+// counters and both namespaces' queue sizes at each scrape.
+func build(rdb redis.UniversalClient, log *slog.Logger) (*jobstore.Store, *jobstore.Migrator, http.Handler, error) {
+	opts := []jobstore.Option{jobstore.WithLogger(log)}
+	collector := prom.NewCollector(nil, prom.WithQueueSizes(30*time.Second))
+	store, err := jobstore.New(rdb, append(opts, jobstore.WithOpObserver(collector.Observer()))...)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	collector.SetStore(store)
+	mig, err := jobstore.NewMigrator(rdb, opts...)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collector, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return store, mig, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), nil
+}
+
 // server holds what the handlers use.
 type server struct {
 	store *jobstore.Store
 	mig   *jobstore.Migrator // reads the published stage
 	log   *slog.Logger
-	// metrics, when set, is served at GET /metrics (see METRICS in run);
+	// metrics, when set, is served at GET /metrics (run sets it);
 	// nothing is served there until then.
 	metrics http.Handler
 }
@@ -200,7 +217,6 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("GET /jobs", s.listPending)
 	mux.HandleFunc("GET /admin/dual-write", s.getDualWrite)
 	mux.HandleFunc("PUT /admin/dual-write", s.putDualWrite)
-	// METRICS: GET /metrics is mounted here, from s.metrics.
 	if s.metrics != nil {
 		mux.Handle("GET /metrics", s.metrics)
 	}

@@ -323,3 +323,26 @@ func TestMetricsHook(t *testing.T) {
 	s.routes().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	require.Equal(t, "jobstore_up 1\n", rec.Body.String())
 }
+
+// TestMetrics: the handler run serves (build) exports the collector's
+// metrics, with the latency of the writes the API made.
+func TestMetrics(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	store, mig, metrics, err := build(rdb, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	s := newServer(store, mig, slog.New(slog.DiscardHandler))
+	s.metrics = metrics
+	h := s.routes()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("POST", "/submit-job", strings.NewReader(`{"service_required":"comfyui"}`)))
+	require.Equal(t, http.StatusCreated, rec.Code, rec.Body.String())
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	require.Equal(t, http.StatusOK, rec.Code)
+	body := rec.Body.String()
+	require.Contains(t, body, `jobstore_operation_duration_seconds_count{op="submit",outcome="ok"} 1`)
+	require.Contains(t, body, `jobstore_queue_jobs{namespace="job",queue="pending"} 1`)
+	require.Contains(t, body, `jobstore_stage{stage="legacy"} 1`)
+}
