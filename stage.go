@@ -39,8 +39,6 @@ const (
 
 var stageNames = [...]string{"legacy", "dual-write", "dual-read", "step-primary", "step-only"}
 
-// Stages lists the stages in migration order.
-var Stages = []Stage{StageLegacy, StageDualWrite, StageDualRead, StageStepPrimary, StageStepOnly}
 
 // String returns the stage's name, as ParseStage reads it.
 func (s Stage) String() string {

@@ -174,7 +174,7 @@ func collectQueues(ch chan<- prometheus.Metric, qs map[jobstore.Namespace]jobsto
 
 // stateSet exports one series per stage, 1 for st and 0 for the others.
 func stateSet(ch chan<- prometheus.Metric, d *prometheus.Desc, st jobstore.Stage, labels ...string) {
-	for _, s := range jobstore.Stages {
+	for s := jobstore.StageLegacy; s <= jobstore.StageStepOnly; s++ {
 		v := 0.0
 		if s == st {
 			v = 1

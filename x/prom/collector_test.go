@@ -178,7 +178,7 @@ func TestStoreMetrics(t *testing.T) {
 	require.Equal(t, 2.0, f.counter(t, "jobstore_read_shadow_checks_total"))
 	require.Equal(t, 1.0, f.counter(t, "jobstore_read_shadow_mismatches_total"))
 	require.Zero(t, f.counter(t, "jobstore_read_fallbacks_total"))
-	for _, st := range jobstore.Stages {
+	for st := jobstore.StageLegacy; st <= jobstore.StageStepOnly; st++ {
 		want := 0.0
 		if st == jobstore.StageDualWrite {
 			want = 1
@@ -361,7 +361,7 @@ func TestMigrationMetrics(t *testing.T) {
 	f := scrape(t, reg)
 	require.Equal(t, 1.0, f.gauge(t, "jobstore_fleet_process_stage", "process", proc.ID, "stage", "dual-write"))
 	require.Zero(t, f.gauge(t, "jobstore_fleet_process_stage", "process", proc.ID, "stage", "legacy"))
-	require.Len(t, f["jobstore_fleet_process_stage"].GetMetric(), len(jobstore.Stages))
+	require.Len(t, f["jobstore_fleet_process_stage"].GetMetric(), int(jobstore.StageStepOnly)+1)
 	require.InDelta(t, float64(proc.CheckedAt.UnixNano())/1e9,
 		f.gauge(t, "jobstore_fleet_process_checkin_timestamp_seconds", "process", proc.ID), 1)
 	require.Zero(t, f.gauge(t, "jobstore_fleet_unreadable_checkins"))
