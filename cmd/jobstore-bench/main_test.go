@@ -172,7 +172,7 @@ func TestClaimSmoke(t *testing.T) {
 	c := rep.Claim
 	require.NotNil(t, c)
 	require.True(t, strings.HasPrefix(c.RedisVersion, "7"), c.RedisVersion)
-	require.Len(t, c.Claim, 3)
+	require.Len(t, c.Claim, 4)
 	require.Len(t, c.Cycle, 4)
 	for _, r := range slices.Concat(c.Claim, c.Cycle) {
 		require.Positive(t, r.Ops, r.Name)
@@ -182,6 +182,9 @@ func TestClaimSmoke(t *testing.T) {
 	require.Contains(t, c.Commands["findMatchingJob (FCALL)"], "fcall")
 	require.Contains(t, c.Commands["ClaimJob, dual-write on"], "evalsha")
 	require.Len(t, c.Fleet, 10)
+	require.NotNil(t, c.Profile)
+	require.Positive(t, c.Profile.FunctionPerJobUs)
+	require.Positive(t, c.Profile.ScriptPerJobUs)
 	require.InDelta(t, 1.0/3, c.WithReqs, 0.1)
 	require.Len(t, rep.Targets, 3)
 

@@ -82,7 +82,7 @@ func (r *report) print(w io.Writer) {
 			m.Jobs, m.BytesPerJobOne, m.BytesPerJobBoth, 100*m.Increase)
 	}
 	if c := r.Claim; c != nil {
-		fmt.Fprintf(w, "\nClaim section, on a private redis-server %s at %s (%s)\n", c.RedisVersion, c.Server, c.ServerNote)
+		fmt.Fprintf(w, "\nClaim section, on a private redis-server %s at %s, started for it and killed at its end (--save \"\" --appendonly no, loglevel notice)\n", c.RedisVersion, c.Server)
 		fmt.Fprintf(w, "  %d pending legacy jobs, services %s, %.0f%% with requirements; window %d; at most %d claims a turn\n",
 			c.Jobs, strings.Join(c.Services, ","), 100*c.WithReqs, c.Window, c.CapPerTurn)
 		fmt.Fprintf(w, "  fleet, share of the jobs each kind matches:")

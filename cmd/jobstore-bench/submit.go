@@ -205,7 +205,11 @@ func (b *bench) workerCycle(ctx context.Context, rep *report) error {
 				return err
 			}
 		}
-		cs = append(cs, contender{name: "claim+complete, " + st.String(), op: func(ctx context.Context, g int) error {
+		name := "ClaimJob+CompleteJob, dual-write off"
+		if st.DualWrites() {
+			name = "ClaimJob+CompleteJob, dual-write on"
+		}
+		cs = append(cs, contender{name: name, op: func(ctx context.Context, g int) error {
 			j, err := s.ClaimJob(ctx, caps[g])
 			if errors.Is(err, jobstore.ErrNoJob) {
 				return fmt.Errorf("the queue ran dry; lower --duration")
