@@ -32,8 +32,8 @@ import (
 // meeting some templates; every template is met by one kind, so no job
 // stays in the window for good. Each kind matches 16-18% of the jobs: with
 // a third of the jobs carrying requirements and 5 services, a worker of one
-// service matches at least 2/3 * 1/5 = 13.3%, so the 10% of the brief
-// cannot be had without changing either.
+// service matches at least 2/3 * 1/5 = 13.3%, so a fleet matching 10%
+// each would need another mix.
 
 // claimServices are the services of the claim data.
 var claimServices = []string{"comfyui", "a1111", "ollama", "openai", "simulation"}
