@@ -20,7 +20,7 @@ const asynqQueue = "jobstore-bench"
 
 // cleanAsynq deletes what the asynq contender wrote.
 func (b *bench) cleanAsynq(ctx context.Context) error {
-	if err := b.unlinkMatching(ctx, "asynq:{"+asynqQueue+"}:*"); err != nil {
+	if err := unlinkMatching(ctx, b.rdb, "asynq:{"+asynqQueue+"}:*"); err != nil {
 		return err
 	}
 	return b.rdb.SRem(ctx, "asynq:queues", asynqQueue).Err()
@@ -28,32 +28,19 @@ func (b *bench) cleanAsynq(ctx context.Context) error {
 
 var payload = json.RawMessage(`{"prompt":"a photo of a red fox in the snow, golden hour","steps":30,"cfg":7.5,"seed":42}`)
 
-// typicalJob is the job every contender writes: with the fields jobstore
-// adds, an 11-field record like the existing ones. An empty id lets
+const typicalRequirements = `{"hardware":{"gpu_memory_gb":24}}`
+
+// typicalJob is the job every submit contender writes. An empty id lets
 // SubmitJob generate one, as API services do.
 func typicalJob(id string) jobstore.Job {
 	return jobstore.Job{
 		ID: id, Service: "comfyui", Priority: 50, Payload: payload,
-		Requirements: json.RawMessage(`{"gpu":"a100"}`), CustomerID: "cust-42", WorkflowID: "wf-7",
+		Requirements: json.RawMessage(typicalRequirements), CustomerID: "cust-42", WorkflowID: "wf-7",
 	}
 }
 
-// legacyFields is typicalJob as the hand-written services store it.
-func legacyFields(id string, now time.Time) []any {
-	return []any{
-		"id", id, "service_required", "comfyui", "priority", "50", "payload", string(payload),
-		"requirements", `{"gpu":"a100"}`, "customer_id", "cust-42", "workflow_id", "wf-7",
-		"status", "pending", "retry_count", "0", "max_retries", "3",
-		"created_at", now.UTC().Format("2006-01-02T15:04:05.000Z"),
-	}
-}
-
-func legacyScore(now time.Time) float64 {
-	const scale = 1 << 43
-	return float64(50*scale + (scale - 1 - now.UnixMilli()))
-}
-
-// newStore returns a Store under the benchmark's prefix plus sub.
+// newStore returns a Store on the --redis server under the benchmark's
+// prefix plus sub.
 func (b *bench) newStore(sub string, st jobstore.Stage) (*jobstore.Store, error) {
 	return jobstore.New(b.rdb, jobstore.WithKeyPrefix(keyPrefix+sub), jobstore.WithStage(st))
 }
@@ -74,23 +61,23 @@ func (b *bench) submit(ctx context.Context, rep *report) error {
 	// what it wrote.
 	aq := asynq.NewClientFromRedisClient(b.rdb)
 	defer func() { _ = b.cleanAsynq(context.WithoutCancel(ctx)) }()
-	legacyWrite := func(ctx context.Context, p, rec, queue string, id string, now time.Time) error {
+	legacyWrite := func(ctx context.Context, p, rec, queue string, j legacyJob) error {
 		tx := b.rdb.TxPipeline()
-		tx.HSet(ctx, p+rec+id, legacyFields(id, now)...)
-		tx.ZAdd(ctx, p+queue, redis.Z{Score: legacyScore(now), Member: id})
+		tx.HSet(ctx, p+rec+j.id, j.fields()...)
+		tx.ZAdd(ctx, p+queue, redis.Z{Score: j.score(), Member: j.id})
 		_, err := tx.Exec(ctx)
 		return err
 	}
 	cs := []contender{
 		{name: "a legacy HSET+ZADD in MULTI", op: func(ctx context.Context, _ int) error {
-			return legacyWrite(ctx, keyPrefix+"a:", "job:", "jobs:pending", newID(), time.Now())
+			return legacyWrite(ctx, keyPrefix+"a:", "job:", "jobs:pending", typicalLegacy(newID(), time.Now()))
 		}},
 		{name: "b report dual-write, 2 round trips", op: func(ctx context.Context, _ int) error {
-			id, now := newID(), time.Now()
-			if err := legacyWrite(ctx, keyPrefix+"b:", "job:", "jobs:pending", id, now); err != nil {
+			j := typicalLegacy(newID(), time.Now())
+			if err := legacyWrite(ctx, keyPrefix+"b:", "job:", "jobs:pending", j); err != nil {
 				return err
 			}
-			return legacyWrite(ctx, keyPrefix+"b:", "step:", "steps:pending", id, now)
+			return legacyWrite(ctx, keyPrefix+"b:", "step:", "steps:pending", j)
 		}},
 		{name: "c SubmitJob, dual-write off", op: func(ctx context.Context, _ int) error {
 			_, err := off.SubmitJob(ctx, typicalJob(""))
@@ -115,7 +102,7 @@ func (b *bench) submit(ctx context.Context, rep *report) error {
 	}
 	for _, conc := range []int{1, 16} {
 		b.logf("submit: 6 contenders at concurrency %d, %d rounds of %v each", conc, b.cfg.rounds, b.cfg.duration)
-		res, err := b.runRounds(ctx, cs, conc, b.cfg.rounds, b.cfg.duration)
+		res, err := runRounds(ctx, b.rdb, cs, conc, b.cfg.rounds, b.cfg.duration)
 		if err != nil {
 			return err
 		}
@@ -153,12 +140,12 @@ func (b *bench) batchSubmit(ctx context.Context, rep *report) error {
 			now := time.Now()
 			p := keyPrefix + "br:"
 			for range n {
-				id := newID()
-				f := legacyFields(id, now)
-				pipe.HSet(ctx, p+"job:"+id, f...)
-				pipe.ZAdd(ctx, p+"jobs:pending", redis.Z{Score: legacyScore(now), Member: id})
-				pipe.HSet(ctx, p+"step:"+id, f...)
-				pipe.ZAdd(ctx, p+"steps:pending", redis.Z{Score: legacyScore(now), Member: id})
+				j := typicalLegacy(newID(), now)
+				f, z := j.fields(), redis.Z{Score: j.score(), Member: j.id}
+				pipe.HSet(ctx, p+"job:"+j.id, f...)
+				pipe.ZAdd(ctx, p+"jobs:pending", z)
+				pipe.HSet(ctx, p+"step:"+j.id, f...)
+				pipe.ZAdd(ctx, p+"steps:pending", z)
 			}
 			_, err := pipe.Exec(ctx)
 			return err
@@ -174,7 +161,7 @@ func (b *bench) batchSubmit(ctx context.Context, rep *report) error {
 	}
 	for _, conc := range []int{1, 4} {
 		b.logf("batch: batches of %d at concurrency %d", n, conc)
-		res, err := b.runRounds(ctx, cs, conc, b.cfg.rounds, b.cfg.duration)
+		res, err := runRounds(ctx, b.rdb, cs, conc, b.cfg.rounds, b.cfg.duration)
 		if err != nil {
 			return err
 		}
@@ -186,10 +173,12 @@ func (b *bench) batchSubmit(ctx context.Context, rep *report) error {
 	return nil
 }
 
-// workerCycle measures claim plus complete with 8 workers, dual-write on,
-// against the same with it off.
+// workerCycle measures claim plus complete with --workers workers, all
+// jobs of one service and without requirements, dual-write on against
+// off. (The claim section measures the cycle against the legacy worker's.)
 func (b *bench) workerCycle(ctx context.Context, rep *report) error {
 	var cs []contender
+	var stores []*jobstore.Store
 	for _, st := range []jobstore.Stage{jobstore.StageLegacy, jobstore.StageDualWrite} {
 		s, err := b.newStore("w"+st.String()+":", st)
 		if err != nil {
@@ -203,27 +192,42 @@ func (b *bench) workerCycle(ctx context.Context, rep *report) error {
 			jobs := make([]jobstore.Job, min(1000, want-lo))
 			for i := range jobs {
 				jobs[i] = typicalJob("")
+				jobs[i].Requirements = nil
 			}
 			if _, err := s.SubmitJobs(ctx, jobs); err != nil {
 				return err
 			}
 		}
-		cs = append(cs, contender{name: "claim+complete, " + st.String(), op: func(ctx context.Context, g int) error {
-			w := "worker-" + strconv.Itoa(g)
-			j, err := s.ClaimJob(ctx, w, "comfyui")
+		caps := make([]jobstore.Capabilities, b.cfg.workers)
+		for g := range caps {
+			caps[g] = jobstore.Capabilities{WorkerID: "worker-" + strconv.Itoa(g), Services: []string{"comfyui"}}
+			if err := s.RegisterWorker(ctx, caps[g]); err != nil {
+				return err
+			}
+		}
+		name := "ClaimJob+CompleteJob, dual-write off"
+		if st.DualWrites() {
+			name = "ClaimJob+CompleteJob, dual-write on"
+		}
+		cs = append(cs, contender{name: name, op: func(ctx context.Context, g int) error {
+			j, err := s.ClaimJob(ctx, caps[g])
 			if errors.Is(err, jobstore.ErrNoJob) {
 				return fmt.Errorf("the queue ran dry; lower --duration")
 			}
 			if err != nil {
 				return err
 			}
-			return s.CompleteJob(ctx, j.ID, w, json.RawMessage(`{"ok":true}`))
+			return s.CompleteJob(ctx, j.ID, caps[g].WorkerID, json.RawMessage(`{"ok":true}`))
 		}})
+		stores = append(stores, s)
 	}
 	b.logf("worker: %d workers, %d rounds of %v", b.cfg.workers, b.cfg.rounds, b.cfg.duration)
-	res, err := b.runRounds(ctx, cs, b.cfg.workers, b.cfg.rounds, b.cfg.duration)
+	res, err := runRounds(ctx, b.rdb, cs, b.cfg.workers, b.cfg.rounds, b.cfg.duration)
 	if err != nil {
 		return err
+	}
+	if st := stores[1].DualWriteStats(); st.Failed > 0 {
+		return fmt.Errorf("%d dual-writes failed", st.Failed)
 	}
 	rep.Worker = res
 	rep.ratio("worker_dualwrite_over_legacy", res[1].PerSec, res[0].PerSec)
