@@ -289,8 +289,15 @@ end
 // record is missing or not a hash are passed over, as jobs the matching
 // cannot judge are (see luaMatch); the reply lists them.
 //
-// It reads each candidate as the function does (HGETALL), and judges each
-// distinct combination of the four fields matching uses once per call. The call's
+// It reads of each candidate only what it needs: service_required (a job
+// of another service is passed over at once), then the three other fields
+// matching reads, and the whole record only for the pick; and it judges
+// each distinct combination of those four fields once per call. (So the
+// job JSON, the record as cjson encodes it, has the function's members
+// and values, but not always in its order: reading a field of a hash
+// table that Redis is still rehashing changes the order in which HGETALL
+// lists the fields. JSON readers see the same object; the function's own
+// order varies the same way with the server's hash seed.) The call's
 // token goes into the claimed record's jobstore_op field (see luaTokens),
 // the one write the function does not make: a claim sent again after a
 // lost reply finds it among the worker's jobs and answers with the job it
@@ -314,10 +321,16 @@ end
 //	       | NOHEARTBEAT | WRONGTYPE detail
 var claimScript = redis.NewScript(newScriptText(luaCore, luaTokens, luaMatch, `
 local tok, worker = ARGV[4], ARGV[6]
-local bad = wrongtype(KEYS[1], 'zset') or wrongtype(KEYS[2], 'hash') or wrongtype(KEYS[3], 'hash')
+-- The reads it needs anyway check the types of pending and the active
+-- hash; the worker hash gets a probe. All before any write.
+local held = redis.pcall('HKEYS', KEYS[2])
+if held.err then return done('WRONGTYPE', wrongtype(KEYS[2], 'hash')) end
+local ids = redis.pcall('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[7]) - 1)
+if ids.err then return done('WRONGTYPE', wrongtype(KEYS[1], 'zset')) end
+local bad = wrongtype(KEYS[3], 'hash')
 if bad then return done('WRONGTYPE', bad) end
 
-for _, id in ipairs(redis.call('HKEYS', KEYS[2])) do
+for _, id in ipairs(held) do
   local rec = ARGV[8] .. id
   if redis.call('TYPE', rec)['ok'] == 'hash' and has_token(rec, tok) then
     return done('OK', id, redis.call('HGETALL', rec), {})
@@ -326,8 +339,14 @@ end
 if redis.call('EXISTS', KEYS[4]) == 0 then return done('NOHEARTBEAT') end
 
 local caps = cjson.decode(ARGV[5])
-local MATCHED = {service_required = true, requirements = true, workflow_id = true, customer_id = true}
-local ids = redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[7]) - 1)
+-- A job whose service the worker does not run never matches, and never
+-- makes the function fail (its service check comes before anything that
+-- can): such jobs are passed over before anything else is looked at.
+local SVC
+if type(caps.job_service_required_map) == 'table' then
+  SVC = {}
+  for _, s in ipairs(caps.job_service_required_map) do SVC[s] = true end
+end
 local verdicts, passed = {}, {}
 local function part(s)
   if s == nil then return '-' end
@@ -335,17 +354,18 @@ local function part(s)
 end
 for _, id in ipairs(ids) do
   local rec = ARGV[8] .. id
-  -- HGETALL, as the function reads a candidate: any other read of a
-  -- hash still being rehashed moves the rehash on and changes the order
-  -- in which HGETALL, and so the job JSON, lists its fields.
-  local h = redis.pcall('HGETALL', rec)
+  -- The service first, with one HGET: a job of a service the worker does
+  -- not run is passed over at once (it never matches, and never makes the
+  -- function fail: its service check comes first). The other fields
+  -- matching reads come next, and the whole record only for the pick.
   local job
-  if h.err then
+  local svc = redis.pcall('HGET', rec, 'service_required')
+  if type(svc) == 'table' and svc.err then
     passed[#passed + 1] = id .. ': ' .. rec .. ' is not a hash'
-  elseif #h > 0 then
-    job = {}
-    for i = 1, #h, 2 do
-      if MATCHED[h[i]] then job[h[i]] = h[i + 1] end
+  elseif not (SVC and svc and not SVC[svc]) then
+    local f = redis.call('HMGET', rec, 'requirements', 'workflow_id', 'customer_id')
+    if svc or f[1] or f[2] or f[3] or redis.call('EXISTS', rec) == 1 then
+      job = {service_required = svc or nil, requirements = f[1] or nil, workflow_id = f[2] or nil, customer_id = f[3] or nil}
     end
   end
   if job then
@@ -359,6 +379,7 @@ for _, id in ipairs(ids) do
     if type(v) == 'string' then
       passed[#passed + 1] = id .. ': matching failed: ' .. v
     elseif v == 1 then
+      local h = redis.call('HGETALL', rec)
       local snapshot = {}
       for i = 1, #h, 2 do snapshot[h[i]] = h[i + 1] end
       local json = cjson.encode(snapshot)
@@ -381,7 +402,7 @@ for _, id in ipairs(ids) do
         current_job_id = id, timestamp = ms}))
       mirror_key(rec, ARGV[9] .. id)
       mirror_member(KEYS[1], KEYS[5], id)
-      mirror_field(KEYS[2], KEYS[6], id)
+      mirror_field(KEYS[2], KEYS[6], id, false)
       return done('OK', id, redis.call('HGETALL', rec), passed)
     end
   end

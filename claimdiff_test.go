@@ -359,6 +359,8 @@ type diffResult struct {
 	Kind     string
 	Mismatch string
 	Kinds    []string
+	// OrderOnly: the job JSON's members came in another order.
+	OrderOnly bool
 }
 
 // The kinds of differences.
@@ -367,9 +369,6 @@ const (
 	diffError  = "error"  // ClaimJob failed
 	diffPassed = "passed" // ClaimJob passed over a job the function judged
 	diffWrites = "writes" // a key differs
-	// diffActiveOrder: the job JSON in jobs:active:<worker> has the same
-	// members in another order.
-	diffActiveOrder = "active-order"
 )
 
 // knownClaimDifferences are the differences found and kept as regression
@@ -377,9 +376,7 @@ const (
 // random run counts and logs a case whose only differences are of these
 // kinds, and goes on looking for others. Remove an entry once its
 // regression case passes.
-var knownClaimDifferences = map[string]string{
-	diffActiveOrder: "testdata/claimdiff/hashtable-record-field-order.json",
-}
+var knownClaimDifferences = map[string]string{}
 
 func (r *diffResult) fail(kind, format string, args ...any) {
 	if r.Mismatch == "" {
@@ -728,7 +725,15 @@ func compareStates(t testing.TB, fn, js *redis.Client, worker string, written1, 
 			switch {
 			case aok && bok && maps.Equal(ah, bh):
 			case aok && bok && sameJSONValues(ah, bh):
-				res.fail(diffActiveOrder, "%s: the job JSON has the same members in another order", k)
+				// The same members and values in another order. The
+				// order is Redis's internal order of the record's
+				// fields, which the function's own JSON follows too:
+				// for one record it changes with the server's hash seed
+				// and with any read of a hash table still being
+				// rehashed (ClaimJob reads service_required first, to
+				// pass over other services' jobs cheaply). JSON readers
+				// see the same object; counted, not failed.
+				res.OrderOnly = true
 			default:
 				res.fail(diffWrites, "%s differs", k)
 			}
@@ -950,6 +955,7 @@ func (e *diffEnv) runRandom(t *testing.T, n int, pickOnly bool) {
 	t.Logf("%s: seed %d, %d cases (%s=%d to repeat)", e.fixture, seed, n, envClaimDiffSeed, seed)
 	start := time.Now()
 	st := diffStats{errorKinds: map[string]int{}, known: map[string]int{}, tags: map[string]*[2]int{}}
+	orderOnly := 0
 	// Cases are drawn meanwhile, on the other core.
 	type drawn struct {
 		i     int
@@ -1034,8 +1040,12 @@ func (e *diffEnv) runRandom(t *testing.T, n int, pickOnly bool) {
 			}
 		}
 		st.passedOver += len(res.Passed)
+		if res.OrderOnly {
+			orderOnly++
+		}
 		st.tally(c, d.index, d.tags, res)
 	}
+	t.Logf("%d picks wrote the job JSON with its members in another order than the function's (the same JSON object)", orderOnly)
 	t.Logf("%s: %d cases in %v: %d picks (%d at position 50 or below), %d none (%d with more than %d pending); "+
 		"%d cases where the function failed (%d jobs it failed on; ClaimJob passed over %d jobs, "+
 		"and judged %d of the failing ones as no match instead)",

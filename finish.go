@@ -104,8 +104,8 @@ end
 redis.call('PUBLISH', ARGV[12], ARGV[13])
 worker_idle(KEYS[5], KEYS[2], ARGV[7], ARGV[8], ARGV[14], worker)
 mirror_key(KEYS[1], KEYS[6])
-mirror_field(KEYS[2], KEYS[7], id)
-mirror_field(KEYS[3], KEYS[8], id)
+mirror_field(KEYS[2], KEYS[7], id, false)
+mirror_field(KEYS[3], KEYS[8], id, true)
 return done('OK')
 `))
 
@@ -170,7 +170,7 @@ else
     'retry_count', string.format('%d', n), 'last_failed_worker', worker, 'error', ARGV[7], 'jobstore_op', toks)
   redis.call('HSET', KEYS[4], id, fail_entry(ARGV[8], now_iso, n))
   redis.call('EXPIRE', KEYS[4], ARGV[13])
-  mirror_field(KEYS[4], KEYS[10], id)
+  mirror_field(KEYS[4], KEYS[10], id, true)
   local keep = tonumber(ARGV[14])
   if keep > 0 then
     redis.call('PEXPIRE', KEYS[1], keep)
@@ -182,7 +182,7 @@ redis.call('PUBLISH', ARGV[15], cjson.encode({job_id = id, worker_id = worker, s
   error = ARGV[7], retry_count = n, will_retry = retry, can_retry = retry, timestamp = now_ms}))
 worker_idle(KEYS[6], KEYS[2], now_iso, now_ms, ARGV[16], worker)
 mirror_key(KEYS[1], KEYS[7])
-mirror_field(KEYS[2], KEYS[8], id)
+mirror_field(KEYS[2], KEYS[8], id, false)
 return done('OK', retry and 'retried' or 'failed', n)
 `))
 
@@ -226,7 +226,7 @@ redis.call('HSET', KEYS[3], id, '{"error":' .. ARGV[6] .. ',"failed_at":' .. cjs
 redis.call('EXPIRE', KEYS[3], ARGV[11])
 if active then
   redis.call('HDEL', active, id)
-  mirror_field(active, ARGV[10] .. w, id)
+  mirror_field(active, ARGV[10] .. w, id, false)
   redis.call('PUBLISH', ARGV[13], '{"job_id":' .. cjson.encode(id) .. ',"worker_id":' .. cjson.encode(w) ..
     ',"reason":' .. ARGV[6] .. ',"timestamp":' .. ARGV[8] .. '}')
 end
@@ -239,7 +239,7 @@ end
 redis.call('PUBLISH', ARGV[14], ARGV[15])
 mirror_key(KEYS[1], KEYS[5])
 mirror_member(KEYS[2], KEYS[6], id)
-mirror_field(KEYS[3], KEYS[7], id)
+mirror_field(KEYS[3], KEYS[7], id, true)
 return done('OK', st)
 `))
 

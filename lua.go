@@ -77,7 +77,9 @@ end
 -- Calls that name what the mirror must copy once the primary part is done.
 local function mirror_key(src, dst) msync[#msync + 1] = {1, src, dst} end
 local function mirror_member(src, dst, m) msync[#msync + 1] = {2, src, dst, m} end
-local function mirror_field(src, dst, f) msync[#msync + 1] = {3, src, dst, f} end
+-- mirror_field copies a hash field; with_ttl also copies the hash's TTL
+-- (the result hashes carry one; the active hashes never do).
+local function mirror_field(src, dst, f, with_ttl) msync[#msync + 1] = {3, src, dst, f, with_ttl} end
 
 local function sync_key(src, dst)
   local r = mcall(dst, 'COPY', src, dst, 'REPLACE')
@@ -99,14 +101,14 @@ local function sync_member(src, dst, m)
   end
 end
 
-local function sync_field(src, dst, f, ttls)
+local function sync_field(src, dst, f, with_ttl, ttls)
   local v = redis.call('HGET', src, f)
   if v then
     if mcall(dst, 'HSET', dst, f, v) then note('set ' .. dst .. ' ' .. f) end
   elseif mcall(dst, 'HDEL', dst, f) == 1 then
     note('removed ' .. f .. ' from ' .. dst)
   end
-  if not ttls[dst] then
+  if with_ttl and not ttls[dst] then
     ttls[dst] = true
     local t = redis.call('PTTL', src)
     if t > 0 then mcall(dst, 'PEXPIRE', dst, t)
@@ -123,7 +125,7 @@ local function done(status, ...)
       for _, s in ipairs(msync) do
         if s[1] == 1 then sync_key(s[2], s[3])
         elseif s[1] == 2 then sync_member(s[2], s[3], s[4])
-        else sync_field(s[2], s[3], s[4], ttls) end
+        else sync_field(s[2], s[3], s[4], s[5], ttls) end
       end
     end)
     if not ok then merr[#merr + 1] = 'mirror: ' .. errtext(e) end

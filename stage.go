@@ -39,7 +39,6 @@ const (
 
 var stageNames = [...]string{"legacy", "dual-write", "dual-read", "step-primary", "step-only"}
 
-
 // String returns the stage's name, as ParseStage reads it.
 func (s Stage) String() string {
 	if s.valid() {

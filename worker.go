@@ -193,7 +193,7 @@ for i = 16, #ARGV do
           'last_failed_worker', worker, 'worker_id', '', 'error', ARGV[14], 'jobstore_op', push_token(rec, tok))
         redis.call('HSET', KEYS[3], id, fail_entry(ARGV[15], now_iso, n))
         redis.call('EXPIRE', KEYS[3], ARGV[9])
-        mirror_field(KEYS[3], KEYS[8], id)
+        mirror_field(KEYS[3], KEYS[8], id, true)
         local keep = tonumber(ARGV[10])
         if keep > 0 then redis.call('PEXPIRE', rec, keep) end
         failed = failed + 1
@@ -203,7 +203,7 @@ for i = 16, #ARGV do
         will_retry = retry, failed_at = now_iso}))
       mirror_key(rec, ARGV[12] .. id)
     end
-    mirror_field(KEYS[1], KEYS[6], id)
+    mirror_field(KEYS[1], KEYS[6], id, false)
   end
 end
 if requeued + failed > 0 and not wrongtype(KEYS[5], 'hash') then
