@@ -42,7 +42,7 @@ func (l *legacyWriter) do(cmds ...func(p redis.Pipeliner)) {
 	require.NoError(l.t, err)
 }
 
-// submit is the API's submitJob: HMSET of 21 fields ('' when absent),
+// submit is the API's submitJob: HMSET of 21 fields (” when absent),
 // ZADD jobs:pending priority*1e15 - floor(ms/1000).
 func (l *legacyWriter) submit(priority int) string {
 	l.n++
@@ -54,7 +54,9 @@ func (l *legacyWriter) submit(priority int) string {
 		"workflow_datetime", "", "current_step", "", "total_steps", "", "ctx", "",
 		"job_trace_id", randomHex(16), "job_span_id", randomHex(8), "workflow_trace_id", "", "workflow_span_id", ""}
 	l.do(func(p redis.Pipeliner) { p.HSet(l.ctx(), l.rec(id), f...) },
-		func(p redis.Pipeliner) { p.ZAdd(l.ctx(), l.queue("pending"), redis.Z{Score: apiScore(priority, now), Member: id}) })
+		func(p redis.Pipeliner) {
+			p.ZAdd(l.ctx(), l.queue("pending"), redis.Z{Score: apiScore(priority, now), Member: id})
+		})
 	return id
 }
 
