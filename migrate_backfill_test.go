@@ -42,7 +42,7 @@ func (l *legacyWriter) do(cmds ...func(p redis.Pipeliner)) {
 	require.NoError(l.t, err)
 }
 
-// submit is the API's submitJob: HMSET of 21 fields (” when absent),
+// submit is the API's submitJob: HMSET of 21 fields, empty when absent,
 // ZADD jobs:pending priority*1e15 - floor(ms/1000).
 func (l *legacyWriter) submit(priority int) string {
 	l.n++
