@@ -199,6 +199,11 @@ func TestBackfillLegacyState(t *testing.T) {
 		require.EqualValues(t, 4, res.Unchanged)
 		require.EqualValues(t, 4, res.SubKeysCopied, "the progress hashes")
 		require.Zero(t, res.Conflicts+res.Newer+res.Gone+res.WrongType+res.Foreign)
+		v := runVerify(t, m, quickVerify)
+		require.Zero(t, v.Differences, "%v", v.Diffs)
+		// Per round of state: 8 records, 1 sub-key, 3 pending, 2 active, 2
+		// completed and 1 failed entries, on each side.
+		require.EqualValues(t, 2*4*17, v.Checked)
 		requireMirrored(t, b)
 		requireNoKeys(t, b, "jobstore:backfill:*")
 
@@ -276,6 +281,8 @@ func TestBackfillBatchAboveLuaUnpackLimit(t *testing.T) {
 		require.EqualValues(t, n, b.rdb.HLen(ctx, b.key("steps:completed")).Val(), "the records' entries followed them")
 		require.InDelta(t, b.rdb.PTTL(ctx, b.key("jobs:completed")).Val().Seconds(),
 			b.rdb.PTTL(ctx, b.key("steps:completed")).Val().Seconds(), 1)
+		v := runVerify(t, m, VerifyOptions{BatchSize: n, Rounds: 1, Delay: time.Millisecond})
+		require.Zero(t, v.Differences, "%v", v.Diffs)
 	})
 }
 
@@ -333,6 +340,7 @@ func TestBackfillRefreshesServiceSnapshots(t *testing.T) {
 		require.Equal(t, "lw1", b.rdb.HGet(ctx, b.key("step:"+claimed), "worker_id").Val())
 		require.True(t, b.rdb.HExists(ctx, b.key("steps:active:lw1"), claimed).Val())
 		require.True(t, b.rdb.ZScore(ctx, b.key("steps:pending"), waiting).Err() == nil)
+		require.Zero(t, runVerify(t, newMigrator(t, b, StageDualWrite), quickVerify).Differences)
 		requireMirrored(t, b)
 	})
 }
@@ -388,6 +396,7 @@ func TestBackfillReverse(t *testing.T) {
 		require.Equal(t, "step", res.From)
 		require.True(t, res.Authoritative)
 		require.EqualValues(t, 2*8, res.Copied)
+		require.Zero(t, runVerify(t, newMigrator(t, b, StageStepOnly), quickVerify).Differences)
 		requireMirrored(t, b)
 	})
 }
