@@ -3,9 +3,13 @@ package jobstore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -466,4 +470,100 @@ func TestBackfillRefusesBadOptions(t *testing.T) {
 	require.ErrorIs(t, err, ErrCorruptRecord)
 	_, err = m.Backfill(context.Background(), BackfillOptions{Restart: true})
 	require.NoError(t, err)
+}
+
+// dualWriteLoad runs a dual-writing Store's traffic until stop is
+// closed: submitters of perSubmitter jobs each, and workers that claim,
+// start, report progress, then complete or fail (retried or not) what they
+// claim. wait returns how many operations succeeded.
+func dualWriteLoad(t testing.TB, s *Store, submitters, perSubmitter, workers int, stop <-chan struct{}) (wait func() int64) {
+	var wg sync.WaitGroup
+	var ops atomic.Int64
+	ctx := context.Background()
+	run := func(f func(r *rand.Rand) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(rand.Uint64(), 1))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				switch err := f(r); {
+				case err == nil:
+					ops.Add(1)
+				case errors.Is(err, ErrNoJob), errors.Is(err, errEnough):
+					time.Sleep(time.Millisecond)
+				default:
+					t.Errorf("load: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	for range submitters {
+		n := 0
+		run(func(r *rand.Rand) error {
+			if n++; n > perSubmitter {
+				return errEnough
+			}
+			_, err := s.SubmitJob(ctx, Job{Service: "comfyui", Priority: 1 + r.IntN(90), MaxRetries: 1 + r.IntN(3)})
+			return err
+		})
+	}
+	for i := range workers {
+		caps := registerWorker(t, s, fmt.Sprintf("gw%d", i), "comfyui")
+		run(func(r *rand.Rand) error { return workOne(ctx, s, caps, r) })
+	}
+	return func() int64 { wg.Wait(); return ops.Load() }
+}
+
+// errEnough tells a load goroutine that it has done its share.
+var errEnough = errors.New("enough")
+
+// workOne claims a job and takes it through to its end.
+func workOne(ctx context.Context, s *Store, caps Capabilities, r *rand.Rand) error {
+	j, err := s.ClaimJob(ctx, caps)
+	if err != nil {
+		return err
+	}
+	w := caps.WorkerID
+	if r.IntN(2) == 0 {
+		if err := s.StartJob(ctx, j.ID, w); err != nil {
+			return err
+		}
+		if err := s.ReportProgress(ctx, j.ID, w, float64(r.IntN(100)), "working"); err != nil {
+			return err
+		}
+	}
+	if r.IntN(3) == 0 {
+		_, err = s.FailJob(ctx, j.ID, w, "boom", true)
+		return err
+	}
+	return s.CompleteJob(ctx, j.ID, w, json.RawMessage(`{"ok":true}`))
+}
+
+// A backfill that runs while a dual-writing fleet submits, claims,
+// completes and fails jobs, legacy ones included, leaves the namespaces
+// equal once the load stops.
+func TestBackfillRacingADualWritingStore(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		newLegacy(t, b).state(10)
+		s := newStore(t, b, WithStage(StageDualWrite))
+		stop := make(chan struct{})
+		wait := dualWriteLoad(t, s, 4, 100, 6, stop)
+		m := newMigrator(t, b, StageDualWrite)
+		batches := 0
+		res := runBackfill(t, m, BackfillOptions{BatchSize: 5, Progress: func(BackfillProgress) { batches++ }})
+		close(stop)
+		ops := wait()
+		t.Logf("%s: %d operations during a backfill of %d batches: %+v", b.name, ops, batches, res)
+		require.Positive(t, res.Copied)
+		require.Greater(t, ops, int64(100))
+		v := runVerify(t, m, quickVerify)
+		require.Zero(t, v.Differences, "%v", v.Diffs)
+		requireMirrored(t, b)
+	})
 }
