@@ -332,7 +332,8 @@ func (b *backfill) pages(ctx context.Context, phase string, scan scanner, size i
 			return err
 		}
 		page = notDone(page, b.pos.Done)
-		for chunk := range slices.Chunk(page, size) {
+		for len(page) > 0 {
+			chunk := page[:min(size, len(page))]
 			if err := ctx.Err(); err != nil {
 				return err
 			}
@@ -340,7 +341,13 @@ func (b *backfill) pages(ctx context.Context, phase string, scan scanner, size i
 			if err := handle(ctx, chunk); err != nil {
 				return err
 			}
-			b.pos.Done = append(b.pos.Done, itemNames(chunk)...)
+			// The position after the chunk: within the page, or, at its
+			// end, the next page's cursor.
+			if page = page[len(chunk):]; len(page) > 0 {
+				b.pos.Done = append(b.pos.Done, itemNames(chunk)...)
+			} else if next != 0 {
+				b.pos.Cursor, b.pos.Done = next, nil
+			}
 			if err := b.step(ctx, phase, len(chunk)); err != nil {
 				return err
 			}
@@ -348,9 +355,11 @@ func (b *backfill) pages(ctx context.Context, phase string, scan scanner, size i
 		if next == 0 {
 			return nil
 		}
-		b.pos.Cursor, b.pos.Done = next, nil
-		if err := b.save(ctx); err != nil {
-			return err
+		if b.pos.Cursor != next {
+			b.pos.Cursor, b.pos.Done = next, nil
+			if err := b.save(ctx); err != nil {
+				return err
+			}
 		}
 	}
 }
@@ -885,21 +894,35 @@ for i, want in ipairs({'zset', 'hash', 'hash', 'zset', 'hash', 'hash'}) do
   if bad then return done('WRONGTYPE', bad) end
 end
 
+-- bad_worker caches, per worker, whether one of its active hashes is not
+-- a hash.
+local bad_worker = {}
 local function workers(src, dst)
   local ws = {}
   for _, k in ipairs({src, dst}) do
     local w = redis.call('HGET', k, 'worker_id')
     if w and w ~= '' then
-      if wrongtype(sa .. w, 'hash') or wrongtype(da .. w, 'hash') then return nil end
+      if bad_worker[w] == nil then
+        bad_worker[w] = (wrongtype(sa .. w, 'hash') or wrongtype(da .. w, 'hash')) and true or false
+      end
+      if bad_worker[w] then return nil end
       ws[w] = true
     end
   end
   return ws
 end
 
-local function decide(src, dst)
-  if redis.call('EXISTS', src) == 0 then return 'gone' end
-  if redis.call('EXISTS', dst) == 0 then return 'copied' end
+-- hlen is the number of fields of the hash key: 0 when it does not
+-- exist, nil when it is not a hash.
+local function hlen(key)
+  local r = redis.pcall('HLEN', key)
+  if type(r) == 'table' then return nil end
+  return r
+end
+
+local function decide(src, dst, sl, dl)
+  if sl == 0 then return 'gone' end
+  if dl == 0 then return 'copied' end
   if same_hash(src, dst) then return 'unchanged' end
   local c = fresher(src, dst)
   if c > 0 then return 'copied' elseif c < 0 then return 'newer' end
@@ -917,9 +940,10 @@ local out = {}
 for i = 7, #ARGV do
   local id, src, dst = ARGV[i], KEYS[2 * i - 7], KEYS[2 * i - 6]
   local o, ws = 'wrongtype', nil
-  if not (wrongtype(src, 'hash') or wrongtype(dst, 'hash')) then ws = workers(src, dst) end
+  local sl, dl = hlen(src), hlen(dst)
+  if sl and dl then ws = workers(src, dst) end
   if ws then
-    o = decide(src, dst)
+    o = decide(src, dst, sl, dl)
     if o == 'copied' and not dry then copy_key(src, dst) end
     if o == 'copied' or o == 'unchanged' then
       sync(KEYS[1], KEYS[4], set_member, id)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -237,7 +238,11 @@ func TestBackfillResumeKeepsTheRunsDecisions(t *testing.T) {
 		m := newMigrator(t, b, StageDualWrite)
 		require.NoError(t, m.PublishStage(ctx, StageDualWrite, false))
 		cctx, cancel := context.WithCancel(ctx)
-		first, err := m.Backfill(cctx, BackfillOptions{BatchSize: 2, Progress: func(BackfillProgress) { cancel() }})
+		first, err := m.Backfill(cctx, BackfillOptions{BatchSize: 2, Progress: func(p BackfillProgress) {
+			if p.Copied > 0 {
+				cancel()
+			}
+		}})
 		require.ErrorIs(t, err, context.Canceled)
 		require.True(t, first.Authoritative)
 		require.Positive(t, first.Copied)
@@ -261,11 +266,15 @@ func TestBackfillResumeKeepsTheRunsDecisions(t *testing.T) {
 
 // Lua's unpack fails beyond about 8,000 values: an earlier version failed
 // half-way through a large batch, after it had copied the batch's records
-// but before their entries.
+// but before their entries. (miniredis's Lua has no such limit: it runs a
+// smaller batch, for the logic only.)
 func TestBackfillBatchAboveLuaUnpackLimit(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		ctx := context.Background()
-		const n = 9000
+		n := 9000
+		if b.mr != nil {
+			n = 1000
+		}
 		pipe := b.rdb.Pipeline()
 		for i := range n {
 			id := fmt.Sprintf("big%05d", i)
@@ -286,6 +295,7 @@ func TestBackfillBatchAboveLuaUnpackLimit(t *testing.T) {
 		require.InDelta(t, b.rdb.PTTL(ctx, b.key("jobs:completed")).Val().Seconds(),
 			b.rdb.PTTL(ctx, b.key("steps:completed")).Val().Seconds(), 1)
 		v := runVerify(t, m, VerifyOptions{BatchSize: n, Rounds: 1, Delay: time.Millisecond})
+		t.Logf("%s: verify: %v", b.name, v.Elapsed)
 		require.Zero(t, v.Differences, "%v", v.Diffs)
 	})
 }
@@ -566,4 +576,87 @@ func TestBackfillRacingADualWritingStore(t *testing.T) {
 		require.Zero(t, v.Differences, "%v", v.Diffs)
 		requireMirrored(t, b)
 	})
+}
+
+// benchRecords is the number of jobs the migration benchmarks write:
+// JOBSTORE_BENCH_RECORDS, 5000 by default.
+func benchRecords(b *testing.B) int {
+	n := 5000
+	if v := os.Getenv("JOBSTORE_BENCH_RECORDS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n <= 0 {
+			b.Fatalf("JOBSTORE_BENCH_RECORDS=%q: want a positive number", v)
+		}
+	}
+	return n
+}
+
+// benchBackend is the real server when JOBSTORE_TEST_REDIS_URL names one,
+// else miniredis.
+func benchBackend(b *testing.B) *backend {
+	if os.Getenv(envTestRedis) != "" {
+		return realBackend(b)
+	}
+	return miniBackend(b)
+}
+
+// writeBenchJobs writes n legacy jobs in the job namespace: of every ten,
+// six pending, two completed, one in progress on one of 20 workers (with
+// its progress hash), one failed.
+func writeBenchJobs(b *testing.B, be *backend, n int) {
+	ctx := context.Background()
+	for lo := 0; lo < n; lo += 1000 {
+		pipe := be.rdb.Pipeline()
+		for i := lo; i < min(lo+1000, n); i++ {
+			id := fmt.Sprintf("b%07d", i)
+			status, w := "pending", fmt.Sprintf("w%d", i%20)
+			switch i % 10 {
+			case 6, 7:
+				status = "completed"
+				pipe.HSet(ctx, be.key("jobs:completed"), id, `{"success":true,"data":{"url":"x"}}`)
+			case 8:
+				status = "in_progress"
+				pipe.HSet(ctx, be.key("jobs:active:"+w), id, `{"id":"`+id+`"}`)
+				pipe.HSet(ctx, be.key("job:"+id+":progress"), "progress", "50", "status", "in_progress")
+			case 9:
+				status = "failed"
+				pipe.HSet(ctx, be.key("jobs:failed"), id, `{"error":"boom"}`)
+			default:
+				pipe.ZAdd(ctx, be.key("jobs:pending"), redis.Z{Score: float64(i), Member: id})
+			}
+			pipe.HSet(ctx, be.key("job:"+id), "id", id, "service_required", "comfyui", "priority", "50",
+				"payload", `{"prompt":"a cat"}`, "requirements", "", "created_at", "2026-11-28T12:00:00.000Z",
+				"status", status, "retry_count", "0", "max_retries", "3", "worker_id", w)
+		}
+		pipe.Expire(ctx, be.key("jobs:completed"), 24*time.Hour)
+		pipe.Expire(ctx, be.key("jobs:failed"), 7*24*time.Hour)
+		if _, err := pipe.Exec(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkBackfill copies JOBSTORE_BENCH_RECORDS legacy jobs, with their
+// sub-keys and entries, to an empty step namespace, and reports records/s.
+func BenchmarkBackfill(b *testing.B) {
+	be := benchBackend(b)
+	n := benchRecords(b)
+	writeBenchJobs(b, be, n)
+	m := newMigrator(b, be, StageDualWrite)
+	rollback := newMigrator(b, be, StageLegacy)
+	ctx := context.Background()
+	var spent time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		if _, err := rollback.Cleanup(ctx, StepNamespace, CleanupOptions{Force: true}); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		res, err := m.Backfill(ctx, BackfillOptions{})
+		if err != nil || res.Copied != int64(n) {
+			b.Fatalf("copied %d of %d: %v", res.Copied, n, err)
+		}
+		spent += res.Elapsed
+	}
+	b.ReportMetric(float64(n*b.N)/spent.Seconds(), "records/s")
 }

@@ -1,6 +1,7 @@
 package jobstore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -771,7 +772,7 @@ func (v *verifier) entryKeys(it vitem) (a, o string) {
 // and repairs them if asked. The suspects are then forgotten.
 func (v *verifier) settle(ctx context.Context) error {
 	items := slices.Collect(maps.Keys(v.sus))
-	slices.SortFunc(items, func(x, y vitem) int { return strings.Compare(x.id, y.id) })
+	slices.SortFunc(items, compareItems)
 	var found []checked
 	if len(items) > 0 {
 		v.progress("rounds")
@@ -799,6 +800,15 @@ func (v *verifier) settle(ctx context.Context) error {
 		return v.repair(ctx, found)
 	}
 	return nil
+}
+
+// itemOrder puts a job's record first, then its sub-keys and entries.
+var itemOrder = map[string]int{ItemRecord: 0, ItemSubKey: 1, ItemPending: 2, ItemActive: 3, ItemCompleted: 4, ItemFailed: 5}
+
+// compareItems orders items by job, then as itemOrder, then by sub-key or
+// worker: the order differences are reported in.
+func compareItems(x, y vitem) int {
+	return cmp.Or(strings.Compare(x.id, y.id), cmp.Compare(itemOrder[x.what], itemOrder[y.what]), strings.Compare(x.sub, y.sub))
 }
 
 // checked is a difference confirmed by a round, with its item.

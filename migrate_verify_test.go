@@ -324,3 +324,25 @@ func TestVerifyBoundsItsSuspects(t *testing.T) {
 		require.EqualValues(t, 7, res.Missing)
 	})
 }
+
+// BenchmarkVerify compares JOBSTORE_BENCH_RECORDS jobs, with their
+// sub-keys and entries, on both sides, and reports records/s.
+func BenchmarkVerify(b *testing.B) {
+	be := benchBackend(b)
+	n := benchRecords(b)
+	writeBenchJobs(b, be, n)
+	m := newMigrator(b, be, StageDualWrite)
+	ctx := context.Background()
+	if _, err := m.Backfill(ctx, BackfillOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	var spent time.Duration
+	for b.Loop() {
+		res, err := m.Verify(ctx, VerifyOptions{})
+		if err != nil || res.Differences != 0 {
+			b.Fatalf("%d differences: %v", res.Differences, err)
+		}
+		spent += res.Elapsed
+	}
+	b.ReportMetric(float64(n*b.N)/spent.Seconds(), "records/s")
+}
