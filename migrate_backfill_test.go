@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 )
@@ -197,7 +198,13 @@ func TestBackfillLegacyState(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		newLegacy(t, b).state(4)
 		m := newMigrator(t, b, StageDualWrite)
-		res := runBackfill(t, m, BackfillOptions{BatchSize: 7})
+		var phases []string
+		res := runBackfill(t, m, BackfillOptions{BatchSize: 7, Progress: func(p BackfillProgress) {
+			if len(phases) == 0 || phases[len(phases)-1] != p.Phase {
+				phases = append(phases, p.Phase)
+			}
+		}})
+		require.Equal(t, backfillPhases, phases, "every phase has work, in order")
 		require.True(t, res.Authoritative)
 		require.EqualValues(t, 4*8, res.Records)
 		require.EqualValues(t, 4*7, res.Copied, "every record but the snapshots that did not move on")
@@ -273,7 +280,7 @@ func TestBackfillBatchAboveLuaUnpackLimit(t *testing.T) {
 		ctx := context.Background()
 		n := 9000
 		if b.mr != nil {
-			n = 1000
+			n = 500
 		}
 		pipe := b.rdb.Pipeline()
 		for i := range n {
@@ -563,7 +570,7 @@ func TestBackfillRacingADualWritingStore(t *testing.T) {
 		newLegacy(t, b).state(10)
 		s := newStore(t, b, WithStage(StageDualWrite))
 		stop := make(chan struct{})
-		wait := dualWriteLoad(t, s, 4, 100, 6, stop)
+		wait := dualWriteLoad(t, s, 3, 80, 5, stop)
 		m := newMigrator(t, b, StageDualWrite)
 		batches := 0
 		res := runBackfill(t, m, BackfillOptions{BatchSize: 5, Progress: func(BackfillProgress) { batches++ }})
@@ -659,4 +666,38 @@ func BenchmarkBackfill(b *testing.B) {
 		spent += res.Elapsed
 	}
 	b.ReportMetric(float64(n*b.N)/spent.Seconds(), "records/s")
+}
+
+// The migration's copy and check, on a job the legacy API wrote: Backfill
+// copies it with its pending entry, Verify finds the namespaces equal.
+func ExampleMigrator_Backfill() {
+	mr := miniredis.NewMiniRedis()
+	if err := mr.Start(); err != nil {
+		panic(err)
+	}
+	defer mr.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+	ctx := context.Background()
+	rdb.HSet(ctx, "job:42", "id", "42", "service_required", "comfyui", "status", "pending",
+		"retry_count", "0", "created_at", "2026-11-28T12:00:00.000Z")
+	rdb.ZAdd(ctx, "jobs:pending", redis.Z{Score: 50e15, Member: "42"})
+
+	m, err := NewMigrator(rdb, WithStage(StageDualWrite))
+	if err != nil {
+		panic(err)
+	}
+	res, err := m.Backfill(ctx, BackfillOptions{})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Printf("copied %d of %d records, %d entries\n", res.Copied, res.Records, res.EntriesSynced)
+	v, err := m.Verify(ctx, VerifyOptions{})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("differences:", v.Differences)
+	// Output:
+	// copied 1 of 1 records, 1 entries
+	// differences: 0
 }

@@ -211,3 +211,19 @@ func TestRollbackCleanupTwice(t *testing.T) {
 		require.Zero(t, second.Deleted)
 	})
 }
+
+func TestVerifyAndCleanupRefuseBadOptions(t *testing.T) {
+	b := miniBackend(t)
+	ctx := context.Background()
+	m := newMigrator(t, b, StageStepOnly)
+	for _, o := range []VerifyOptions{{BatchSize: -1}, {BatchSize: MaxBatchSize + 1}, {Rounds: -1}, {Delay: -1}, {MaxSuspects: -5}} {
+		_, err := m.Verify(ctx, o)
+		require.ErrorIs(t, err, ErrInvalidArgument, "%+v", o)
+	}
+	_, err := m.Cleanup(ctx, Namespace(3), CleanupOptions{})
+	require.ErrorIs(t, err, ErrInvalidArgument)
+	_, err = m.Cleanup(ctx, JobNamespace, CleanupOptions{BatchSize: -2})
+	require.ErrorIs(t, err, ErrInvalidArgument)
+	_, err = m.Cleanup(ctx, JobNamespace, CleanupOptions{Verify: VerifyOptions{Rounds: -1}})
+	require.ErrorIs(t, err, ErrInvalidArgument)
+}
