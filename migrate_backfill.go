@@ -8,6 +8,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -75,7 +76,10 @@ type BackfillResult struct {
 	// Gone: records deleted between the scan and their copy; not copied.
 	Gone int64 `json:"gone"`
 	// WrongType: records, or the active hashes they name, that are not
-	// hashes on one side; nothing of that job was copied.
+	// hashes on one side (nothing of that job was copied), and active
+	// hashes that are not hashes (their entries were left).
+	// WrongTypeKeys names the first few: the job's source record, or the
+	// active hash.
 	WrongType     int64    `json:"wrong_type"`
 	WrongTypeKeys []string `json:"wrong_type_keys,omitempty"`
 
@@ -479,12 +483,11 @@ func addExample(list []string, s string) []string {
 func (b *backfill) subKeys(ctx context.Context, items []scanItem) error {
 	var keys []string
 	for _, it := range items {
-		id, suffix, ok := b.src.parseRecordKey(it.name)
-		if !ok || suffix == "" {
-			b.res.Foreign++
-			continue
+		// What belongs to no job was counted by the records phase, whose
+		// pattern matches every key this one does.
+		if id, suffix, ok := b.src.parseRecordKey(it.name); ok && suffix != "" {
+			keys = append(keys, b.src.record(id), b.dst.record(id), b.src.sub(id, suffix), b.dst.sub(id, suffix))
 		}
-		keys = append(keys, b.src.record(id), b.dst.record(id), b.src.sub(id, suffix), b.dst.sub(id, suffix))
 	}
 	if len(keys) == 0 {
 		return nil
@@ -596,10 +599,18 @@ func (b *backfill) active(ctx context.Context) error {
 // (side 1), it is left to side 0 when the source has it too.
 func (b *backfill) worker(ctx context.Context, side int, w string) error {
 	src, dst := b.src.active(w), b.dst.active(w)
-	if side == 1 {
-		n, err := b.m.s.rdb.Exists(ctx, src).Result()
-		if err != nil || n == 1 {
-			return redisErrorOrNil("backfill: "+src, err)
+	types, err := keyTypes(ctx, b.m.s.rdb, src, dst)
+	switch {
+	case err != nil:
+		return err
+	case side == 1 && types[0] != "none":
+		return nil
+	}
+	for i, t := range types {
+		if t != "none" && t != "hash" {
+			b.res.WrongType++
+			b.res.WrongTypeKeys = addExample(b.res.WrongTypeKeys, []string{src, dst}[i])
+			return nil
 		}
 	}
 	sides := []struct {
@@ -629,11 +640,21 @@ func (b *backfill) worker(ctx context.Context, side int, w string) error {
 	return nil
 }
 
-func redisErrorOrNil(op string, err error) error {
-	if err == nil {
-		return nil
+// keyTypes returns the TYPE of each key.
+func keyTypes(ctx context.Context, rdb redis.UniversalClient, keys ...string) ([]string, error) {
+	pipe := rdb.Pipeline()
+	cmds := make([]*redis.StatusCmd, len(keys))
+	for i, k := range keys {
+		cmds[i] = pipe.Type(ctx, k)
 	}
-	return redisError(op, "", err)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, redisError("type of "+strings.Join(keys, ", "), "", err)
+	}
+	types := make([]string, len(keys))
+	for i, c := range cmds {
+		types[i] = c.Val()
+	}
+	return types, nil
 }
 
 // syncEntries compares a chunk of entries scanned from one side with the

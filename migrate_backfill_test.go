@@ -701,3 +701,21 @@ func ExampleMigrator_Backfill() {
 	// copied 1 of 1 records, 1 entries
 	// differences: 0
 }
+
+// Keys of the wrong type stop nothing but their own job: a record that is
+// not a hash, an active hash that is a string.
+func TestBackfillPassesOverKeysOfTheWrongType(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		ctx := context.Background()
+		l := newLegacy(t, b)
+		good := l.submit(50)
+		require.NoError(t, b.rdb.Set(ctx, b.key("job:notahash"), "x", 0).Err())
+		require.NoError(t, b.rdb.Set(ctx, b.key("jobs:active:broken"), "x", 0).Err())
+		res := runBackfill(t, newMigrator(t, b, StageDualWrite), BackfillOptions{})
+		require.EqualValues(t, 1, res.Copied)
+		require.EqualValues(t, 2, res.WrongType)
+		require.ElementsMatch(t, []string{b.key("job:notahash"), b.key("jobs:active:broken")}, res.WrongTypeKeys)
+		require.EqualValues(t, 1, b.rdb.Exists(ctx, b.key("step:"+good)).Val())
+		require.Zero(t, b.rdb.Exists(ctx, b.key("step:notahash"), b.key("steps:active:broken")).Val())
+	})
+}
