@@ -613,31 +613,39 @@ func (b *backfill) worker(ctx context.Context, side int, w string) error {
 			return nil
 		}
 	}
-	sides := []struct {
-		key, other string
-		fromDst    bool
-	}{{src, dst, false}, {dst, src, true}}
-	for _, sd := range sides[side:] {
-		if sd.fromDst && !b.plan.Authoritative {
-			continue
-		}
-		scan := entryScanner(b.m.s.rdb, kindHash, sd.key, int64(b.batch))
-		for cursor := uint64(0); ; {
-			page, next, err := scan(ctx, cursor)
-			if err != nil {
-				return err
-			}
-			for chunk := range slices.Chunk(page, b.batch) {
-				if err := b.syncEntries(ctx, kindHash, src, dst, chunk, sd.other, sd.fromDst); err != nil {
-					return err
-				}
-			}
-			if cursor = next; cursor == 0 {
-				break
-			}
+	if side == 0 {
+		if err := b.sweepHash(ctx, src, dst, false); err != nil {
+			return err
 		}
 	}
-	return nil
+	if !b.plan.Authoritative {
+		return nil
+	}
+	return b.sweepHash(ctx, src, dst, true)
+}
+
+// sweepHash syncs the entries of one hash that differ between the sides,
+// scanning the source (or, fromDst, the destination) with HSCAN.
+func (b *backfill) sweepHash(ctx context.Context, src, dst string, fromDst bool) error {
+	scanned, other := src, dst
+	if fromDst {
+		scanned, other = dst, src
+	}
+	scan := entryScanner(b.m.s.rdb, kindHash, scanned, int64(b.batch))
+	for cursor := uint64(0); ; {
+		page, next, err := scan(ctx, cursor)
+		if err != nil {
+			return err
+		}
+		for chunk := range slices.Chunk(page, b.batch) {
+			if err := b.syncEntries(ctx, kindHash, src, dst, chunk, other, fromDst); err != nil {
+				return err
+			}
+		}
+		if cursor = next; cursor == 0 {
+			return nil
+		}
+	}
 }
 
 // keyTypes returns the TYPE of each key.
