@@ -46,7 +46,11 @@ type BackfillOptions struct {
 }
 
 // BackfillResult counts what Backfill did, or would do on a dry run. A
-// resumed run's counts include those of the runs it continues.
+// resumed run's counts include those of the runs it continues. Counts of
+// keys looked at count a key twice when the scan returns it twice (SCAN
+// may, when the keyspace is resized during the walk): the second time it
+// is found unchanged, or again newer, gone or in conflict, and a dry run
+// counts it again as to be copied.
 type BackfillResult struct {
 	From string `json:"from"` // "job" or "step"
 	To   string `json:"to"`

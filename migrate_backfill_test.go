@@ -206,22 +206,22 @@ func TestBackfillLegacyState(t *testing.T) {
 		}})
 		require.Equal(t, backfillPhases, phases, "every phase has work, in order")
 		require.True(t, res.Authoritative)
-		require.EqualValues(t, 4*8, res.Records)
+		requireVisits(t, b, 4*8, res.Records)
 		require.EqualValues(t, 4*7, res.Copied, "every record but the snapshots that did not move on")
-		require.EqualValues(t, 4, res.Unchanged)
+		requireVisits(t, b, 4, res.Unchanged)
 		require.EqualValues(t, 4, res.SubKeysCopied, "the progress hashes")
 		require.Zero(t, res.Conflicts+res.Newer+res.Gone+res.WrongType+res.Foreign)
 		v := runVerify(t, m, quickVerify)
 		require.Zero(t, v.Differences, "%v", v.Diffs)
 		// Per round of state: 8 records, 1 sub-key, 3 pending, 2 active, 2
 		// completed and 1 failed entries, on each side.
-		require.EqualValues(t, 2*4*17, v.Checked)
+		requireVisits(t, b, 2*4*17, v.Checked)
 		requireMirrored(t, b)
 		requireNoKeys(t, b, "jobstore:backfill:*")
 
 		again := runBackfill(t, m, BackfillOptions{})
 		require.Zero(t, again.Copied+again.SubKeysCopied+again.EntriesSynced, "a second run copies nothing")
-		require.EqualValues(t, 4*8, again.Unchanged)
+		requireVisits(t, b, 4*8, again.Unchanged)
 	})
 }
 
@@ -263,7 +263,7 @@ func TestBackfillResumeKeepsTheRunsDecisions(t *testing.T) {
 		res := runBackfill(t, m, BackfillOptions{BatchSize: 5})
 		require.True(t, res.Resumed)
 		require.True(t, res.Authoritative, "the resumed run keeps the first run's decision")
-		require.EqualValues(t, 3*8+1, res.Records, "the counts cover both runs")
+		requireVisits(t, b, 3*8+1, res.Records, "the counts cover both runs")
 		requireMirrored(t, b)
 
 		fresh := runBackfill(t, m, BackfillOptions{Restart: true})
@@ -323,14 +323,26 @@ func TestBackfillNeverOverwritesNewerData(t *testing.T) {
 		before := nsSnapshot(t, b, StepNamespace)
 
 		res := runBackfill(t, newMigrator(t, b, StageDualWrite), BackfillOptions{})
-		require.EqualValues(t, 1, res.Newer)
-		require.EqualValues(t, 1, res.Conflicts)
-		require.Equal(t, []string{conflict}, res.ConflictIDs)
+		requireVisits(t, b, 1, res.Newer)
+		requireVisits(t, b, 1, res.Conflicts)
+		require.Equal(t, conflict, res.ConflictIDs[0])
 		require.Zero(t, res.Copied)
 		require.Equal(t, before, nsSnapshot(t, b, StepNamespace),
 			"the newer record and its entries, and the conflicting one, are left as they are")
 		require.EqualValues(t, 3, res.EntriesSkipped, "their pending entries, and newer's completed one, wait for Verify")
 	})
+}
+
+// requireVisits checks a count of keys a scan returned. SCAN may return
+// a key twice when the keyspace is resized during the walk, as it is on a
+// server other tests share: there the count may be higher.
+func requireVisits(t testing.TB, b *backend, want int, got int64, msg ...any) {
+	t.Helper()
+	if b.mr != nil {
+		require.EqualValues(t, want, got, msg...)
+		return
+	}
+	require.GreaterOrEqual(t, got, int64(want), msg...)
 }
 
 // requireCopy copies a key of the backend, TTL included. (Not
@@ -356,7 +368,7 @@ func TestBackfillRefreshesServiceSnapshots(t *testing.T) {
 
 		res := runBackfill(t, newMigrator(t, b, StageDualWrite), BackfillOptions{})
 		require.EqualValues(t, 2, res.Copied, "the snapshots of the jobs that moved on")
-		require.EqualValues(t, 1, res.Unchanged, "the snapshot of the waiting job is its record")
+		requireVisits(t, b, 1, res.Unchanged, "the snapshot of the waiting job is its record")
 		require.Equal(t, "completed", b.rdb.HGet(ctx, b.key("step:"+done), "status").Val())
 		require.Equal(t, "lw1", b.rdb.HGet(ctx, b.key("step:"+claimed), "worker_id").Val())
 		require.True(t, b.rdb.HExists(ctx, b.key("steps:active:lw1"), claimed).Val())
@@ -389,7 +401,7 @@ func TestBackfillSubKeys(t *testing.T) {
 		require.NoError(t, b.rdb.HSet(ctx, b.key("job:"+kept+":progress"), "progress", "5").Err())
 
 		res := runBackfill(t, newMigrator(t, b, StageDualWrite), BackfillOptions{})
-		require.EqualValues(t, 4, res.SubKeys)
+		requireVisits(t, b, 4, res.SubKeys)
 		require.EqualValues(t, 3, res.SubKeysCopied)
 		require.Equal(t, "90", b.rdb.HGet(ctx, b.key("step:"+moved+":progress"), "progress").Val())
 		log, copied := readKey(t, b.rdb, b.key("job:"+moved+":log")), readKey(t, b.rdb, b.key("step:"+moved+":log"))
@@ -438,7 +450,7 @@ func TestBackfillDoesNotResurrectDeletedRecords(t *testing.T) {
 			}
 		}}
 		res := runBackfill(t, m, BackfillOptions{BatchSize: 1})
-		require.EqualValues(t, 1, res.Gone)
+		requireVisits(t, b, 1, res.Gone)
 		require.EqualValues(t, 2, res.Copied)
 		id, _, _ := m.s.space(JobNamespace).parseRecordKey(deleted)
 		require.Zero(t, b.rdb.Exists(ctx, b.key("step:"+id)).Val())
@@ -450,8 +462,8 @@ func TestBackfillDryRun(t *testing.T) {
 		newLegacy(t, b).state(2)
 		res := runBackfill(t, newMigrator(t, b, StageDualWrite), BackfillOptions{DryRun: true, BatchSize: 3})
 		require.True(t, res.DryRun)
-		require.EqualValues(t, 2*7, res.Copied)
-		require.EqualValues(t, 2, res.SubKeysCopied)
+		requireVisits(t, b, 2*7, res.Copied, "a dry run copies nothing, so a record seen twice counts twice")
+		requireVisits(t, b, 2, res.SubKeysCopied)
 		require.Positive(t, res.EntriesSynced)
 		steps := nsSnapshot(t, b, StepNamespace)
 		for name := range steps {
@@ -713,8 +725,8 @@ func TestBackfillPassesOverKeysOfTheWrongType(t *testing.T) {
 		require.NoError(t, b.rdb.Set(ctx, b.key("jobs:active:broken"), "x", 0).Err())
 		res := runBackfill(t, newMigrator(t, b, StageDualWrite), BackfillOptions{})
 		require.EqualValues(t, 1, res.Copied)
-		require.EqualValues(t, 2, res.WrongType)
-		require.ElementsMatch(t, []string{b.key("job:notahash"), b.key("jobs:active:broken")}, res.WrongTypeKeys)
+		requireVisits(t, b, 2, res.WrongType)
+		require.Subset(t, res.WrongTypeKeys, []string{b.key("job:notahash"), b.key("jobs:active:broken")})
 		require.EqualValues(t, 1, b.rdb.Exists(ctx, b.key("step:"+good)).Val())
 		require.Zero(t, b.rdb.Exists(ctx, b.key("step:notahash"), b.key("steps:active:broken")).Val())
 	})

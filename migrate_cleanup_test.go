@@ -165,11 +165,11 @@ func TestCleanupStaleCopiesBlockOnlyWhenStrict(t *testing.T) {
 		dry := runCleanup(t, m, JobNamespace, CleanupOptions{DryRun: true, Verify: quickVerify})
 		require.Positive(t, dry.Verify.Differences, "job:%s is stale", j.ID)
 		require.Zero(t, dry.Verify.Blocking, "%v", dry.Verify.BlockingDiffs)
-		require.EqualValues(t, 8, dry.Records)
+		requireVisits(t, b, 8, dry.Records)
 		require.Len(t, remaining(t, b, "job:"), 9, "a dry run deletes nothing")
 
 		res := runCleanup(t, m, JobNamespace, CleanupOptions{Verify: quickVerify})
-		require.Equal(t, dry.Deleted, res.Deleted)
+		requireVisits(t, b, int(res.Deleted), dry.Deleted)
 		require.Empty(t, remaining(t, b, "job"))
 	})
 }

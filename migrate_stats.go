@@ -20,7 +20,8 @@ const memorySample = 200
 type NamespaceStats struct {
 	Namespace string `json:"namespace"` // "job" or "step"
 	// Records and SubKeys count the keys of jobs: job:<id> and
-	// job:<id>:<suffix>.
+	// job:<id>:<suffix>. (SCAN returns a key twice when the keyspace is
+	// resized during the walk; such a key is counted twice.)
 	Records int64 `json:"records"`
 	SubKeys int64 `json:"sub_keys"`
 	// Pending counts the members of jobs:pending.
@@ -67,8 +68,10 @@ func (m *Migrator) NamespaceStats(ctx context.Context, ns Namespace) (NamespaceS
 	if err != nil {
 		return st, err
 	}
+	seen := map[string]bool{} // a worker's hash is counted once, even if the scan returns it twice
 	err = scanAll(ctx, keyScanner(rdb, k.activePattern(), DefaultBatchSize), func(key string) {
-		if _, ok := k.workerFromActive(key); ok {
+		if _, ok := k.workerFromActive(key); ok && !seen[key] {
+			seen[key] = true
 			queues = append(queues, key)
 		}
 	})
