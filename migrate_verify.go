@@ -196,7 +196,8 @@ type VerifyProgress struct {
 // cannot hide a difference; memory stays flat. What differs is then
 // re-checked over Rounds rounds, Delay apart, each reading both sides of
 // each job in one MULTI, so that a write in flight (dual-writes are
-// atomic) is not reported. Verify writes nothing, except with Repair.
+// atomic) is not reported. It is safe to run while services write, and
+// writes nothing, except with Repair, which runs after the rounds.
 func (m *Migrator) Verify(ctx context.Context, opts VerifyOptions) (VerifyResult, error) {
 	st, err := m.effectiveStage(ctx)
 	if err != nil {

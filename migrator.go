@@ -13,9 +13,11 @@ import (
 // Migrator. Both take the same options (the key prefix, logger, clock and
 // score formula must match the services'), and the caller owns rdb.
 //
-// Its methods are safe to run while services and workers write, and
-// concurrently with each other, except that two Backfills in the same
-// direction share one checkpoint.
+// Backfill, Verify and NamespaceStats are safe to run while services and
+// workers write, and concurrently with each other, except that two
+// Backfills in the same direction share one checkpoint. Cleanup deletes a
+// namespace only once no process uses it, which it checks from the stage.
+// A Migrator is safe for concurrent use.
 type Migrator struct {
 	s *Store
 	// hooks lets tests act at precise points of a run; nil in use.
