@@ -202,3 +202,29 @@ func fleetPattern(prefix string) string { return prefix + "jobstore:fleet:*" }
 // followerKey is the hash where followers report what they mirrored, and
 // when they last mirrored a legacy write.
 func followerKey(prefix string) string { return prefix + "jobstore:follower" }
+
+// ---------------------------------------------------------------------------
+// Keys of the migration tools (Backfill, Verify, Cleanup, NamespaceStats).
+//
+// A job owns, in each namespace: its record, its sub-keys, its member of
+// pending, its field in the active hash of any worker, and its fields of
+// completed and failed. Nothing else under the namespace's words belongs
+// to a job: jobsummary, jobs:pending:old, jobs:active (no worker) and
+// job:<invalid id> are look-alikes that the tools never copy, compare or
+// delete.
+//
+// Backfill's record script derives a worker's active hash in Lua from the
+// worker_id field of a record, as activePrefix followed by the worker id:
+// the rule of keyspace.active, with the prefix passed from Go.
+
+// subKeyPattern is the SCAN pattern of the namespace's sub-keys,
+// job:<id>:<suffix>. It matches no record, as ids never contain ':'.
+func (k keyspace) subKeyPattern() string { return k.recordPrefix() + "*:*" }
+
+// checkpointKeys are Backfill's checkpoints in both directions.
+func checkpointKeys(prefix string) []string {
+	return []string{
+		checkpointKey(prefix, JobNamespace, StepNamespace),
+		checkpointKey(prefix, StepNamespace, JobNamespace),
+	}
+}

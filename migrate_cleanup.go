@@ -1,0 +1,262 @@
+package jobstore
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Cleanup deletes a namespace once nothing uses it: job:*/jobs:* at the
+// end of the migration, or step:*/steps:* after a rollback.
+
+// CleanupOptions configures Cleanup. The zero value checks the stage,
+// verifies, then deletes in batches of DefaultBatchSize.
+type CleanupOptions struct {
+	// DryRun runs the checks and counts what would be deleted, deleting
+	// nothing.
+	DryRun bool
+	// Force deletes without the verification. The stage check still
+	// applies.
+	Force bool
+	// Strict refuses on any difference between what the namespace holds
+	// and the other one (a stale copy included), not only on those that
+	// deleting it would lose. With services running, the namespace no
+	// longer written falls behind at once, so Strict needs writes paused.
+	Strict bool
+	// BatchSize is how many keys each SCAN asks for and each UNLINK
+	// deletes. 0 means DefaultBatchSize; at most MaxBatchSize.
+	BatchSize int
+	// Verify configures the verification that runs first; its Repair is
+	// ignored (Cleanup never writes what it verifies), and its BatchSize
+	// defaults to BatchSize.
+	Verify VerifyOptions
+	// Progress, when set, is called after each batch with the number of
+	// keys deleted so far (or, on a dry run, found).
+	Progress func(deleted int64)
+}
+
+// CleanupResult says what Cleanup deleted, or would delete on a dry run.
+type CleanupResult struct {
+	Namespace string `json:"namespace"` // "job" or "step"
+	DryRun    bool   `json:"dry_run"`
+	Forced    bool   `json:"forced"`
+	// Verify is the verification that ran first (nil when forced). It
+	// looks only at what the namespace holds: what only the other
+	// namespace has cannot be lost.
+	Verify *VerifyResult `json:"verify,omitempty"`
+	// The keys deleted: records, sub-keys, worker active hashes, the
+	// pending, completed and failed keys, and Backfill's checkpoints.
+	Records      int64 `json:"records"`
+	SubKeys      int64 `json:"sub_keys"`
+	ActiveHashes int64 `json:"active_hashes"`
+	Queues       int64 `json:"queues"`
+	Checkpoints  int64 `json:"checkpoints"`
+	// Deleted is their sum.
+	Deleted int64 `json:"deleted"`
+}
+
+// Cleanup deletes every key that a job owns in ns (records, sub-keys,
+// pending, every worker's active hash, completed, failed) and Backfill's
+// checkpoints, with UNLINK in batches, so Redis frees them without
+// blocking. Look-alikes (jobsummary, jobs:pending:old, jobs:active,
+// job:<invalid id>) and keys outside the namespace stay. In order:
+//
+//  1. The stage check: no process may still use ns. job:* goes only in
+//     step-only, step:* only in legacy; the published shared stage, when
+//     there is one, and the Migrator's own stage must both be that one,
+//     else the error wraps ErrNamespaceInUse.
+//  2. Unless opts.Force, a verification of what ns holds against the
+//     other namespace, the authoritative one, with Verify's rounds: a
+//     record or entry only ns has, or a copy in ns that is not older than
+//     the authoritative one, would be lost, and refuses the deletion
+//     (ErrCleanupRefused; the result's Verify lists them in
+//     BlockingDiffs). With opts.Strict, any difference refuses.
+//  3. The deletion, streaming the keys with SCAN so memory stays flat.
+//     Keys written in ns after the scan passed them stay: the stage check
+//     is what keeps writers away.
+func (m *Migrator) Cleanup(ctx context.Context, ns Namespace, opts CleanupOptions) (CleanupResult, error) {
+	res := CleanupResult{Namespace: ns.String(), DryRun: opts.DryRun, Forced: opts.Force}
+	if !ns.valid() {
+		return res, fmt.Errorf("%w: namespace %d: want job or step", ErrInvalidArgument, int(ns))
+	}
+	batch, err := batchSize(opts.BatchSize)
+	if err != nil {
+		return res, err
+	}
+	if err := m.cleanupGuard(ctx, ns); err != nil {
+		return res, err
+	}
+	if !opts.Force {
+		if err := m.cleanupVerify(ctx, ns, opts, batch, &res); err != nil {
+			return res, err
+		}
+	}
+	d := deleter{m: m, k: m.s.space(ns), dry: opts.DryRun, batch: batch, res: &res, progress: opts.Progress}
+	return res, d.run(ctx)
+}
+
+// freeStage is the one stage in which no process uses ns.
+func freeStage(ns Namespace) Stage {
+	if ns == JobNamespace {
+		return StageStepOnly
+	}
+	return StageLegacy
+}
+
+// cleanupGuard refuses to delete a namespace that the shared stage or
+// the Migrator's own still reads or writes.
+func (m *Migrator) cleanupGuard(ctx context.Context, ns Namespace) error {
+	want := freeStage(ns)
+	shared, published, err := m.s.sharedStage(ctx)
+	if err != nil {
+		return err
+	}
+	if published && shared != want {
+		return fmt.Errorf("%w: the shared stage is %s, in which processes still use %s:*; publish %s first",
+			ErrNamespaceInUse, shared, ns, want)
+	}
+	if own := m.s.Stage(); own != want {
+		return fmt.Errorf("%w: this Migrator's stage is %s, in which %s:* is still used; move it (and every process) to %s first",
+			ErrNamespaceInUse, own, ns, want)
+	}
+	return nil
+}
+
+// cleanupVerify compares what ns holds with the other namespace and
+// refuses on what deleting ns would lose.
+func (m *Migrator) cleanupVerify(ctx context.Context, ns Namespace, opts CleanupOptions, batch int, res *CleanupResult) error {
+	vo := opts.Verify
+	vo.Repair = false
+	vo.BatchSize = cmpOr(vo.BatchSize, batch)
+	v, err := m.newVerifier(ns.other(), vo)
+	if err != nil {
+		return err
+	}
+	err = v.run(ctx, []verifySide{{s: v.o, c: v.a, full: true}})
+	res.Verify = &v.res
+	if err != nil {
+		return err
+	}
+	switch r := &v.res; {
+	case opts.Strict && r.Differences > 0:
+		return fmt.Errorf("%w: strict: %s:* differs from %s:* in %d places (first: %s); repair them (Verify with Repair) with writes paused, or clean up without Strict",
+			ErrCleanupRefused, ns, ns.other(), r.Differences, r.Diffs[0])
+	case r.Blocking > 0:
+		return fmt.Errorf("%w: deleting %s:* would lose %d things only it has, or copies not older than %s:*'s: %s; repair them from %s:* (Verify with Repair) or find the process still writing %s:*",
+			ErrCleanupRefused, ns, r.Blocking, ns.other(), firstDiffs(r.BlockingDiffs, 3), ns.other(), ns)
+	}
+	return nil
+}
+
+func firstDiffs(ds []Diff, n int) string {
+	var s []string
+	for _, d := range ds[:min(n, len(ds))] {
+		s = append(s, d.String())
+	}
+	return strings.Join(s, "; ")
+}
+
+// deleter deletes (or counts) the keys of a namespace.
+type deleter struct {
+	m        *Migrator
+	k        keyspace
+	dry      bool
+	batch    int
+	res      *CleanupResult
+	progress func(int64)
+}
+
+func (d *deleter) run(ctx context.Context) error {
+	rdb, n := d.m.s.rdb, int64(d.batch)
+	if err := d.scan(ctx, keyScanner(rdb, d.k.recordPattern(), n), d.recordKeys); err != nil {
+		return err
+	}
+	if err := d.scan(ctx, keyScanner(rdb, d.k.activePattern(), n), d.activeKeys); err != nil {
+		return err
+	}
+	c, err := d.unlink(ctx, []string{d.k.pending(), d.k.completed(), d.k.failed()})
+	d.res.Queues += c
+	if err != nil {
+		return err
+	}
+	c, err = d.unlink(ctx, checkpointKeys(d.m.s.prefix))
+	d.res.Checkpoints += c
+	return err
+}
+
+// recordKeys deletes the records and sub-keys of a page.
+func (d *deleter) recordKeys(ctx context.Context, items []scanItem) error {
+	var recs, subs []string
+	for _, it := range items {
+		switch _, suffix, ok := d.k.parseRecordKey(it.name); {
+		case ok && suffix == "":
+			recs = append(recs, it.name)
+		case ok:
+			subs = append(subs, it.name)
+		}
+	}
+	n, err := d.unlink(ctx, recs)
+	d.res.Records += n
+	if err != nil {
+		return err
+	}
+	n, err = d.unlink(ctx, subs)
+	d.res.SubKeys += n
+	return err
+}
+
+// activeKeys deletes the workers' active hashes of a page.
+func (d *deleter) activeKeys(ctx context.Context, items []scanItem) error {
+	var keys []string
+	for _, it := range items {
+		if _, ok := d.k.workerFromActive(it.name); ok {
+			keys = append(keys, it.name)
+		}
+	}
+	n, err := d.unlink(ctx, keys)
+	d.res.ActiveHashes += n
+	return err
+}
+
+// scan hands a scan's pages to handle, in chunks of the batch size.
+func (d *deleter) scan(ctx context.Context, scan scanner, handle func(context.Context, []scanItem) error) error {
+	for cursor := uint64(0); ; {
+		page, next, err := scan(ctx, cursor)
+		if err != nil {
+			return err
+		}
+		for chunk := range slices.Chunk(notDone(page, nil), d.batch) {
+			if err := handle(ctx, chunk); err != nil {
+				return err
+			}
+		}
+		if cursor = next; cursor == 0 {
+			return nil
+		}
+	}
+}
+
+// unlink deletes keys with UNLINK, or on a dry run counts those that
+// exist, and reports progress.
+func (d *deleter) unlink(ctx context.Context, keys []string) (int64, error) {
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	rdb := d.m.s.rdb
+	var n int64
+	var err error
+	if d.dry {
+		n, err = rdb.Exists(ctx, keys...).Result()
+	} else {
+		n, err = rdb.Unlink(ctx, keys...).Result()
+	}
+	if err != nil {
+		return 0, redisError("cleanup: unlink", "", err)
+	}
+	d.res.Deleted += n
+	if d.progress != nil {
+		d.progress(d.res.Deleted)
+	}
+	return n, nil
+}

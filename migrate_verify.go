@@ -1,0 +1,1081 @@
+package jobstore
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Verify compares the two namespaces, content and all, what key counts
+// cannot show, and re-checks what differs so that writes in flight are not
+// reported.
+
+// Defaults of VerifyOptions.
+const (
+	DefaultVerifyRounds = 3
+	DefaultVerifyDelay  = 200 * time.Millisecond
+	DefaultTTLTolerance = 2 * time.Second
+	DefaultMaxReported  = 100
+	DefaultMaxSuspects  = 50_000
+)
+
+// VerifyOptions configures Verify. The zero value uses the defaults.
+type VerifyOptions struct {
+	// BatchSize is how many keys, members or fields each scan asks for and
+	// each pipeline or MULTI reads. 0 means DefaultBatchSize; at most
+	// MaxBatchSize.
+	BatchSize int
+	// Rounds is how many times a difference is re-checked, Delay apart,
+	// before it is reported: one that goes away in a round was a write in
+	// flight. 0 means DefaultVerifyRounds (3).
+	Rounds int
+	// Delay is the pause before each round. 0 means DefaultVerifyDelay
+	// (200 ms).
+	Delay time.Duration
+	// TTLTolerance is how far apart two TTLs may be. 0 means
+	// DefaultTTLTolerance (2 s).
+	TTLTolerance time.Duration
+	// MaxReported bounds VerifyResult.Diffs and BlockingDiffs. 0 means
+	// DefaultMaxReported (100).
+	MaxReported int
+	// MaxSuspects bounds the differences held for the rounds, so that
+	// memory stays flat: when the first pass has found this many, they
+	// go through their rounds before it goes on. 0 means
+	// DefaultMaxSuspects (50,000).
+	MaxSuspects int
+	// Repair rewrites each difference that remains after the rounds from
+	// the authoritative namespace, per job and atomically: a record or
+	// sub-key is copied whole or deleted, an entry set or removed, a
+	// whole-key TTL copied.
+	Repair bool
+	// OnDiff, when set, is called with every difference reported, on the
+	// goroutine running Verify: the complete list, where Diffs is bounded.
+	OnDiff func(Diff)
+	// Progress, when set, is called after every batch and round, on the
+	// goroutine running Verify.
+	Progress func(VerifyProgress)
+}
+
+// DiffKind says how the two namespaces differ on one item.
+type DiffKind string
+
+// The kinds of difference.
+const (
+	// DiffMissing: Diff.Key lacks the item; Diff.Other has it.
+	DiffMissing DiffKind = "missing"
+	// DiffDifferent: both have it, with other content (fields, type,
+	// value, score).
+	DiffDifferent DiffKind = "different"
+	// DiffTTL: the content is the same but one side expires and the other
+	// does not, or (records and sub-keys) their TTLs are further apart
+	// than the tolerance.
+	DiffTTL DiffKind = "ttl"
+)
+
+// The items of a job that Verify compares, as Diff.Item names them.
+const (
+	ItemRecord    = "record"    // job:<id>
+	ItemSubKey    = "sub-key"   // job:<id>:<suffix>
+	ItemPending   = "pending"   // its member of jobs:pending
+	ItemActive    = "active"    // its field of jobs:active:<worker>
+	ItemCompleted = "completed" // its field of jobs:completed, or that hash's TTL
+	ItemFailed    = "failed"    // its field of jobs:failed, or that hash's TTL
+)
+
+// Diff is one difference that stayed through the rounds.
+type Diff struct {
+	Kind DiffKind `json:"kind"`
+	Item string   `json:"item"` // one of the Item constants
+	// ID is the job, or "" for the whole-key TTL of completed or failed.
+	ID string `json:"id,omitempty"`
+	// Key is the key that lacks the item (DiffMissing), or the
+	// non-authoritative copy; Other is its counterpart in the other
+	// namespace.
+	Key   string `json:"key"`
+	Other string `json:"other"`
+	// Detail says what differs: the fields, scores, values or TTLs, and
+	// which record is fresher.
+	Detail string `json:"detail,omitempty"`
+	// Blocking is set when deleting the non-authoritative namespace would
+	// lose what differs: a record or entry only it has, or a copy in it
+	// that is not older than the authoritative one. Cleanup refuses while
+	// there is one.
+	Blocking bool `json:"blocking"`
+}
+
+// String reads the difference in one line, as
+// "step:X missing; job:X has it".
+func (d Diff) String() string {
+	var s string
+	entry := d.Item != ItemRecord && d.Item != ItemSubKey && d.ID != ""
+	switch {
+	case d.Kind == DiffMissing && entry:
+		s = fmt.Sprintf("%s lacks %s; %s has it", d.Key, d.ID, d.Other)
+	case d.Kind == DiffMissing:
+		s = fmt.Sprintf("%s missing; %s has it", d.Key, d.Other)
+	case d.Kind == DiffTTL:
+		s = fmt.Sprintf("%s differs from %s in TTL", d.Key, d.Other)
+	case entry:
+		s = fmt.Sprintf("%s differs from %s for %s", d.Key, d.Other, d.ID)
+	default:
+		s = fmt.Sprintf("%s differs from %s", d.Key, d.Other)
+	}
+	if d.Detail != "" {
+		if d.Kind == DiffMissing {
+			s += " (" + d.Detail + ")"
+		} else {
+			s += ": " + d.Detail
+		}
+	}
+	if d.Blocking {
+		s += " [blocks cleanup]"
+	}
+	return s
+}
+
+// VerifyResult is what Verify found.
+type VerifyResult struct {
+	// Authoritative is the namespace compared from ("job" or "step"), the
+	// primary of the fleet's stage; Other is the other one.
+	Authoritative string `json:"authoritative"`
+	Other         string `json:"other"`
+	// Checked counts the records, sub-keys and entries compared.
+	Checked int64 `json:"checked"`
+	// Differences counts those that stayed through the rounds, by kind
+	// (Missing, Different, TTL) and by item (ByItem).
+	Differences int64            `json:"differences"`
+	Missing     int64            `json:"missing"`
+	Different   int64            `json:"different"`
+	TTL         int64            `json:"ttl"`
+	ByItem      map[string]int64 `json:"by_item"`
+	// Blocking counts the differences that block a cleanup of Other (see
+	// Diff.Blocking).
+	Blocking int64 `json:"blocking"`
+	// Diffs lists the first MaxReported differences, BlockingDiffs the
+	// first MaxReported blocking ones. OnDiff gets them all.
+	Diffs         []Diff `json:"diffs"`
+	BlockingDiffs []Diff `json:"blocking_diffs"`
+	// Rounds is how many re-check rounds ran.
+	Rounds int `json:"rounds"`
+	// Repaired counts the differences rewritten (Repair).
+	Repaired int64         `json:"repaired"`
+	Elapsed  time.Duration `json:"elapsed_ns"`
+}
+
+// VerifyProgress is what Verify reports as it goes.
+type VerifyProgress struct {
+	// Phase is "records <ns>", "pending", "active", "completed" or
+	// "failed" for a pass, "rounds" when the differences found are about
+	// to be re-checked, and "round <n>" after each round.
+	Phase string
+	// Checked counts the items compared so far; Suspects those that
+	// differed once and wait for the rounds.
+	Checked  int64
+	Suspects int
+}
+
+// Verify compares the namespaces both ways: every record field by field
+// with its TTL, every sub-key (type, content, TTL), every pending member
+// and score, every field of every worker's active hash and of completed
+// and failed; the whole-key TTL of completed and failed counts only when
+// one side carries one and the other none. The authoritative namespace is
+// the primary of the fleet's stage (the published one, else the
+// Migrator's).
+//
+// A first pass walks each namespace with SCAN, ZSCAN and HSCAN, which
+// return every element present for the whole walk, so concurrent writes
+// cannot hide a difference; memory stays flat. What differs is then
+// re-checked over Rounds rounds, Delay apart, each reading both sides of
+// each job in one MULTI, so that a write in flight (dual-writes are
+// atomic) is not reported. It is safe to run while services write, and
+// writes nothing, except with Repair, which runs after the rounds.
+func (m *Migrator) Verify(ctx context.Context, opts VerifyOptions) (VerifyResult, error) {
+	st, err := m.effectiveStage(ctx)
+	if err != nil {
+		return VerifyResult{}, err
+	}
+	v, err := m.newVerifier(st.Primary(), opts)
+	if err != nil {
+		return v.res, err
+	}
+	err = v.run(ctx, []verifySide{{v.a, v.o, true}, {v.o, v.a, false}})
+	v.res.Elapsed = time.Since(v.start)
+	return v.res, err
+}
+
+// verifySide is one pass: the namespace scanned and its counterpart.
+// full compares each item with its counterpart; otherwise the pass only
+// looks for items the counterpart lacks, the full pass over the
+// counterpart having compared the rest.
+type verifySide struct {
+	s, c keyspace
+	full bool
+}
+
+// vitem is one item of a job: what (an Item constant), the job, and the
+// sub-key's suffix or the active hash's worker. A completed or failed
+// item without id is the hash's whole-key TTL.
+type vitem struct{ what, id, sub string }
+
+// vtypes are the types of a sub-key's two sides as last read.
+type vtypes struct{ a, o string }
+
+type verifier struct {
+	m     *Migrator
+	rdb   redis.UniversalClient
+	opts  VerifyOptions
+	batch int
+	a, o  keyspace
+	res   VerifyResult
+	sus   map[vitem]vtypes
+	start time.Time
+}
+
+func (m *Migrator) newVerifier(authoritative Namespace, opts VerifyOptions) (*verifier, error) {
+	v := &verifier{m: m, rdb: m.s.rdb, a: m.s.space(authoritative), o: m.s.space(authoritative.other()),
+		sus: map[vitem]vtypes{}, start: time.Now()}
+	v.res = VerifyResult{Authoritative: authoritative.String(), Other: authoritative.other().String(),
+		ByItem: map[string]int64{}, Diffs: []Diff{}, BlockingDiffs: []Diff{}}
+	var err error
+	if v.batch, err = batchSize(opts.BatchSize); err != nil {
+		return v, err
+	}
+	if opts.Rounds < 0 || opts.Delay < 0 || opts.TTLTolerance < 0 || opts.MaxReported < 0 || opts.MaxSuspects < 0 {
+		return v, fmt.Errorf("%w: verify options must not be negative", ErrInvalidArgument)
+	}
+	opts.Rounds = cmpOr(opts.Rounds, DefaultVerifyRounds)
+	opts.Delay = cmpOr(opts.Delay, DefaultVerifyDelay)
+	opts.TTLTolerance = cmpOr(opts.TTLTolerance, DefaultTTLTolerance)
+	opts.MaxReported = cmpOr(opts.MaxReported, DefaultMaxReported)
+	opts.MaxSuspects = cmpOr(opts.MaxSuspects, DefaultMaxSuspects)
+	v.opts = opts
+	return v, nil
+}
+
+// cmpOr returns x, or def when x is zero.
+func cmpOr[T comparable](x, def T) T {
+	var zero T
+	if x == zero {
+		return def
+	}
+	return x
+}
+
+// run makes the passes, then settles what they found.
+func (v *verifier) run(ctx context.Context, sides []verifySide) error {
+	for _, sd := range sides {
+		passes := []func(context.Context, verifySide) error{v.recordPass, v.pendingPass, v.activePass,
+			v.hashPass(ItemCompleted), v.hashPass(ItemFailed)}
+		for _, pass := range passes {
+			if err := pass(ctx, sd); err != nil {
+				return err
+			}
+		}
+	}
+	return v.settle(ctx)
+}
+
+func (v *verifier) progress(phase string) {
+	if v.opts.Progress != nil {
+		v.opts.Progress(VerifyProgress{Phase: phase, Checked: v.res.Checked, Suspects: len(v.sus)})
+	}
+}
+
+// walk runs handle on a scan's pages in chunks of at most the batch size.
+func (v *verifier) walk(ctx context.Context, phase string, scan scanner, handle func(ctx context.Context, items []scanItem) error) error {
+	for cursor := uint64(0); ; {
+		page, next, err := scan(ctx, cursor)
+		if err != nil {
+			return err
+		}
+		for chunk := range slices.Chunk(page, v.batch) {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := handle(ctx, chunk); err != nil {
+				return err
+			}
+			v.progress(phase)
+		}
+		if cursor = next; cursor == 0 {
+			return nil
+		}
+	}
+}
+
+// suspect notes an item for the rounds; when MaxSuspects are held, they
+// are settled first.
+func (v *verifier) suspect(ctx context.Context, it vitem, t vtypes) error {
+	if _, ok := v.sus[it]; !ok && len(v.sus) >= v.opts.MaxSuspects {
+		if err := v.settle(ctx); err != nil {
+			return err
+		}
+	}
+	v.sus[it] = t
+	return nil
+}
+
+// recordPass compares the records and sub-keys the scanned side has.
+func (v *verifier) recordPass(ctx context.Context, sd verifySide) error {
+	scan := keyScanner(v.rdb, sd.s.recordPattern(), int64(v.batch))
+	return v.walk(ctx, "records "+sd.s.ns.String(), scan, func(ctx context.Context, items []scanItem) error {
+		var recs []string
+		var subs [][2]string
+		for _, it := range items {
+			switch id, suffix, ok := sd.s.parseRecordKey(it.name); {
+			case !ok:
+			case suffix == "":
+				recs = append(recs, id)
+			default:
+				subs = append(subs, [2]string{id, suffix})
+			}
+		}
+		v.res.Checked += int64(len(recs) + len(subs))
+		if !sd.full {
+			return v.lookForMissing(ctx, sd, recs, subs)
+		}
+		if err := v.compareRecords(ctx, recs); err != nil {
+			return err
+		}
+		return v.compareSubKeys(ctx, subs)
+	})
+}
+
+// lookForMissing notes the records and sub-keys the counterpart lacks.
+func (v *verifier) lookForMissing(ctx context.Context, sd verifySide, recs []string, subs [][2]string) error {
+	pipe := v.rdb.Pipeline()
+	var its []vitem
+	var cmds []*redis.IntCmd
+	for _, id := range recs {
+		its = append(its, vitem{what: ItemRecord, id: id})
+		cmds = append(cmds, pipe.Exists(ctx, sd.c.record(id)))
+	}
+	for _, s := range subs {
+		its = append(its, vitem{what: ItemSubKey, id: s[0], sub: s[1]})
+		cmds = append(cmds, pipe.Exists(ctx, sd.c.sub(s[0], s[1])))
+	}
+	if len(cmds) == 0 {
+		return nil
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return redisError("verify: read", "", err)
+	}
+	for i, c := range cmds {
+		if c.Val() == 0 {
+			if err := v.suspect(ctx, its[i], vtypes{}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// compareRecords reads records of both sides in a pipeline and notes
+// those that differ.
+func (v *verifier) compareRecords(ctx context.Context, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	pipe := v.rdb.Pipeline()
+	read := v.readRecords(ctx, pipe, ids)
+	if err := execReads(ctx, pipe); err != nil {
+		return err
+	}
+	pairs, err := read()
+	if err != nil {
+		return err
+	}
+	for i, p := range pairs {
+		if v.recordDiff(ids[i], p) != nil {
+			if err := v.suspect(ctx, vitem{what: ItemRecord, id: ids[i]}, vtypes{}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// recPair is a job's two records, as read at one moment.
+type recPair struct {
+	a, o       map[string]string
+	aErr, oErr error // set when the key is not a hash
+	aTTL, oTTL time.Duration
+}
+
+func (p recPair) aHas() bool { return len(p.a) > 0 || p.aErr != nil }
+func (p recPair) oHas() bool { return len(p.o) > 0 || p.oErr != nil }
+
+// staleInOther reports whether the authoritative record is strictly
+// fresher than the other one (or the other one is gone): what the other
+// side holds of the job is then an old copy.
+func (p recPair) staleInOther() bool {
+	if len(p.a) == 0 || p.aErr != nil || p.oErr != nil {
+		return false
+	}
+	return len(p.o) == 0 || recordFreshness(p.a).compare(recordFreshness(p.o)) > 0
+}
+
+// readRecords queues the reads of both records of each id; the returned
+// function decodes them once the pipeline ran.
+func (v *verifier) readRecords(ctx context.Context, pipe redis.Pipeliner, ids []string) func() ([]recPair, error) {
+	type cmds struct {
+		a, o       *redis.MapStringStringCmd
+		aTTL, oTTL *redis.DurationCmd
+	}
+	cs := make([]cmds, len(ids))
+	for i, id := range ids {
+		cs[i] = cmds{pipe.HGetAll(ctx, v.a.record(id)), pipe.HGetAll(ctx, v.o.record(id)),
+			pipe.PTTL(ctx, v.a.record(id)), pipe.PTTL(ctx, v.o.record(id))}
+	}
+	return func() ([]recPair, error) {
+		out := make([]recPair, len(ids))
+		for i, c := range cs {
+			p := &out[i]
+			p.a, p.aErr = c.a.Result()
+			p.o, p.oErr = c.o.Result()
+			for _, err := range []error{p.aErr, p.oErr, c.aTTL.Err(), c.oTTL.Err()} {
+				if err != nil && !hasErrorPrefix(err, "WRONGTYPE") {
+					return nil, redisError("verify: read", ids[i], err)
+				}
+			}
+			p.aTTL, p.oTTL = c.aTTL.Val(), c.oTTL.Val()
+		}
+		return out, nil
+	}
+}
+
+// execReads runs a pipeline of reads; errors of single commands (a key
+// of another type, a member missing) are left to their decoders.
+func execReads(ctx context.Context, pipe redis.Pipeliner) error {
+	cmds, err := pipe.Exec(ctx)
+	if err == nil {
+		return nil
+	}
+	for _, c := range cmds {
+		if e := c.Err(); e != nil && !errors.Is(e, redis.Nil) && !hasErrorPrefix(e, "WRONGTYPE") {
+			return redisError("verify: read", "", e)
+		}
+	}
+	return nil
+}
+
+// recordDiff compares a job's records.
+func (v *verifier) recordDiff(id string, p recPair) *Diff {
+	d := v.diff(ItemRecord, id, v.a.record(id), v.o.record(id))
+	switch {
+	case !p.aHas() && !p.oHas():
+		return nil
+	case !p.oHas():
+		d.Kind = DiffMissing
+	case !p.aHas():
+		d.Kind, d.Key, d.Other, d.Blocking = DiffMissing, d.Other, d.Key, true
+	case p.aErr != nil || p.oErr != nil:
+		d.Kind, d.Detail, d.Blocking = DiffDifferent, "not a hash", true
+	case !maps.Equal(p.a, p.o):
+		d.Kind, d.Detail, d.Blocking = DiffDifferent, v.fieldsDetail(id, p), !p.staleInOther()
+	case v.ttlDiffers(p.aTTL, p.oTTL, false):
+		d.Kind, d.Detail = DiffTTL, ttlDetail(p.oTTL, p.aTTL)
+	default:
+		return nil
+	}
+	return &d
+}
+
+// diff starts a Diff whose Key is the other side's key.
+func (v *verifier) diff(what, id, aKey, oKey string) Diff {
+	return Diff{Item: what, ID: id, Key: oKey, Other: aKey}
+}
+
+// fieldsDetail names the fields that differ and the fresher record.
+func (v *verifier) fieldsDetail(id string, p recPair) string {
+	var names []string
+	for k, x := range p.a {
+		if y, ok := p.o[k]; !ok || x != y {
+			names = append(names, k)
+		}
+	}
+	for k := range p.o {
+		if _, ok := p.a[k]; !ok {
+			names = append(names, k)
+		}
+	}
+	slices.Sort(names)
+	if len(names) > 6 {
+		names = append(names[:6], fmt.Sprintf("and %d more", len(names)-6))
+	}
+	fresh := "neither is fresher"
+	switch recordFreshness(p.a).compare(recordFreshness(p.o)) {
+	case 1:
+		fresh = v.a.record(id) + " is fresher"
+	case -1:
+		fresh = v.o.record(id) + " is fresher"
+	}
+	return "fields " + strings.Join(names, ", ") + "; " + fresh
+}
+
+// ttlDiffers compares two PTTLs (-1: none). With presenceOnly, only one
+// side having a TTL counts; otherwise also TTLs further apart than the
+// tolerance.
+func (v *verifier) ttlDiffers(a, b time.Duration, presenceOnly bool) bool {
+	if (a > 0) != (b > 0) {
+		return true
+	}
+	return !presenceOnly && a > 0 && (a-b > v.opts.TTLTolerance || b-a > v.opts.TTLTolerance)
+}
+
+func ttlDetail(key, other time.Duration) string {
+	return ttlText(key) + " vs " + ttlText(other)
+}
+
+func ttlText(d time.Duration) string {
+	if d < 0 {
+		return "none"
+	}
+	return d.Round(time.Second).String()
+}
+
+// compareSubKeys reads sub-keys of both sides (types and TTLs, then
+// contents) and notes those that differ.
+func (v *verifier) compareSubKeys(ctx context.Context, subs [][2]string) error {
+	if len(subs) == 0 {
+		return nil
+	}
+	its := make([]vitem, len(subs))
+	for i, s := range subs {
+		its[i] = vitem{what: ItemSubKey, id: s[0], sub: s[1]}
+	}
+	pipe := v.rdb.Pipeline()
+	types := make([][2]*redis.StatusCmd, len(its))
+	for i, it := range its {
+		types[i] = [2]*redis.StatusCmd{pipe.Type(ctx, v.a.sub(it.id, it.sub)), pipe.Type(ctx, v.o.sub(it.id, it.sub))}
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return redisError("verify: read sub-keys", "", err)
+	}
+	pipe = v.rdb.Pipeline()
+	reads := make([]func() subPair, len(its))
+	for i, it := range its {
+		reads[i] = v.readSubKey(ctx, pipe, it, vtypes{types[i][0].Val(), types[i][1].Val()})
+	}
+	if err := execReads(ctx, pipe); err != nil {
+		return err
+	}
+	for i, it := range its {
+		if p := reads[i](); v.subKeyDiff(it, p, recPair{}) != nil {
+			if err := v.suspect(ctx, it, vtypes{p.aType, p.oType}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// subPair is a sub-key's two sides as read at one moment.
+type subPair struct {
+	aType, oType string // as read with the content; "" when not read
+	a, o         any
+	aTTL, oTTL   time.Duration
+	// changed is set when the types read with the content are not those
+	// the content was read for.
+	changed bool
+}
+
+// readSubKey queues the reads of a sub-key's two sides, each content read
+// by the type it had when last seen.
+func (v *verifier) readSubKey(ctx context.Context, pipe redis.Pipeliner, it vitem, seen vtypes) func() subPair {
+	ak, ok := v.a.sub(it.id, it.sub), v.o.sub(it.id, it.sub)
+	at, ot := pipe.Type(ctx, ak), pipe.Type(ctx, ok)
+	attl, ottl := pipe.PTTL(ctx, ak), pipe.PTTL(ctx, ok)
+	ac, oc := readContent(ctx, pipe, ak, seen.a), readContent(ctx, pipe, ok, seen.o)
+	return func() subPair {
+		p := subPair{aType: at.Val(), oType: ot.Val(), aTTL: attl.Val(), oTTL: ottl.Val()}
+		p.changed = p.aType != seen.a || p.oType != seen.o
+		p.a, p.o = ac(), oc()
+		return p
+	}
+}
+
+// readContent queues the read of a key's content by its type and returns
+// a comparable form of it once the pipeline ran: a map for a hash, a
+// sorted list for a set, the elements of a list, zset or stream, the
+// value of a string, a DUMP for other types.
+func readContent(ctx context.Context, pipe redis.Pipeliner, key, typ string) func() any {
+	var c redis.Cmder
+	switch typ {
+	case "none", "":
+		return func() any { return nil }
+	case "hash":
+		c = pipe.HGetAll(ctx, key)
+	case "string":
+		c = pipe.Get(ctx, key)
+	case "list":
+		c = pipe.LRange(ctx, key, 0, -1)
+	case "set":
+		c = pipe.SMembers(ctx, key)
+	case "zset":
+		c = pipe.ZRangeWithScores(ctx, key, 0, -1)
+	case "stream":
+		c = pipe.XRange(ctx, key, "-", "+")
+	default:
+		c = pipe.Do(ctx, "DUMP", key)
+	}
+	return func() any {
+		if c.Err() != nil {
+			return c.Err().Error()
+		}
+		switch x := c.(type) {
+		case *redis.StringSliceCmd:
+			l := x.Val()
+			if typ == "set" {
+				slices.Sort(l)
+			}
+			return l
+		case *redis.MapStringStringCmd:
+			return x.Val()
+		case *redis.StringCmd:
+			return x.Val()
+		case *redis.ZSliceCmd:
+			return x.Val()
+		case *redis.XMessageSliceCmd:
+			return x.Val()
+		case *redis.Cmd:
+			return x.Val()
+		}
+		return nil
+	}
+}
+
+// subKeyDiff compares a sub-key's two sides; r, the job's records, tells
+// whether the other side's copy is stale (r.a empty when not read).
+func (v *verifier) subKeyDiff(it vitem, p subPair, r recPair) *Diff {
+	d := v.diff(ItemSubKey, it.id, v.a.sub(it.id, it.sub), v.o.sub(it.id, it.sub))
+	aHas, oHas := p.aType != "none", p.oType != "none"
+	switch {
+	case !aHas && !oHas:
+		return nil
+	case !oHas:
+		d.Kind = DiffMissing
+	case !aHas:
+		d.Kind, d.Key, d.Other, d.Blocking = DiffMissing, d.Other, d.Key, !r.staleInOther()
+	case p.aType != p.oType:
+		d.Kind, d.Detail, d.Blocking = DiffDifferent, "type "+p.oType+" vs "+p.aType, !r.staleInOther()
+	case p.changed:
+		d.Kind, d.Detail, d.Blocking = DiffDifferent, "its type changed while it was read", !r.staleInOther()
+	case !reflect.DeepEqual(p.a, p.o):
+		d.Kind, d.Detail, d.Blocking = DiffDifferent, "content", !r.staleInOther()
+	case v.ttlDiffers(p.aTTL, p.oTTL, false):
+		d.Kind, d.Detail = DiffTTL, ttlDetail(p.oTTL, p.aTTL)
+	default:
+		return nil
+	}
+	return &d
+}
+
+// pendingPass compares the pending members the scanned side has.
+func (v *verifier) pendingPass(ctx context.Context, sd verifySide) error {
+	return v.entryPass(ctx, sd, ItemPending, kindZset, sd.s.pending(), sd.c.pending(), "")
+}
+
+// hashPass returns the pass over completed or failed.
+func (v *verifier) hashPass(what string) func(context.Context, verifySide) error {
+	return func(ctx context.Context, sd verifySide) error {
+		s, c := sd.s.completed(), sd.c.completed()
+		if what == ItemFailed {
+			s, c = sd.s.failed(), sd.c.failed()
+		}
+		if sd.full {
+			if err := v.compareHashTTL(ctx, what, s, c); err != nil {
+				return err
+			}
+		}
+		return v.entryPass(ctx, sd, what, kindHash, s, c, "")
+	}
+}
+
+// activePass compares the active hash of every worker the scanned side
+// has.
+func (v *verifier) activePass(ctx context.Context, sd verifySide) error {
+	scan := keyScanner(v.rdb, sd.s.activePattern(), int64(v.batch))
+	for cursor := uint64(0); ; {
+		page, next, err := scan(ctx, cursor)
+		if err != nil {
+			return err
+		}
+		for _, it := range notDone(page, nil) {
+			if w, ok := sd.s.workerFromActive(it.name); ok {
+				if err := v.entryPass(ctx, sd, ItemActive, kindHash, sd.s.active(w), sd.c.active(w), w); err != nil {
+					return err
+				}
+			}
+		}
+		if cursor = next; cursor == 0 {
+			return nil
+		}
+	}
+}
+
+// entryPass scans one queue key and notes the entries its counterpart
+// lacks or (full) holds otherwise.
+func (v *verifier) entryPass(ctx context.Context, sd verifySide, what string, kind entryKind, key, other, worker string) error {
+	scan := entryScanner(v.rdb, kind, key, int64(v.batch))
+	return v.walk(ctx, what, scan, func(ctx context.Context, items []scanItem) error {
+		v.res.Checked += int64(len(items))
+		differ, err := differing(ctx, v.rdb, kind, other, items, !sd.full)
+		if err != nil {
+			return err
+		}
+		for _, id := range differ {
+			if err := v.suspect(ctx, vitem{what: what, id: id, sub: worker}, vtypes{}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// compareHashTTL notes the whole-key TTL of completed or failed when one
+// side carries one and the other none.
+func (v *verifier) compareHashTTL(ctx context.Context, what, s, c string) error {
+	pipe := v.rdb.Pipeline()
+	st, ct := pipe.PTTL(ctx, s), pipe.PTTL(ctx, c)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return redisError("verify: read TTL of "+s, "", err)
+	}
+	if st.Val() != -2 && ct.Val() != -2 && v.ttlDiffers(st.Val(), ct.Val(), true) {
+		return v.suspect(ctx, vitem{what: what}, vtypes{})
+	}
+	return nil
+}
+
+// entryKeys returns the authoritative and other key of an entry item.
+func (v *verifier) entryKeys(it vitem) (a, o string) {
+	switch it.what {
+	case ItemPending:
+		return v.a.pending(), v.o.pending()
+	case ItemActive:
+		return v.a.active(it.sub), v.o.active(it.sub)
+	case ItemCompleted:
+		return v.a.completed(), v.o.completed()
+	}
+	return v.a.failed(), v.o.failed()
+}
+
+// settle re-checks the suspects over the rounds, reports those that stay,
+// and repairs them if asked. The suspects are then forgotten.
+func (v *verifier) settle(ctx context.Context) error {
+	items := slices.Collect(maps.Keys(v.sus))
+	slices.SortFunc(items, compareItems)
+	var found []checked
+	if len(items) > 0 {
+		v.progress("rounds")
+	}
+	for round := 1; round <= v.opts.Rounds && len(items) > 0; round++ {
+		if err := sleepCtx(ctx, v.opts.Delay); err != nil {
+			return err
+		}
+		v.res.Rounds = max(v.res.Rounds, round)
+		var err error
+		if found, err = v.checkAll(ctx, items); err != nil {
+			return err
+		}
+		items = items[:0]
+		for _, c := range found {
+			items = append(items, c.it)
+		}
+		v.progress(fmt.Sprint("round ", round))
+	}
+	clear(v.sus)
+	for _, c := range found {
+		v.report(c.d)
+	}
+	if v.opts.Repair {
+		return v.repair(ctx, found)
+	}
+	return nil
+}
+
+// itemOrder puts a job's record first, then its sub-keys and entries.
+var itemOrder = map[string]int{ItemRecord: 0, ItemSubKey: 1, ItemPending: 2, ItemActive: 3, ItemCompleted: 4, ItemFailed: 5}
+
+// compareItems orders items by job, then as itemOrder, then by sub-key or
+// worker: the order differences are reported in.
+func compareItems(x, y vitem) int {
+	return cmp.Or(strings.Compare(x.id, y.id), cmp.Compare(itemOrder[x.what], itemOrder[y.what]), strings.Compare(x.sub, y.sub))
+}
+
+// checked is a difference confirmed by a round, with its item.
+type checked struct {
+	it vitem
+	d  Diff
+}
+
+// checkAll re-reads items in batches; a job's items stay in one batch
+// when they fit, as the items come sorted by job.
+func (v *verifier) checkAll(ctx context.Context, items []vitem) ([]checked, error) {
+	var out []checked
+	for _, batch := range byJob(items, v.batch) {
+		found, err := v.check(ctx, batch)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, found...)
+	}
+	return out, nil
+}
+
+// byJob cuts items sorted by job into batches of at most n, without
+// splitting a job's items unless they alone are more than n.
+func byJob(items []vitem, n int) [][]vitem {
+	var out [][]vitem
+	for len(items) > 0 {
+		end := min(n, len(items))
+		for end < len(items) && end > 1 && items[end].id == items[end-1].id {
+			end--
+		}
+		if end == 1 && len(items) > 1 && items[0].id == items[1].id {
+			end = min(n, len(items))
+		}
+		out = append(out, items[:end])
+		items = items[end:]
+	}
+	return out
+}
+
+// check reads the items of a batch and both records of their jobs in one
+// MULTI, and returns those that still differ.
+func (v *verifier) check(ctx context.Context, items []vitem) ([]checked, error) {
+	pipe := v.rdb.TxPipeline()
+	var ids []string
+	at := map[string]int{}
+	for _, it := range items {
+		if _, ok := at[it.id]; !ok && validateID(it.id) == nil {
+			at[it.id] = len(ids)
+			ids = append(ids, it.id)
+		}
+	}
+	recs := v.readRecords(ctx, pipe, ids)
+	reads := make([]func(r recPair) *Diff, len(items))
+	for i, it := range items {
+		reads[i] = v.readItem(ctx, pipe, it)
+	}
+	if err := execReads(ctx, pipe); err != nil {
+		return nil, err
+	}
+	pairs, err := recs()
+	if err != nil {
+		return nil, err
+	}
+	var out []checked
+	for i, it := range items {
+		var r recPair
+		if k, ok := at[it.id]; ok {
+			r = pairs[k]
+		}
+		if d := reads[i](r); d != nil {
+			out = append(out, checked{it, *d})
+		}
+	}
+	return out, nil
+}
+
+// readItem queues the reads of one item; the returned function compares
+// them, given the job's records.
+func (v *verifier) readItem(ctx context.Context, pipe redis.Pipeliner, it vitem) func(r recPair) *Diff {
+	switch {
+	case it.what == ItemRecord:
+		return func(r recPair) *Diff { return v.recordDiff(it.id, r) }
+	case it.what == ItemSubKey:
+		read := v.readSubKey(ctx, pipe, it, v.sus[it])
+		return func(r recPair) *Diff {
+			p := read()
+			if p.changed {
+				v.sus[it] = vtypes{p.aType, p.oType}
+			}
+			return v.subKeyDiff(it, p, r)
+		}
+	case it.id == "":
+		a, o := v.entryKeys(it)
+		at, ot := pipe.PTTL(ctx, a), pipe.PTTL(ctx, o)
+		return func(recPair) *Diff { return v.hashTTLDiff(it, at.Val(), ot.Val()) }
+	}
+	a, o := v.entryKeys(it)
+	kind := kindHash
+	if it.what == ItemPending {
+		kind = kindZset
+	}
+	ac, oc := readEntry(ctx, pipe, kind, a, it.id), readEntry(ctx, pipe, kind, o, it.id)
+	return func(r recPair) *Diff { return v.entryDiff(it, kind, ac(), oc(), r) }
+}
+
+// readEntry queues the read of one entry: a score or a field's value.
+func readEntry(ctx context.Context, pipe redis.Pipeliner, kind entryKind, key, name string) func() optString {
+	var c *redis.StringCmd
+	if kind == kindZset {
+		c = redis.NewStringCmd(ctx, "ZSCORE", key, name)
+		_ = pipe.Process(ctx, c)
+	} else {
+		c = pipe.HGet(ctx, key, name)
+	}
+	return func() optString {
+		s, err := c.Result()
+		return optString{s, err == nil}
+	}
+}
+
+// entryDiff compares an entry's two sides.
+func (v *verifier) entryDiff(it vitem, kind entryKind, a, o optString, r recPair) *Diff {
+	ak, ok := v.entryKeys(it)
+	d := v.diff(it.what, it.id, ak, ok)
+	switch {
+	case !a.ok && !o.ok:
+		return nil
+	case !o.ok:
+		d.Kind, d.Detail = DiffMissing, entryText(kind, a.v)
+	case !a.ok:
+		d.Kind, d.Key, d.Other, d.Detail, d.Blocking = DiffMissing, d.Other, d.Key, entryText(kind, o.v), !r.staleInOther()
+	case sameEntry(kind, a.v, o.v):
+		return nil
+	default:
+		d.Kind, d.Detail, d.Blocking = DiffDifferent, entryText(kind, o.v)+" vs "+entryText(kind, a.v), !r.staleInOther()
+	}
+	return &d
+}
+
+// entryText shows an entry's score, or its value cut short.
+func entryText(kind entryKind, v string) string {
+	if kind == kindZset {
+		if f, err := strconv.ParseFloat(v, 64); err == nil {
+			return "score " + strconv.FormatFloat(f, 'f', -1, 64)
+		}
+		return "score " + v
+	}
+	return "value " + truncate(v, 60)
+}
+
+// hashTTLDiff compares the whole-key TTLs of completed or failed: it
+// counts only when one side carries one and the other none.
+func (v *verifier) hashTTLDiff(it vitem, a, o time.Duration) *Diff {
+	if a == -2 || o == -2 || !v.ttlDiffers(a, o, true) {
+		return nil
+	}
+	ak, ok := v.entryKeys(it)
+	d := v.diff(it.what, "", ak, ok)
+	d.Kind, d.Detail = DiffTTL, ttlDetail(o, a)
+	return &d
+}
+
+// report counts a confirmed difference, and lists it while there is room.
+func (v *verifier) report(d Diff) {
+	r := &v.res
+	r.Differences++
+	r.ByItem[d.Item]++
+	switch d.Kind {
+	case DiffMissing:
+		r.Missing++
+	case DiffDifferent:
+		r.Different++
+	default:
+		r.TTL++
+	}
+	if len(r.Diffs) < v.opts.MaxReported {
+		r.Diffs = append(r.Diffs, d)
+	}
+	if d.Blocking {
+		r.Blocking++
+		if len(r.BlockingDiffs) < v.opts.MaxReported {
+			r.BlockingDiffs = append(r.BlockingDiffs, d)
+		}
+	}
+	if v.opts.OnDiff != nil {
+		v.opts.OnDiff(d)
+	}
+}
+
+// repairScript rewrites items of the other namespace from the
+// authoritative one, one operation per item, all in one atomic step:
+// "key" copies a record or sub-key whole (or deletes the copy when the
+// original is gone), "member" sets or removes a pending member, "field"
+// sets or removes a hash field and copies the hash's whole-key TTL,
+// "ttl" copies the whole-key TTL only. A failing operation (a key of the
+// wrong type) is reported and the others still apply.
+//
+//	KEYS[2i-1], KEYS[2i] -> authoritative key, other key of operation i
+//	ARGV[2i+1], ARGV[2i+2] -> kind of operation i, its member or field ('' for key and ttl)
+//	Reply: OK {errors} {} repaired
+var repairScript = redis.NewScript(migrateLua(`
+local n = 0
+for i = 3, #ARGV, 2 do
+  local a, o, kind, arg = KEYS[i - 2], KEYS[i - 1], ARGV[i], ARGV[i + 1]
+  local ok, e = pcall(function()
+    if kind == 'key' then
+      if redis.call('EXISTS', a) == 1 then copy_key(a, o) else redis.call('DEL', o) end
+    elseif kind == 'member' then
+      set_member(a, o, arg, false, false)
+    elseif kind == 'field' then
+      set_field(a, o, arg, false, false)
+      copy_ttl(a, o, false, false)
+    else
+      copy_ttl(a, o, false, false)
+    end
+  end)
+  if ok then n = n + 1 else merr[#merr + 1] = o .. ': ' .. errtext(e) end
+end
+return done('OK', n)
+`))
+
+// repair rewrites the differences found from the authoritative side,
+// a batch of jobs per script.
+func (v *verifier) repair(ctx context.Context, found []checked) error {
+	items := make([]vitem, len(found))
+	for i, c := range found {
+		items[i] = c.it
+	}
+	var errs []error
+	for _, batch := range byJob(items, v.batch) {
+		keys := make([]string, 0, 2*len(batch))
+		args := flags()
+		for _, it := range batch {
+			a, o, kind, arg := v.repairOp(it)
+			keys = append(keys, a, o)
+			args = append(args, kind, arg)
+		}
+		res, err := repairScript.Run(ctx, v.rdb, keys, args...).Slice()
+		if err != nil {
+			return redisError("verify: repair", "", err)
+		}
+		if len(res) > 4 {
+			n, _ := res[4].(int64)
+			v.res.Repaired += n
+		}
+		if e, _ := res[1].([]any); len(e) > 0 {
+			errs = append(errs, fmt.Errorf("%w: repair: %v", ErrCorruptRecord, e))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// repairOp is the repair script's operation for an item.
+func (v *verifier) repairOp(it vitem) (a, o, kind, arg string) {
+	switch {
+	case it.what == ItemRecord:
+		return v.a.record(it.id), v.o.record(it.id), "key", ""
+	case it.what == ItemSubKey:
+		return v.a.sub(it.id, it.sub), v.o.sub(it.id, it.sub), "key", ""
+	case it.id == "":
+		a, o = v.entryKeys(it)
+		return a, o, "ttl", ""
+	case it.what == ItemPending:
+		return v.a.pending(), v.o.pending(), "member", it.id
+	}
+	a, o = v.entryKeys(it)
+	return a, o, "field", it.id
+}
