@@ -50,7 +50,7 @@ func legacyWrites(t testing.TB, b *backend, prefix string, n int) []string {
 // and it reports its lag and the legacy writes it mirrored.
 func TestFollowerMirrorsUnmirroredWrites(t *testing.T) {
 	b := followerBackend(t)
-	m := newMigrator(t, b)
+	m := newMigrator(t, b, StageLegacy)
 	require.NoError(t, m.PublishStage(ctx, StageDualWrite, PublishOptions{}))
 	legacyWrites(t, b, "before", 6)
 
@@ -129,7 +129,7 @@ func equalNamespaces(t testing.TB, b *backend) bool {
 // authoritative.
 func TestFollowerRefusesStages(t *testing.T) {
 	b := followerBackend(t)
-	m := newMigrator(t, b)
+	m := newMigrator(t, b, StageLegacy)
 	err := m.Follow(ctx, FollowOptions{Configure: true})
 	require.ErrorIs(t, err, ErrNamespaceInUse, "legacy: nothing to follow for")
 	for _, st := range []Stage{StageDualWrite, StageDualRead, StageStepPrimary} {

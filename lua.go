@@ -40,19 +40,11 @@ import (
 //     fields synced. Each script's Go caller decodes its data with a typed
 //     decoder next to it.
 
-// luaCore is the stage check, the mirror and the reply, included by every
-// script (after luaStages).
+// luaCore is the mirror and the reply, included by every script.
 const luaCore = `
 local MIRROR = ARGV[1] == '1'
 local MLOG = ARGV[2] == '1'
 local merr, mlog, msync = {}, {}, {}
-do
-  local published = redis.call('HGET', KEYS[#KEYS], 'stage')
-  if published then
-    published = string.lower(string.match(published, '^%s*(.-)%s*$'))
-    if STAGES[published] and published ~= ARGV[3] then return {'STAGE', {}, {}, 0, published} end
-  end
-end
 
 local function errtext(e)
   if type(e) == 'table' then return tostring(e.err or e.ok or '?') end
@@ -219,6 +211,18 @@ local function worker_idle(worker_key, active, now_iso, now_ms, channel, worker)
 end
 `
 
+// luaStageCheck ends a write whose stage is not the published one (see
+// above); it runs first in every write script.
+const luaStageCheck = `
+do
+  local published = redis.call('HGET', KEYS[#KEYS], 'stage')
+  if published then
+    published = string.lower(string.match(published, '^%s*(.-)%s*$'))
+    if STAGES[published] and published ~= ARGV[3] then return {'STAGE', {}, {}, 0, published} end
+  end
+end
+`
+
 // luaStages is the set of stage names, generated from stageNames.
 var luaStages = func() string {
 	var names []string
@@ -228,8 +232,15 @@ var luaStages = func() string {
 	return "\nlocal STAGES = {" + strings.Join(names, ", ") + "}\n"
 }()
 
-// newScriptText assembles a state-change script from the parts it uses,
-// after the stage names and the core every script needs.
+// newScriptText assembles a write script from the parts it uses, after
+// the stage check every write script runs first.
 func newScriptText(parts ...string) string {
+	return luaStages + luaStageCheck + strings.Join(parts, "")
+}
+
+// newToolScriptText assembles a script of the operator's tools (backfill,
+// verify's repair), which copy between the namespaces whatever the stage
+// and take no stage argument: no stage check.
+func newToolScriptText(parts ...string) string {
 	return luaStages + strings.Join(parts, "")
 }

@@ -897,7 +897,7 @@ end
 
 // migrateLua assembles a migration script: the shared parts, then body.
 func migrateLua(body string) string {
-	return newScriptText(luaCore, scoreLua, luaStatus, freshnessLua, luaMigrate, body)
+	return newToolScriptText(luaCore, scoreLua, luaStatus, freshnessLua, luaMigrate, body)
 }
 
 // backfillRecordsScript decides and copies a batch of records, each with

@@ -243,7 +243,7 @@ func TestBackfillResumeKeepsTheRunsDecisions(t *testing.T) {
 		require.NoError(t, b.rdb.ZAdd(ctx, b.key("steps:pending"), redis.Z{Score: 1, Member: stale}).Err())
 
 		m := newMigrator(t, b, StageDualWrite)
-		require.NoError(t, m.PublishStage(ctx, StageDualWrite, false))
+		require.NoError(t, m.PublishStage(ctx, StageDualWrite, PublishOptions{}))
 		cctx, cancel := context.WithCancel(ctx)
 		first, err := m.Backfill(cctx, BackfillOptions{BatchSize: 2, Progress: func(p BackfillProgress) {
 			if p.Copied > 0 {
@@ -258,8 +258,8 @@ func TestBackfillResumeKeepsTheRunsDecisions(t *testing.T) {
 
 		// The fleet moves on: a run starting now would find the step side
 		// primary, so not authoritative.
-		require.NoError(t, m.PublishStage(ctx, StageDualRead, false))
-		require.NoError(t, m.PublishStage(ctx, StageStepPrimary, false))
+		require.NoError(t, m.PublishStage(ctx, StageDualRead, PublishOptions{}))
+		require.NoError(t, m.PublishStage(ctx, StageStepPrimary, PublishOptions{}))
 		res := runBackfill(t, m, BackfillOptions{BatchSize: 5})
 		require.True(t, res.Resumed)
 		require.True(t, res.Authoritative, "the resumed run keeps the first run's decision")

@@ -97,7 +97,7 @@ func TestCleanupDeletesEveryKeyOfTheJobsAndNothingElse(t *testing.T) {
 func TestCleanupRefusesANamespaceInUse(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		ctx := context.Background()
-		for _, st := range Stages {
+		for st := StageLegacy; st <= StageStepOnly; st++ {
 			for _, ns := range []Namespace{JobNamespace, StepNamespace} {
 				_, err := newMigrator(t, b, st).Cleanup(ctx, ns, CleanupOptions{DryRun: true, Force: true})
 				if st == freeStage(ns) {
@@ -110,7 +110,7 @@ func TestCleanupRefusesANamespaceInUse(t *testing.T) {
 		// The published stage counts too: one process's setting is not
 		// the fleet's.
 		m := newMigrator(t, b, StageStepPrimary)
-		require.NoError(t, m.PublishStage(ctx, StageStepPrimary, true))
+		require.NoError(t, m.PublishStage(ctx, StageStepPrimary, PublishOptions{Force: true}))
 		_, err := newMigrator(t, b, StageStepOnly).Cleanup(ctx, JobNamespace, CleanupOptions{Force: true})
 		require.ErrorIs(t, err, ErrNamespaceInUse)
 		require.ErrorContains(t, err, "shared stage is step-primary")

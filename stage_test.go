@@ -9,13 +9,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func newMigrator(t testing.TB, b *backend, opts ...Option) *Migrator {
-	t.Helper()
-	all := append([]Option{WithKeyPrefix(b.prefix), WithClock(b.clock.Now), WithDualWrite(false)}, opts...)
-	m, err := NewMigrator(b.rdb, all...)
-	require.NoError(t, err)
-	return m
-}
 
 // TestWritesFollowThePublishedStage is the start-up case a new user hit:
 // a service created with New(rdb) (legacy from its environment), never
@@ -24,7 +17,7 @@ func newMigrator(t testing.TB, b *backend, opts ...Option) *Migrator {
 // makes it write step:* first and mirror to job:*.
 func TestWritesFollowThePublishedStage(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
-		m := newMigrator(t, b)
+		m := newMigrator(t, b, StageLegacy)
 		for _, st := range []Stage{StageDualWrite, StageDualRead, StageStepPrimary, StageStepOnly} {
 			require.NoError(t, m.PublishStage(ctx, st, PublishOptions{}))
 		}
@@ -53,7 +46,7 @@ func TestWritesFollowThePublishedStage(t *testing.T) {
 func TestPublishStageCase(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		require.NoError(t, b.rdb.HSet(ctx, b.key("jobstore:stage"), "stage", " Dual-Write ").Err())
-		m := newMigrator(t, b)
+		m := newMigrator(t, b, StageLegacy)
 		st, ok, err := m.SharedStage(ctx)
 		require.NoError(t, err)
 		require.True(t, ok)
@@ -71,7 +64,7 @@ func TestPublishStageCase(t *testing.T) {
 // stragglers when it gives up; a process that stops checks out.
 func TestFleet(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
-		m := newMigrator(t, b)
+		m := newMigrator(t, b, StageLegacy)
 		procs, _, err := m.Fleet(ctx)
 		require.NoError(t, err)
 		require.Empty(t, procs)
@@ -121,7 +114,7 @@ func TestFleet(t *testing.T) {
 // count.
 func TestLegacyGate(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
-		m := newMigrator(t, b)
+		m := newMigrator(t, b, StageLegacy)
 		s := newStore(t, b)
 		registerWorker(t, s, "go-1", "s") // a jobstore worker: no evidence
 		require.NoError(t, b.rdb.Set(ctx, b.key("worker:ts-1:heartbeat"), "now", time.Minute).Err())
