@@ -3,6 +3,8 @@ package jobstore
 import (
 	"context"
 	"fmt"
+	"os"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -138,4 +140,81 @@ func TestFollowerRefusesStages(t *testing.T) {
 	err = m.Follow(ctx, FollowOptions{Configure: true})
 	require.ErrorIs(t, err, ErrNamespaceInUse)
 	require.ErrorContains(t, err, "not step-primary")
+}
+
+// TestFollowerLag runs the legacy services' replay (an API and workers
+// claiming with the real claim function) with the follower on, in
+// dual-write, and measures the follower's lag; then, after the load
+// stops, how long until verify finds no difference. It is short in CI;
+// JOBSTORE_FOLLOW_SECONDS, JOBSTORE_FOLLOW_RATE (submits/s) and
+// JOBSTORE_FOLLOW_WORKERS size it for the figures in BENCHMARKS.md:
+//
+//	JOBSTORE_FOLLOW_SECONDS=20 JOBSTORE_FOLLOW_RATE=150 JOBSTORE_FOLLOW_WORKERS=8 \
+//	  go test -run TestFollowerLag -v .
+func TestFollowerLag(t *testing.T) {
+	const script = "testdata/legacy_load.js"
+	requireLegacy(t, script)
+	env := func(name string, def int) int {
+		if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+			return v
+		}
+		return def
+	}
+	seconds, rate, workers := env("JOBSTORE_FOLLOW_SECONDS", 3), env("JOBSTORE_FOLLOW_RATE", 120), env("JOBSTORE_FOLLOW_WORKERS", 6)
+	srv := startTestServer(t)
+	rdb := srv.Client(&redis.Options{DB: 2})
+	legacy := startLegacy(t, script, "redis://"+srv.Addr()+"/2")
+	require.Equal(t, "jobMatching", legacy.loadFunction("findMatchingJob.91d0fd0.lua"))
+	m, err := NewMigrator(rdb, WithStage(StageDualWrite))
+	require.NoError(t, err)
+	require.NoError(t, m.PublishStage(ctx, StageDualWrite, PublishOptions{}))
+
+	runCtx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var last FollowStats
+	var runErr error
+	wg.Go(func() {
+		runErr = m.Follow(runCtx, FollowOptions{Configure: true, Sweep: -1,
+			Report: func(st FollowStats) { mu.Lock(); last = st; mu.Unlock() }})
+	})
+	var caps []Capabilities
+	for w := range workers {
+		caps = append(caps, Capabilities{WorkerID: fmt.Sprint("ts-", w), Services: []string{"comfyui", "ollama"}})
+	}
+	legacy.do(nil, "startLoad", map[string]any{"submitRate": rate, "svcShare": 0.2, "services": []string{"comfyui", "ollama"},
+		"priorities": []int{40, 50, 60}, "workers": caps, "failShare": 0.1, "workMs": 1, "heartbeatMs": 500})
+	time.Sleep(time.Duration(seconds) * time.Second)
+	var st struct {
+		IDs        []string `json:"ids"`
+		Writes     int      `json:"writes"`
+		Seconds    float64  `json:"seconds"`
+		ErrorCount int      `json:"error_count"`
+		Errors     []string `json:"errors"`
+	}
+	legacy.do(&st, "stopLoad")
+	require.Zero(t, st.ErrorCount, "%v", st.Errors)
+	stopped := time.Now()
+	var converged time.Duration
+	for {
+		res, err := m.Verify(ctx, VerifyOptions{Rounds: 1})
+		require.NoError(t, err)
+		if res.Differences == 0 {
+			converged = time.Since(stopped)
+			break
+		}
+		require.Less(t, time.Since(stopped), 20*time.Second, "no convergence: %v", res.Diffs)
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(1100 * time.Millisecond) // a last report
+	stop()
+	wg.Wait()
+	require.ErrorIs(t, runErr, context.Canceled)
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("legacy load: %d jobs, %d writes in %.1fs = %.0f writes/s; follower: %d events, %d syncs, %d found the step side behind; "+
+		"lag p50 %v, p99 %v; verify found 0 differences %v after the load stopped",
+		len(st.IDs), st.Writes, st.Seconds, float64(st.Writes)/st.Seconds, last.Events, last.Synced, last.Changed,
+		last.LagP50.Round(time.Millisecond), last.LagP99.Round(time.Millisecond), converged.Round(time.Millisecond))
+	require.Positive(t, last.Changed)
 }
