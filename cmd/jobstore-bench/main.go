@@ -45,6 +45,7 @@ type config struct {
 	rounds   int
 	workers  int
 	batch    int
+	records  int
 	sections []string
 
 	// The claim section.
@@ -54,12 +55,11 @@ type config struct {
 	claimCap     int
 }
 
-// allSections are the sections, in the order they run. Backfill and
-// verify are not ported to the new Migrator API yet.
-var allSections = []string{"submit", "batch", "worker", "memory", "claim"}
+// allSections are the sections, in the order they run.
+var allSections = []string{"submit", "batch", "worker", "memory", "backfill", "claim"}
 
 // sharedSections are the sections that use the --redis server.
-var sharedSections = []string{"submit", "batch", "worker", "memory"}
+var sharedSections = []string{"submit", "batch", "worker", "memory", "backfill"}
 
 const defaultFunction = "../shared/legacy/fixtures/findMatchingJob.91d0fd0.lua"
 
@@ -83,6 +83,7 @@ func newFlagSet(c *config, sections *string) *flag.FlagSet {
 	fs.IntVar(&c.rounds, "rounds", 3, "rounds; contenders take turns within each round")
 	fs.IntVar(&c.workers, "workers", 8, "workers for the worker section's cycle")
 	fs.IntVar(&c.batch, "batch", 100, "jobs per batch for the batch section")
+	fs.IntVar(&c.records, "records", 100_000, "legacy jobs the backfill section seeds, copies and verifies")
 	fs.StringVar(sections, "only", strings.Join(allSections, ","), "comma-separated sections to run")
 	fs.StringVar(&c.function, "function", defaultFunction, "the legacy claim function's Lua file, for the claim section")
 	fs.IntVar(&c.claimJobs, "claim-jobs", 10_000, "pending legacy jobs the claim section refills before each turn")
@@ -116,9 +117,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		return usage("unexpected argument %q; see --help", fs.Arg(0))
 	}
-	if c.duration <= 0 || c.rounds < 1 || c.workers < 1 || c.batch < 1 ||
+	if c.duration <= 0 || c.rounds < 1 || c.workers < 1 || c.batch < 1 || c.records < 1 ||
 		c.claimJobs < 1 || c.claimWorkers < 1 || c.claimCap < 1 {
-		return usage("--duration, --rounds, --workers, --batch, --claim-jobs, --claim-workers and --claim-cap must be positive")
+		return usage("--duration, --rounds, --workers, --batch, --records, --claim-jobs, --claim-workers and --claim-cap must be positive")
 	}
 	if c.batch > 10_000 {
 		return usage("--batch %d is more than SubmitJobs takes (10000)", c.batch)
@@ -262,6 +263,8 @@ func (b *bench) run(ctx context.Context) (*report, error) {
 			err = b.workerCycle(ctx, rep)
 		case "memory":
 			err = b.memory(ctx, rep)
+		case "backfill":
+			err = b.backfillVerify(ctx, rep)
 		case "claim":
 			err = b.claim(ctx, rep)
 		}

@@ -32,7 +32,7 @@ func TestUsage(t *testing.T) {
 		{[]string{"--redis", "redis://10.1.2.3:6379/15"}, "not on loopback"},
 		{[]string{"--redis", "http://x"}, "--redis"},
 		{[]string{"--only", "submit,nope"}, `unknown section "nope"`},
-		{[]string{"--only", "backfill"}, `unknown section "backfill"`},
+		{[]string{"--only", "backfill", "--records", "0"}, "--records"},
 		{[]string{"--rounds", "0"}, "must be positive"},
 		{[]string{"--claim-cap", "-1"}, "must be positive"},
 		{[]string{"--batch", "20000"}, "more than SubmitJobs takes"},
@@ -56,7 +56,7 @@ func TestHelp(t *testing.T) {
 		require.Empty(t, errb.String())
 		help := out.String()
 		require.Contains(t, help, "Usage: jobstore-bench")
-		for _, name := range []string{"redis", "duration", "rounds", "workers", "batch", "only", "function", "claim-jobs", "claim-workers", "claim-cap"} {
+		for _, name := range []string{"redis", "duration", "rounds", "workers", "batch", "records", "only", "function", "claim-jobs", "claim-workers", "claim-cap"} {
 			require.Contains(t, help, "  -"+name+" ", name)
 		}
 		// Each flag's text (its line and the indented line under it)
@@ -100,8 +100,8 @@ func needRedisServer(t *testing.T) {
 func TestSmoke(t *testing.T) {
 	url := sharedURL(t)
 	var out, errb bytes.Buffer
-	code := run(context.Background(), []string{"--redis", url, "--json", "--only", "submit,batch,worker,memory",
-		"--duration", "50ms", "--rounds", "1", "--batch", "10", "--workers", "2"}, &out, &errb)
+	code := run(context.Background(), []string{"--redis", url, "--json", "--only", "submit,batch,worker,memory,backfill",
+		"--duration", "50ms", "--rounds", "1", "--batch", "10", "--workers", "2", "--records", "300"}, &out, &errb)
 	require.Equal(t, 0, code, errb.String())
 	var rep report
 	require.NoError(t, json.Unmarshal(out.Bytes(), &rep))
@@ -109,6 +109,9 @@ func TestSmoke(t *testing.T) {
 	require.Len(t, rep.Batch, 4)
 	require.Len(t, rep.Worker, 2)
 	require.NotNil(t, rep.Memory)
+	require.NotNil(t, rep.Backfill)
+	require.Zero(t, rep.Backfill.VerifyDiffs)
+	require.Positive(t, rep.Backfill.BackfillPerSec)
 	require.Nil(t, rep.Claim)
 	for _, r := range slices.Concat(rep.Submit, rep.Batch, rep.Worker) {
 		require.Positive(t, r.PerSec, r.Name)

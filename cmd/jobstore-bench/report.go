@@ -20,13 +20,14 @@ type report struct {
 	Duration string `json:"duration_per_round"`
 	Rounds   int    `json:"rounds"`
 
-	Submit  []result           `json:"submit,omitempty"`
-	Batch   []result           `json:"batch,omitempty"`
-	Worker  []result           `json:"worker,omitempty"`
-	Memory  *memoryResult      `json:"memory,omitempty"`
-	Claim   *claimReport       `json:"claim,omitempty"`
-	Ratios  map[string]float64 `json:"ratios"`
-	Targets []target           `json:"targets"`
+	Submit   []result           `json:"submit,omitempty"`
+	Batch    []result           `json:"batch,omitempty"`
+	Worker   []result           `json:"worker,omitempty"`
+	Memory   *memoryResult      `json:"memory,omitempty"`
+	Backfill *backfillResult    `json:"backfill,omitempty"`
+	Claim    *claimReport       `json:"claim,omitempty"`
+	Ratios   map[string]float64 `json:"ratios"`
+	Targets  []target           `json:"targets"`
 }
 
 type memoryResult struct {
@@ -80,6 +81,9 @@ func (r *report) print(w io.Writer) {
 	if m := r.Memory; m != nil {
 		fmt.Fprintf(w, "\nMemory (INFO used_memory, %d jobs)\n  one namespace  %8.0f bytes/job\n  both           %8.0f bytes/job (+%.0f%%)\n",
 			m.Jobs, m.BytesPerJobOne, m.BytesPerJobBoth, 100*m.Increase)
+	}
+	if b := r.Backfill; b != nil {
+		b.print(w)
 	}
 	if c := r.Claim; c != nil {
 		fmt.Fprintf(w, "\nClaim section, on a private redis-server %s at %s, started for it and killed at its end (--save \"\" --appendonly no, loglevel notice)\n", c.RedisVersion, c.Server)
