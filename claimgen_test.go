@@ -473,7 +473,7 @@ func anyStrings(xs []string) []any {
 }
 
 // genRecord draws a record as the legacy API's submitJob writes it: 20
-// string fields, ” for absent ones, and its score in jobs:pending.
+// string fields, empty for absent ones, and its score in jobs:pending.
 func (g *claimGen) genRecord(id string, pService, pFit float64) ([][2]string, float64) {
 	service := pick(g, g.caps.Services)
 	if !g.chance(pService) {
@@ -705,7 +705,7 @@ func (g *claimGen) hwNeed(name string, fit bool) any {
 	return pick(g, []float64{h + 1, h * 2, 1000})
 }
 
-// genRequirements draws a job's requirements JSON (” for none).
+// genRequirements draws a job's requirements JSON (empty for none).
 func (g *claimGen) genRequirements(fit bool, service, customer string) string {
 	switch x := g.r.IntN(100); {
 	case x < 15:

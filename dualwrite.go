@@ -41,8 +41,9 @@ type write struct {
 	st     Stage
 	script *redis.Script
 	keys   []string
-	argv   []any // the two flags, then the script's own
+	argv   []any // the flags and the stage, then the script's own
 	mirror bool
+	debug  bool // the script returns a log of what it mirrored
 
 	res  []any
 	err  error
@@ -83,9 +84,9 @@ func (s *Store) prepare(ctx context.Context, st Stage, sp spec) *write {
 		w.mirror = s.mirrorKeys(ctx, sp.op, sp.id, func() []string { return mk(s.space(mns)) }, &w.keys)
 	}
 	w.keys = append(w.keys, stageKey(s.prefix))
-	debug := w.mirror && s.log.Enabled(ctx, slog.LevelDebug)
+	w.debug = w.mirror && s.log.Enabled(ctx, slog.LevelDebug)
 	w.argv = make([]any, 0, 3+len(sp.args))
-	w.argv = append(w.argv, flagArg(w.mirror), flagArg(debug), st.String())
+	w.argv = append(w.argv, flagArg(w.mirror), flagArg(w.debug), st.String())
 	w.argv = append(w.argv, sp.args...)
 	return w
 }
@@ -224,8 +225,12 @@ type pipeliner struct {
 // keeps Redis busy while the last one's reply travels.
 const maxInflight = 2
 
-// maxBatch bounds one pipeline.
-const maxBatch = 500
+// maxBatch bounds one pipeline, maxMerge the submits of one script run
+// (which holds Redis for about 15 µs each).
+const (
+	maxBatch = 500
+	maxMerge = 100
+)
 
 // send runs w, alone or with whatever other writes are waiting. If ctx
 // ends first it returns ctx's error; the write may still be applied, as
@@ -370,8 +375,10 @@ func (s *Store) runAll(ctx context.Context, ws []*write) {
 }
 
 // runBatch runs writes, one alone or several in one pipeline, and
-// completes each. go-redis sends a script again, by SHA, when its reply is
-// lost; every script recognises its own earlier run (see fOpToken).
+// completes each. Submits next to each other in the batch go in one run of
+// the submit script (see mergeSubmits). go-redis sends a script again, by
+// SHA, when its reply is lost; every script recognises its own earlier run
+// (see fOpToken).
 func (s *Store) runBatch(ctx context.Context, batch []*write) {
 	defer func() {
 		for _, w := range batch {
@@ -379,6 +386,48 @@ func (s *Store) runBatch(ctx context.Context, batch []*write) {
 			close(w.done)
 		}
 	}()
+	// Runs: a write alone, or submits merged; each run ends with the
+	// writes it stands for.
+	type run struct {
+		w     *write
+		parts []*write
+	}
+	var runs []run
+	for i := 0; i < len(batch); {
+		j := i + 1
+		for j < len(batch) && j-i < maxMerge && mergeable(batch[i], batch[j]) {
+			j++
+		}
+		if j-i > 1 {
+			runs = append(runs, run{mergeSubmits(batch[i:j]), batch[i:j]})
+		} else {
+			runs = append(runs, run{batch[i], batch[i:j]})
+		}
+		i = j
+	}
+	ws := make([]*write, len(runs))
+	for i, r := range runs {
+		ws[i] = r.w
+	}
+	s.execRuns(ctx, ws)
+	for _, r := range runs {
+		if r.w.script != submitScript {
+			continue
+		}
+		if r.w.err != nil {
+			for _, p := range r.parts {
+				p.err = r.w.err
+			}
+			continue
+		}
+		for k, res := range splitSubmit(r.w.res, r.parts) {
+			r.parts[k].res = res
+		}
+	}
+}
+
+// execRuns sends scripts, one alone or several in one pipeline.
+func (s *Store) execRuns(ctx context.Context, batch []*write) {
 	if len(batch) == 1 {
 		w := batch[0]
 		w.res, w.err = w.script.Run(ctx, s.rdb, w.keys, w.argv...).Slice()

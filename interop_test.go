@@ -1358,7 +1358,7 @@ func TestInteropGetJobErrorIsTheLastFailure(t *testing.T) {
 // json.Marshal gives for a nil map or slice), where the legacy API, given
 // the same null, stores "{}" for the payload and "" for requirements and ctx
 // (lightweight-api-server.ts submitJob: `payload || {}`, `requirements ?
-// JSON.stringify(...) : ”`, `ctx ? ... : ”`). The legacy code cannot read
+// JSON.stringify(...) : ""`, `ctx ? ... : ""`). The legacy code cannot read
 // those records: findMatchingJob raises a Lua error on requirements null,
 // so every legacy worker of that service fails to claim anything while the
 // job is in its window (and jobstore's claim passes over it, so it stays);

@@ -186,7 +186,7 @@ const (
 )
 
 // submitFields are the fields the legacy API's submit writes, in its
-// order; every one is written, ” when absent.
+// order; every one is written, empty when absent.
 var submitFields = []string{
 	fID, fService, fPriority, fPayload, fRequirements, fCustomerID, fCreatedAt, fStatus,
 	fRetryCount, fMaxRetries, fWorkflowID, fWorkflowPriority, fWorkflowDatetime,
@@ -454,7 +454,7 @@ func (j *Job) startsWorkflowSpan() bool {
 
 // submitRecord returns the fields SubmitJob writes for j (after
 // withDefaults), name, value, ...: the legacy API's fields in its order,
-// ” for those absent, then Extra in name order.
+// empty for those absent, then Extra in name order.
 func submitRecord(j *Job) []any {
 	itoa := func(n int) string {
 		if n == 0 {

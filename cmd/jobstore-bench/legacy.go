@@ -17,7 +17,7 @@ type legacyJob struct {
 	traceID, spanID                               string
 }
 
-// fields are the record's fields in the API's order, ” for those absent:
+// fields are the record's fields in the API's order, empty for those absent:
 // the 20 that SubmitJob also writes (before its own jobstore_op).
 func (j legacyJob) fields() []any {
 	return []any{
