@@ -9,7 +9,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-
 // TestWritesFollowThePublishedStage is the start-up case a new user hit:
 // a service created with New(rdb) (legacy from its environment), never
 // polling, against a Redis whose published stage is step-only. Its first

@@ -140,6 +140,7 @@ func mergeSubmits(ws []*write) *write {
 	}
 	return m
 }
+
 // decodeSubmit maps the submit script's reply to SubmitJob's error.
 func decodeSubmit(id string, r reply) error {
 	switch r.status {
