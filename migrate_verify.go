@@ -291,25 +291,55 @@ func (v *verifier) progress(phase string) {
 }
 
 // walk runs handle on a scan's pages in chunks of at most the batch size.
+// The next page is fetched while the current one is handled, so that
+// Redis answers the scan while Go compares.
 func (v *verifier) walk(ctx context.Context, phase string, scan scanner, handle func(ctx context.Context, items []scanItem) error) error {
-	for cursor := uint64(0); ; {
-		page, next, err := scan(ctx, cursor)
-		if err != nil {
-			return err
+	pending := prefetch(ctx, scan, 0)
+	for {
+		p := <-pending
+		if p.err != nil {
+			return p.err
 		}
-		for chunk := range slices.Chunk(page, v.batch) {
-			if err := ctx.Err(); err != nil {
-				return err
+		if p.next != 0 {
+			pending = prefetch(ctx, scan, p.next)
+		} else {
+			pending = nil
+		}
+		for chunk := range slices.Chunk(p.items, v.batch) {
+			err := ctx.Err()
+			if err == nil {
+				err = handle(ctx, chunk)
 			}
-			if err := handle(ctx, chunk); err != nil {
+			if err != nil {
+				if pending != nil {
+					<-pending // leave no scan running behind
+				}
 				return err
 			}
 			v.progress(phase)
 		}
-		if cursor = next; cursor == 0 {
+		if pending == nil {
 			return nil
 		}
 	}
+}
+
+// scanPage is one page of a scan, or its error.
+type scanPage struct {
+	items []scanItem
+	next  uint64
+	err   error
+}
+
+// prefetch starts fetching the page at cursor and returns where it will
+// arrive. The channel is buffered: the fetch never waits for its reader.
+func prefetch(ctx context.Context, scan scanner, cursor uint64) chan scanPage {
+	ch := make(chan scanPage, 1)
+	go func() {
+		items, next, err := scan(ctx, cursor)
+		ch <- scanPage{items, next, err}
+	}()
+	return ch
 }
 
 // suspect notes an item for the rounds; when MaxSuspects are held, they
@@ -382,7 +412,15 @@ func (v *verifier) lookForMissing(ctx context.Context, sd verifySide, recs []str
 // compareRecords reads records of both sides in a pipeline and notes
 // those that differ.
 func (v *verifier) compareRecords(ctx context.Context, ids []string) error {
-	if len(ids) == 0 {
+	keyPairs := make([][2]string, len(ids))
+	for i, id := range ids {
+		keyPairs[i] = [2]string{v.a.record(id), v.o.record(id)}
+	}
+	maybe, err := v.screen(ctx, keyPairs, false)
+	if err != nil {
+		return err
+	}
+	if ids = pickAt(ids, maybe); len(ids) == 0 {
 		return nil
 	}
 	pipe := v.rdb.Pipeline()
@@ -546,7 +584,15 @@ func ttlText(d time.Duration) string {
 // compareSubKeys reads sub-keys of both sides (types and TTLs, then
 // contents) and notes those that differ.
 func (v *verifier) compareSubKeys(ctx context.Context, subs [][2]string) error {
-	if len(subs) == 0 {
+	pairs := make([][2]string, len(subs))
+	for i, s := range subs {
+		pairs[i] = [2]string{v.a.sub(s[0], s[1]), v.o.sub(s[0], s[1])}
+	}
+	maybe, err := v.screen(ctx, pairs, true)
+	if err != nil {
+		return err
+	}
+	if subs = pickAt(subs, maybe); len(subs) == 0 {
 		return nil
 	}
 	its := make([]vitem, len(subs))
