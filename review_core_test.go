@@ -1,0 +1,318 @@
+package jobstore
+
+// Outside review of the core lifecycle (review1). Each TestReview* test
+// below fails on the branch as reviewed: it shows one bug, with what is
+// wrong, why it matters and the exact steps in its comment.
+
+import (
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestReviewGetPendingJobsWrongTypeRecord: GetPendingJobs documents that
+// "entries whose record is gone, or is no job record, are passed over",
+// but one pending id whose record key is not a hash (a string left by
+// another writer) fails the whole call with ErrCorruptRecord: readIn
+// returns the WRONGTYPE of any record as the error of the batch. One junk
+// key in jobs:pending then hides every pending job from the API's list.
+//
+// Steps: submit "good"; put "junk" in jobs:pending with job:junk a string;
+// GetPendingJobs(10) must return [good].
+func TestReviewGetPendingJobsWrongTypeRecord(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		s := newStore(t, b)
+		_, err := s.SubmitJob(ctx, Job{ID: "good", Service: "s"})
+		require.NoError(t, err)
+		require.NoError(t, b.rdb.ZAdd(ctx, b.key("jobs:pending"), redisZ(1e18, "junk")).Err())
+		require.NoError(t, b.rdb.Set(ctx, b.key("job:junk"), "not a hash", 0).Err())
+
+		jobs, err := s.GetPendingJobs(ctx, 10)
+		require.NoError(t, err, "a pending entry whose record is no job record is passed over, not the whole list's error")
+		require.Len(t, jobs, 1)
+		require.Equal(t, "good", jobs[0].ID)
+	})
+}
+
+// TestReviewRecoverJunkActiveKeyBlocksOthers: RecoverExpired scans
+// jobs:active:*, and for each worker without a heartbeat HSCANs its active
+// hash. A key jobs:active:<x> that is not a hash (junk of another writer,
+// or a look-alike) makes HSCAN fail with WRONGTYPE, and RecoverExpired
+// returns at once: every dead worker visited after it never gets its jobs
+// back, on every run (Maintain only logs the error). A job of a dead
+// worker is then stranded for as long as the junk key exists.
+//
+// Steps: worker "zz" claims a job and dies (heartbeat deleted); 40 junk
+// string keys jobs:active:junk-N exist (so that, whatever SCAN's order,
+// one comes before zz's hash); RecoverExpired must requeue zz's job.
+func TestReviewRecoverJunkActiveKeyBlocksOthers(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		s := newStore(t, b, WithDualWrite(true))
+		caps := registerWorker(t, s, "zz", "s")
+		id, err := s.SubmitJob(ctx, Job{Service: "s"})
+		require.NoError(t, err)
+		_, err = s.ClaimJob(ctx, caps)
+		require.NoError(t, err)
+		require.NoError(t, b.rdb.Del(ctx, b.key("worker:zz:heartbeat")).Err())
+		for i := range 40 {
+			require.NoError(t, b.rdb.Set(ctx, b.key(fmt.Sprintf("jobs:active:junk-%02d", i)), "x", 0).Err())
+		}
+
+		_, _ = s.RecoverExpired(ctx) // its error about the junk may be reported; the live data must still move
+		j, err := s.GetJob(ctx, id)
+		require.NoError(t, err)
+		require.Equal(t, StatusPending, j.Status, "the dead worker's job is recovered despite an unrelated junk key")
+		require.Zero(t, b.rdb.Exists(ctx, b.key("jobs:active:zz")).Val())
+	})
+}
+
+// TestReviewQueueSizesJunkActiveKey: QueueSizes sums HLEN over every
+// jobs:active:* key; one of them that is not a hash fails the whole
+// pipeline, so the monitoring call the report relies on returns an error
+// instead of the sizes. (GetPendingJobs and recovery have the same
+// weakness: see the two tests above.)
+//
+// Steps: submit a job; SET jobs:active:junk "x"; QueueSizes must answer
+// Pending 1.
+func TestReviewQueueSizesJunkActiveKey(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		s := newStore(t, b)
+		_, err := s.SubmitJob(ctx, Job{Service: "s"})
+		require.NoError(t, err)
+		require.NoError(t, b.rdb.Set(ctx, b.key("jobs:active:junk"), "x", 0).Err())
+		q, err := s.QueueSizes(ctx)
+		require.NoError(t, err)
+		require.Equal(t, int64(1), q.Pending)
+	})
+}
+
+// TestReviewFailRequeuesCancelledJob: start, complete and fail check only
+// that the id is in the worker's active hash, never the record's status.
+// The legacy cancels are not atomic: RedisService.cancelJob reads the
+// record, then HMSETs status cancelled, ZREMs pending, and HDELs
+// jobs:active:<worker_id> only if the worker_id it READ was set. A jobstore
+// claim landing between the read and the writes leaves a record that says
+// cancelled while the id sits in the claiming worker's active hash. The
+// jobstore worker's FailJob(retry) then puts the cancelled job back in
+// pending (status pending): it runs again though the user cancelled it.
+// CompleteJob likewise overwrites cancelled with completed, StartJob with
+// in_progress. FailJob/CompleteJob must refuse a job whose record is
+// finished (ErrNotHeld / ErrJobFinished), as their doc promises for "a job
+// ... cancelled ... meanwhile".
+//
+// Steps: submit X; legacy svcCancelJob reads X (pending, no worker_id);
+// jobstore worker w claims X; svcCancelJob writes status cancelled and
+// ZREMs pending (its HDEL is skipped: the worker_id it read was empty);
+// w calls FailJob(X, retry=true).
+func TestReviewFailRequeuesCancelledJob(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		s := newStore(t, b, WithDualWrite(true))
+		caps := registerWorker(t, s, "w", "s")
+		id, err := s.SubmitJob(ctx, Job{Service: "s"})
+		require.NoError(t, err)
+		// svcCancelJob's read happens here: worker_id is "".
+		_, err = s.ClaimJob(ctx, caps)
+		require.NoError(t, err)
+		// svcCancelJob's writes, from what it read.
+		require.NoError(t, b.rdb.HSet(ctx, b.key("job:"+id), "status", "cancelled", "cancelled_at", "2026-11-28T12:00:01.000Z").Err())
+		require.NoError(t, b.rdb.ZRem(ctx, b.key("jobs:pending"), id).Err())
+
+		_, err = s.FailJob(ctx, id, "w", "boom", true)
+		require.ErrorIs(t, err, ErrJobFinished, "a cancelled job is not failed (and requeued) by the worker that lost it")
+		j, err := s.GetJob(ctx, id)
+		require.NoError(t, err)
+		require.Equal(t, StatusCancelled, j.Status)
+		require.Zero(t, b.rdb.ZCard(ctx, b.key("jobs:pending")).Val(), "the cancelled job is not queued again")
+	})
+}
+
+// TestReviewCompleteOverwritesLegacyCancel: the same race with the legacy
+// API's cancel (status failed, error 'Job cancelled by user', entry in
+// jobs:failed): the worker's CompleteJob turns the cancelled job into a
+// completed one; the user's cancel is lost.
+func TestReviewCompleteOverwritesLegacyCancel(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		s := newStore(t, b, WithDualWrite(true))
+		caps := registerWorker(t, s, "w", "s")
+		id, err := s.SubmitJob(ctx, Job{Service: "s"})
+		require.NoError(t, err)
+		_, err = s.ClaimJob(ctx, caps) // between apiCancelJob's HGETALL and its writes
+		require.NoError(t, err)
+		require.NoError(t, b.rdb.HSet(ctx, b.key("job:"+id), "status", "failed", "failed_at", "2026-11-28T12:00:01.000Z",
+			"error", "Job cancelled by user").Err())
+		require.NoError(t, b.rdb.ZRem(ctx, b.key("jobs:pending"), id).Err())
+		require.NoError(t, b.rdb.HSet(ctx, b.key("jobs:failed"), id,
+			`{"error":"Job cancelled by user","failed_at":"2026-11-28T12:00:01.000Z","cancelled":true}`).Err())
+
+		err = s.CompleteJob(ctx, id, "w", json.RawMessage(`{"ok":1}`))
+		require.ErrorIs(t, err, ErrJobFinished)
+		j, err := s.GetJob(ctx, id)
+		require.NoError(t, err)
+		require.Equal(t, StatusFailed, j.Status, "the cancel stands")
+	})
+}
+
+// TestReviewRecoverRetentionLeavesProgress: WithRecordRetention promises
+// that "failing for good ... sets this TTL on its record and its progress
+// hash", and FailJob does. RecoverExpired, when a dead worker's job has
+// used its retries, expires the record only: job:<id>:progress (and its
+// mirror step:<id>:progress) keep no TTL and outlive the record forever,
+// an orphan sub-key for every such job.
+//
+// Steps: WithRecordRetention(1h), dual-write; submit with MaxRetries 1;
+// claim; ReportProgress; delete the heartbeat; RecoverExpired (Failed 1);
+// job:<id>:progress must have a TTL like job:<id>.
+func TestReviewRecoverRetentionLeavesProgress(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		s := newStore(t, b, WithDualWrite(true), WithRecordRetention(time.Hour))
+		caps := registerWorker(t, s, "w", "s")
+		id, err := s.SubmitJob(ctx, Job{Service: "s", MaxRetries: 1})
+		require.NoError(t, err)
+		_, err = s.ClaimJob(ctx, caps)
+		require.NoError(t, err)
+		require.NoError(t, s.ReportProgress(ctx, id, "w", 40, "half"))
+		require.NoError(t, b.rdb.Del(ctx, b.key("worker:w:heartbeat")).Err())
+		rs, err := s.RecoverExpired(ctx)
+		require.NoError(t, err)
+		require.Equal(t, 1, rs.Failed)
+		require.InDelta(t, time.Hour.Seconds(), b.rdb.TTL(ctx, b.key("job:"+id)).Val().Seconds(), 2)
+		for _, k := range []string{"job:" + id + ":progress", "step:" + id + ":progress"} {
+			require.InDelta(t, time.Hour.Seconds(), b.rdb.TTL(ctx, b.key(k)).Val().Seconds(), 2, "TTL of %s", k)
+		}
+		requireMirrored(t, b)
+	})
+}
+
+// TestReviewRequirementsBreakLegacyClaim: validateSubmit refuses
+// requirements that are not a JSON object because "requirements other
+// than an object make the legacy claim function fail ... blocking the
+// legacy workers' queue". It checks only the top level. Requirements such
+// as {"hardware":5}, {"positive_requirements":5},
+// or {"hardware":{"gpu_memory_gb":"16"}} are accepted, and findMatchingJob
+// raises a Lua error on each (indexing a number, pairs over a number,
+// comparing a number with a string): every FCALL of every legacy worker of
+// the service fails while the job is in the top-100 window, so in the
+// mixed fleet of dual-write the legacy workers stop taking any job.
+//
+// Steps (real findMatchingJob, a redis-server of the test's own): submit
+// a plain job, then one with such requirements at a higher priority, both
+// with jobstore; a legacy worker of the service with a 24 GB GPU calls
+// findMatchingJob. Either SubmitJob refuses the requirements, or the legacy
+// claim must still work.
+func TestReviewRequirementsBreakLegacyClaim(t *testing.T) {
+	e := newInterop(t, true, legacyJS)
+	_, err := e.store.SubmitJob(e.ctx, Job{ID: "plain", Service: "s", Priority: 1})
+	require.NoError(t, err)
+	caps := workerCaps("legacy-w", "s")
+	for i, req := range []string{
+		`{"hardware":5}`,
+		`{"positive_requirements":5}`,
+		`{"hardware":{"gpu_memory_gb":"16"}}`,
+	} {
+		t.Run(req, func(t *testing.T) {
+			id := fmt.Sprint("bad-", i)
+			_, err := e.store.SubmitJob(e.ctx, Job{ID: id, Service: "s", Priority: 90, Requirements: json.RawMessage(req)})
+			if err != nil {
+				require.ErrorIs(t, err, ErrInvalidPayload)
+				return
+			}
+			defer e.rdb.ZRem(e.ctx, "jobs:pending", id)
+			_, lerr := e.legacy.call(legacyCallTimeout, "workerRequestJob", caps)
+			require.NoError(t, lerr, "SubmitJob accepted requirements %s, and now every legacy worker's claim fails", req)
+		})
+	}
+}
+
+// TestReviewAcceptedButUnreadable: SubmitJob accepts values that it then
+// cannot read back. A WorkflowDatetime at or after 1e15 Unix ms (it
+// checks only that it is after 1970) is stored as 16 digits, which
+// parseTimeMs refuses (more than 15 digits): GetJob reports
+// workflow_datetime as Unreadable and WorkflowDatetime as zero. Past
+// 2^53 ms the retry's record_score ignores it too and re-scores the job by
+// created_at, so a retried job changes place in the queue. CurrentStep
+// and TotalSteps of any int size are accepted, and beyond 2^53
+// parseIntField refuses them (the legacy API's parseInt reads them
+// rounded). Each is "accepted input that should be refused": it writes a
+// record that jobstore itself reports as unreadable.
+//
+// Steps: SubmitJob with WorkflowDatetime = UnixMilli(1e15) and
+// CurrentStep = TotalSteps = 1<<60; GetJob; Unreadable must be empty.
+func TestReviewAcceptedButUnreadable(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		s := newStore(t, b)
+		wdt := time.UnixMilli(1e15).UTC()
+		id, err := s.SubmitJob(ctx, Job{Service: "s", WorkflowID: "wf", WorkflowDatetime: wdt,
+			CurrentStep: 1 << 60, TotalSteps: 1 << 60})
+		if err != nil {
+			require.ErrorIs(t, err, ErrInvalidArgument)
+			return
+		}
+		j, err := s.GetJob(ctx, id)
+		require.NoError(t, err)
+		require.Empty(t, j.Unreadable, "SubmitJob wrote fields that GetJob cannot read")
+		require.True(t, wdt.Equal(j.WorkflowDatetime))
+		require.Equal(t, 1<<60, j.CurrentStep)
+	})
+}
+
+// TestReviewClaimUnreadableRecordStrandsJob: a pending id whose record has
+// no id field (a partial record, as a legacy HMSET of status on a record
+// that was gone leaves; legacy readers treat it as missing) is claimed:
+// ZREM from pending, status assigned, the id in the worker's active hash.
+// Then decodeJob refuses the record and ClaimJob returns an error and no
+// Job. The worker does not know it holds anything; it keeps its
+// heartbeat, so recovery never takes the job back: the job is held by
+// nobody that will finish it, forever, and is gone from pending. A job
+// the claim cannot hand over must be passed over (as a record of the
+// wrong type is), not claimed.
+//
+// Steps: ZADD jobs:pending noid; HSET job:noid service_required s status
+// pending (no id); register w (services s); ClaimJob.
+func TestReviewClaimUnreadableRecordStrandsJob(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		s := newStore(t, b)
+		caps := registerWorker(t, s, "w", "s")
+		require.NoError(t, b.rdb.ZAdd(ctx, b.key("jobs:pending"), redisZ(5e16, "noid")).Err())
+		require.NoError(t, b.rdb.HSet(ctx, b.key("job:noid"), "service_required", "s", "status", "pending").Err())
+		j, err := s.ClaimJob(ctx, caps)
+		if err == nil {
+			require.Equal(t, "noid", j.ID)
+			return
+		}
+		held := b.rdb.HKeys(ctx, b.key("jobs:active:w")).Val()
+		require.Empty(t, held, "ClaimJob failed (%v) yet left the worker holding %v", err, held)
+	})
+}
+
+// TestReviewFailReplayNegativeRetryCount: FailJob's replay answer is kept
+// in jobstore_op as "<token>:<outcome>/<n>" with n formatted by %d, but
+// read back with the pattern '^(%a+)/(%d+)$'. For a record whose
+// retry_count is negative (legacy data: parseInt reads "-3" as -3, and
+// jobstore's parse_int does too) n is negative, the pattern does not
+// match, and the replay answers {'OK', nil, nil}: FailJob returns ("",
+// nil), an outcome that is neither Retried nor Failed, for a failure that
+// was applied.
+//
+// Steps (real server through the fault proxy): submit, set retry_count
+// "-3" as another writer did, claim, cut FailJob's reply after 14 bytes
+// (go-redis sends the script again); the outcome must be Retried.
+func TestReviewFailReplayNegativeRetryCount(t *testing.T) {
+	via, p, direct := proxiedBackend(t, nil)
+	s := newStore(t, via, WithDualWrite(true))
+	caps := registerWorker(t, s, "w", "s")
+	id, err := s.SubmitJob(ctx, Job{Service: "s"})
+	require.NoError(t, err)
+	require.NoError(t, direct.rdb.HSet(ctx, direct.key("job:"+id), "retry_count", "-3").Err())
+	_, err = s.ClaimJob(ctx, caps)
+	require.NoError(t, err)
+	_, before := p.Stats()
+	p.CutReplyAfter(14)
+	out, err := s.FailJob(ctx, id, "w", "oops", true)
+	_, after := p.Stats()
+	require.Greater(t, after, before, "the proxy cut the reply")
+	require.NoError(t, err)
+	require.Equal(t, Retried, out, "the replay reports what the first run did")
+}
