@@ -5,6 +5,7 @@ package jobstore
 // wrong, why it matters and the exact steps in its comment.
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"testing"
@@ -315,4 +316,72 @@ func TestReviewFailReplayNegativeRetryCount(t *testing.T) {
 	require.Greater(t, after, before, "the proxy cut the reply")
 	require.NoError(t, err)
 	require.Equal(t, Retried, out, "the replay reports what the first run did")
+}
+
+// TestReviewClaimAbortsHalfWay: lua.go promises that "the primary part
+// checks key types before it writes anything, so it either fails with a
+// WRONGTYPE status and no write, or applies fully". The claim script does
+// not check progress:<id>, the stream it XADDs to after it has already
+// ZREMed the job from pending, set it assigned and put it in the worker's
+// active hash. When progress:<id> is not a stream (a hash or string left by
+// another tool: the key is outside the namespaces), XADD raises, the script
+// stops half-way (scripts do not roll back), and ClaimJob returns
+// ErrCorruptRecord with no Job. The job is gone from pending and held by a
+// worker that was told it got nothing (stranded while that worker lives),
+// and the mirror part never ran: steps:pending still lists it, step:<id>
+// still says pending, steps:active:w lacks it.
+//
+// Steps: dual-write; submit X; HSET progress:X f v; register w; ClaimJob.
+// The claim must either succeed, or leave everything as it was, mirrored.
+func TestReviewClaimAbortsHalfWay(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		s := newStore(t, b, WithDualWrite(true))
+		caps := registerWorker(t, s, "w", "s")
+		id, err := s.SubmitJob(ctx, Job{Service: "s"})
+		require.NoError(t, err)
+		require.NoError(t, b.rdb.HSet(ctx, b.key("progress:"+id), "f", "v").Err())
+		j, err := s.ClaimJob(ctx, caps)
+		if err == nil {
+			require.Equal(t, id, j.ID)
+		} else {
+			require.Equal(t, []string{id}, b.rdb.ZRange(ctx, b.key("jobs:pending"), 0, -1).Val(),
+				"ClaimJob failed (%v) but took the job out of pending", err)
+			require.Empty(t, b.rdb.HKeys(ctx, b.key("jobs:active:w")).Val(), "ClaimJob failed but the worker holds the job")
+		}
+		requireMirrored(t, b)
+	})
+}
+
+// TestReviewClaimDeadlineStrandsJob: when a claim's reply does not come
+// back before the caller's deadline, ClaimJob returns the context's error
+// ("the write may have been applied"), and it often was: the job is out of
+// pending and in jobs:active:<worker>. Every other write can be repeated
+// to learn what happened (a submit with its id gives ErrJobExists, a
+// complete, fail or cancel gives ErrNotHeld / ErrJobFinished), but a claim
+// cannot: its token is private to the call, the next ClaimJob carries a new
+// one and takes another job, and the library has no call that lists the
+// jobs a worker holds. The first job is held by a live worker that does
+// not know it, until that worker dies: held by nobody, for hours.
+//
+// Steps (real server through the fault proxy): submit X; the proxy delays
+// every chunk 300 ms; ClaimJob with a 100 ms deadline fails; once Redis has
+// run it (X in jobs:active:w), the proxy heals and the worker calls
+// ClaimJob again: it must get X back (or X must not have stayed held).
+func TestReviewClaimDeadlineStrandsJob(t *testing.T) {
+	via, p, direct := proxiedBackend(t, nil)
+	s := newStore(t, via, WithDualWrite(true))
+	caps := registerWorker(t, s, "w", "s")
+	id, err := s.SubmitJob(ctx, Job{Service: "s"})
+	require.NoError(t, err)
+	p.SetDelay(300 * time.Millisecond)
+	c, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	_, err = s.ClaimJob(c, caps)
+	cancel()
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.Eventually(t, func() bool { return direct.rdb.HExists(ctx, direct.key("jobs:active:w"), id).Val() },
+		5*time.Second, 10*time.Millisecond, "precondition: Redis ran the claim after the caller gave up")
+	p.SetDelay(0)
+	j, err := s.ClaimJob(ctx, caps)
+	require.NoError(t, err, "the worker holds %s; asking again must hand it over", id)
+	require.Equal(t, id, j.ID)
 }
