@@ -385,3 +385,44 @@ func TestReviewClaimDeadlineStrandsJob(t *testing.T) {
 	require.NoError(t, err, "the worker holds %s; asking again must hand it over", id)
 	require.Equal(t, id, j.ID)
 }
+
+// TestReviewKeepAliveAdoptsLegacyRegistration: KeepAlive registers a
+// worker "unless it is registered already", and takes "registered" to
+// mean that worker:<id> and its heartbeat exist, whoever wrote them. A
+// machine moved from the legacy worker to a jobstore worker under the same
+// worker id (ids are per machine) and restarted within the 60 s the legacy
+// heartbeat lives (a kill during the rollout, no disconnect) only gets
+// Heartbeat: its worker:<id> hash keeps the legacy registration, without
+// the jobstore field and with the legacy capabilities, for good. Workers()
+// reports it as a legacy worker, and LegacyEvidence lists it as a live
+// legacy process for as long as the jobstore worker runs, so PublishStage
+// refuses dual-read (ErrLegacyAlive) because of a jobstore worker.
+//
+// Steps: write worker:w as the legacy worker's registerWorker does
+// (no jobstore field) and its 60 s heartbeat; KeepAlive(w) for a few
+// intervals; Workers() must report w as a jobstore worker and
+// LegacyEvidence must not list it.
+func TestReviewKeepAliveAdoptsLegacyRegistration(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		s := newStore(t, b)
+		m := newMigrator(t, b, StageDualWrite)
+		require.NoError(t, b.rdb.HSet(ctx, b.key("worker:w"), "worker_id", "w", "machine_id", "m1",
+			"capabilities", `{"worker_id":"w","services":["old"]}`, "status", "idle").Err())
+		require.NoError(t, b.rdb.SAdd(ctx, b.key("workers:active"), "w").Err())
+		require.NoError(t, b.rdb.Set(ctx, b.key("worker:w:heartbeat"), "2026-11-28T11:59:30.000Z", time.Minute).Err())
+
+		c, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- s.KeepAlive(c, Capabilities{WorkerID: "w", Services: []string{"s"}}, 10*time.Millisecond) }()
+		time.Sleep(50 * time.Millisecond)
+		ws, err := s.Workers(ctx)
+		require.NoError(t, err)
+		ev, err := m.LegacyEvidence(ctx)
+		require.NoError(t, err)
+		cancel()
+		require.ErrorIs(t, <-done, context.Canceled)
+		require.Len(t, ws, 1)
+		require.Equal(t, Version, ws[0].Jobstore, "the jobstore worker is registered as one")
+		require.Empty(t, ev.Workers, "a jobstore worker is no evidence of a legacy process")
+	})
+}
