@@ -426,3 +426,35 @@ func TestReviewKeepAliveAdoptsLegacyRegistration(t *testing.T) {
 		require.Empty(t, ev.Workers, "a jobstore worker is no evidence of a legacy process")
 	})
 }
+
+// TestReviewClaimTakesIDItCannotFinish: the claim script takes any id it
+// finds in pending, but StartJob, ReportProgress, CompleteJob and FailJob
+// refuse ids that validateID rejects (whitespace, control characters,
+// *?[]{}:\). The legacy API stores a caller-provided id as it is
+// (providedJobId || uuidv4()), so such ids exist in a shared queue; and
+// GetPendingJobs already passes over them as invalid. A jobstore worker
+// that claims one can then neither complete nor fail it: ErrInvalidID on
+// every call, while the id sits in its active hash until the worker dies,
+// and the job never finishes. The claim must pass over ids the worker
+// calls refuse (as GetPendingJobs does), or those calls must accept them.
+//
+// Steps: a legacy-style record "job:a b" (id "a b", service s) in
+// jobs:pending; ClaimJob for a worker of s; CompleteJob on the id it got.
+func TestReviewClaimTakesIDItCannotFinish(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		s := newStore(t, b)
+		caps := registerWorker(t, s, "w", "s")
+		const id = "a b"
+		require.NoError(t, b.rdb.HSet(ctx, b.key("job:"+id), "id", id, "service_required", "s", "priority", "50",
+			"payload", "{}", "status", "pending", "retry_count", "0", "max_retries", "3",
+			"created_at", "2026-11-28T11:00:00.000Z").Err())
+		require.NoError(t, b.rdb.ZAdd(ctx, b.key("jobs:pending"), redisZ(5e16, id)).Err())
+		j, err := s.ClaimJob(ctx, caps)
+		if err != nil {
+			require.ErrorIs(t, err, ErrNoJob)
+			return
+		}
+		require.Equal(t, id, j.ID)
+		require.NoError(t, s.CompleteJob(ctx, j.ID, "w", nil), "the worker can finish the job it was given")
+	})
+}
