@@ -458,3 +458,32 @@ func TestReviewClaimTakesIDItCannotFinish(t *testing.T) {
 		require.NoError(t, s.CompleteJob(ctx, j.ID, "w", nil), "the worker can finish the job it was given")
 	})
 }
+
+// TestReviewSubmitDeadlineLosesID: SubmitJob with an empty Job.ID (the
+// documented default: "an empty j.ID gets a new UUID") returns ("", err)
+// when its deadline passes before the reply, though the job may have been
+// stored ("the write may have been applied"). The caller cannot look the
+// job up or submit it again under the same id (which would answer
+// ErrJobExists): retrying creates a second job, and the work runs twice.
+// SubmitJobs likewise blanks ids[i] for such jobs. The id generated for
+// the write must come back with the error.
+//
+// Steps (real server through the fault proxy): delay every chunk 300 ms;
+// SubmitJob(Job{Service: "s"}) with a 100 ms deadline; once the job is in
+// jobs:pending, the id returned must be that job's.
+func TestReviewSubmitDeadlineLosesID(t *testing.T) {
+	via, p, direct := proxiedBackend(t, nil)
+	s := newStore(t, via)
+	_, err := s.SubmitJob(ctx, Job{ID: "warm", Service: "other"}) // opens a connection
+	require.NoError(t, err)
+	p.SetDelay(300 * time.Millisecond)
+	c, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	id, err := s.SubmitJob(c, Job{Service: "s"})
+	cancel()
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.Eventually(t, func() bool { return direct.rdb.ZCard(ctx, direct.key("jobs:pending")).Val() == 2 },
+		5*time.Second, 10*time.Millisecond, "precondition: Redis stored the job after the caller gave up")
+	p.SetDelay(0)
+	require.NotEmpty(t, id, "the caller must learn the id of a job that may have been stored, or a retry duplicates it")
+	require.Equal(t, int64(1), direct.rdb.Exists(ctx, direct.key("job:"+id)).Val())
+}
