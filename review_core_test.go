@@ -487,3 +487,27 @@ func TestReviewSubmitDeadlineLosesID(t *testing.T) {
 	require.NotEmpty(t, id, "the caller must learn the id of a job that may have been stored, or a retry duplicates it")
 	require.Equal(t, int64(1), direct.rdb.Exists(ctx, direct.key("job:"+id)).Val())
 }
+
+// TestReviewStageKeyOfWrongTypeStopsAllWrites: every write script reads
+// the published stage first with redis.call('HGET', jobstore:stage, ...),
+// which raises when the key is not a hash. An unreadable stage VALUE is
+// ignored (the write runs under the process's own stage), but a key of the
+// wrong TYPE, e.g. an operator's `SET jobstore:stage dual-read` instead of
+// HSET, makes every SubmitJob, ClaimJob, CompleteJob, FailJob, CancelJob
+// and recovery of every process fail with ErrCorruptRecord: a full outage
+// of the queue from one key, during a migration that must have none. The
+// check should treat it as it treats a junk value (or as no stage).
+//
+// Steps: SET jobstore:stage "dual-write" (a string); SubmitJob; it fails.
+func TestReviewStageKeyOfWrongTypeStopsAllWrites(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		s := newStore(t, b, WithDualWrite(true))
+		require.NoError(t, b.rdb.HSet(ctx, b.key("jobstore:stage"), "stage", "bogus").Err())
+		_, err := s.SubmitJob(ctx, Job{Service: "s"})
+		require.NoError(t, err, "a junk stage value is ignored by the writes")
+		require.NoError(t, b.rdb.Del(ctx, b.key("jobstore:stage")).Err())
+		require.NoError(t, b.rdb.Set(ctx, b.key("jobstore:stage"), "dual-write", 0).Err())
+		_, err = s.SubmitJob(ctx, Job{Service: "s"})
+		require.NoError(t, err, "a stage key of the wrong type stops every write of every process")
+	})
+}
