@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 )
 
@@ -510,4 +511,39 @@ func TestReviewStageKeyOfWrongTypeStopsAllWrites(t *testing.T) {
 		_, err = s.SubmitJob(ctx, Job{Service: "s"})
 		require.NoError(t, err, "a stage key of the wrong type stops every write of every process")
 	})
+}
+
+// TestReviewWaitForStageLosesStragglers: WaitForStage promises, when ctx
+// ends first, "the processes that do not yet [report st] (the stragglers)
+// with ctx's error". It re-lists the fleet each round with a full SCAN of
+// the keyspace; when ctx ends during that SCAN (on a large Redis nearly
+// every round is mostly SCAN) it returns (nil, err): the operator is told
+// the wait timed out but not who is behind. The stragglers of the last
+// completed round must be returned. (This is also why the suite's own
+// TestFleet/redis fails on the shared DB 15, which holds ~300k keys: its
+// 100 ms WaitForStage always ends inside the SCAN.)
+//
+// Steps (a redis-server of the test's own, through the fault proxy, 50 ms
+// per chunk, so that a round takes ~200 ms): a process checks in with
+// stage legacy; publish dual-write; WaitForStage(dual-write) with a 700 ms
+// deadline and a 1 ms poll (so rounds complete, and the deadline falls in
+// one) must return that process.
+func TestReviewWaitForStageLosesStragglers(t *testing.T) {
+	srv := startTestServer(t)
+	p := startFaultProxy(t, srv.Addr())
+	direct := &backend{name: "own", rdb: srv.Client(nil), clock: newFakeClock()}
+	via := &backend{name: "proxied", rdb: redis.NewClient(&redis.Options{Addr: p.Addr()}), clock: direct.clock}
+	t.Cleanup(func() { _ = via.rdb.Close() })
+	a := newStore(t, direct)
+	require.NoError(t, a.checkIn(ctx, time.Minute)) // a process in legacy, e.g. one that died after checking in
+	m := newMigrator(t, via, StageLegacy)
+	require.NoError(t, m.PublishStage(ctx, StageDualWrite, PublishOptions{}))
+	p.SetDelay(50 * time.Millisecond)
+	c, cancel := context.WithTimeout(ctx, 700*time.Millisecond)
+	behind, err := m.WaitForStage(c, StageDualWrite, time.Millisecond)
+	cancel()
+	p.SetDelay(0)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.Len(t, behind, 1, "the straggler must be named")
+	require.Equal(t, a.ProcessID(), behind[0].ID)
 }
