@@ -547,3 +547,41 @@ func TestReviewWaitForStageLosesStragglers(t *testing.T) {
 	require.Len(t, behind, 1, "the straggler must be named")
 	require.Equal(t, a.ProcessID(), behind[0].ID)
 }
+
+// TestReviewRecoverDropsHalfRetriedLegacyJob: the legacy worker's failJob
+// (retry) is several commands: HMSET job:<id> status pending worker_id ''
+// ..., then ZADD jobs:pending, then HDEL jobs:active:<worker>. A legacy
+// worker killed between the HMSET and the ZADD leaves a record that says
+// pending, in no queue, with its id still in jobs:active:<worker>, the only
+// trace that the job still has to run. RecoverExpired, once that worker's
+// heartbeat is gone, reads status pending (not assigned/in_progress), takes
+// the entry for a stale one and HDELs it ("dropped"): the job is then in
+// no queue and no active hash, never claimed again, lost. (The legacy
+// orphan sweep requeues every entry of a dead worker's active hash.) An
+// entry whose record is pending but not queued must be requeued, not
+// dropped.
+//
+// Steps: submit X; legacy worker lw claims it (as findMatchingJob writes);
+// lw's failJob runs its HMSET only (status pending, worker_id '',
+// assigned_at '', retry_count 1, last_failed_worker lw); lw's heartbeat is
+// gone; RecoverExpired; X must be in jobs:pending (or otherwise claimable).
+func TestReviewRecoverDropsHalfRetriedLegacyJob(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		s := newStore(t, b, WithDualWrite(true))
+		id, err := s.SubmitJob(ctx, Job{Service: "s"})
+		require.NoError(t, err)
+		// findMatchingJob's claim by the legacy worker lw.
+		require.NoError(t, b.rdb.ZRem(ctx, b.key("jobs:pending"), id).Err())
+		require.NoError(t, b.rdb.HSet(ctx, b.key("job:"+id), "status", "assigned", "worker_id", "lw", "assigned_at", "1795867200.000001").Err())
+		require.NoError(t, b.rdb.HSet(ctx, b.key("jobs:active:lw"), id, `{"id":"`+id+`"}`).Err())
+		// lw's failJob(retry): its first write, then the process dies.
+		require.NoError(t, b.rdb.HSet(ctx, b.key("job:"+id), "status", "pending", "worker_id", "", "assigned_at", "",
+			"retry_count", "1", "last_failed_worker", "lw", "failed_at", "2026-11-28T12:00:00.000Z").Err())
+
+		rs, err := s.RecoverExpired(ctx)
+		require.NoError(t, err)
+		t.Logf("recovery: %+v", rs)
+		require.Equal(t, []string{id}, b.rdb.ZRange(ctx, b.key("jobs:pending"), 0, -1).Val(),
+			"the job whose only trace was the dead worker's active entry is queued again, not dropped")
+	})
+}
