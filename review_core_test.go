@@ -414,7 +414,9 @@ func TestReviewKeepAliveAdoptsLegacyRegistration(t *testing.T) {
 
 		c, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
-		go func() { done <- s.KeepAlive(c, Capabilities{WorkerID: "w", Services: []string{"s"}}, 10*time.Millisecond) }()
+		go func() {
+			done <- s.KeepAlive(c, Capabilities{WorkerID: "w", Services: []string{"s"}}, 10*time.Millisecond)
+		}()
 		time.Sleep(50 * time.Millisecond)
 		ws, err := s.Workers(ctx)
 		require.NoError(t, err)
@@ -549,7 +551,7 @@ func TestReviewWaitForStageLosesStragglers(t *testing.T) {
 }
 
 // TestReviewRecoverDropsHalfRetriedLegacyJob: the legacy worker's failJob
-// (retry) is several commands: HMSET job:<id> status pending worker_id ''
+// (retry) is several commands: HMSET job:<id> status pending worker_id ”
 // ..., then ZADD jobs:pending, then HDEL jobs:active:<worker>. A legacy
 // worker killed between the HMSET and the ZADD leaves a record that says
 // pending, in no queue, with its id still in jobs:active:<worker>, the only
@@ -562,8 +564,8 @@ func TestReviewWaitForStageLosesStragglers(t *testing.T) {
 // dropped.
 //
 // Steps: submit X; legacy worker lw claims it (as findMatchingJob writes);
-// lw's failJob runs its HMSET only (status pending, worker_id '',
-// assigned_at '', retry_count 1, last_failed_worker lw); lw's heartbeat is
+// lw's failJob runs its HMSET only (status pending, worker_id ”,
+// assigned_at ”, retry_count 1, last_failed_worker lw); lw's heartbeat is
 // gone; RecoverExpired; X must be in jobs:pending (or otherwise claimable).
 func TestReviewRecoverDropsHalfRetriedLegacyJob(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
