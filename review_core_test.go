@@ -551,7 +551,7 @@ func TestReviewWaitForStageLosesStragglers(t *testing.T) {
 }
 
 // TestReviewRecoverDropsHalfRetriedLegacyJob: the legacy worker's failJob
-// (retry) is several commands: HMSET job:<id> status pending worker_id ”
+// (retry) is several commands: HMSET job:<id> status pending worker_id ""
 // ..., then ZADD jobs:pending, then HDEL jobs:active:<worker>. A legacy
 // worker killed between the HMSET and the ZADD leaves a record that says
 // pending, in no queue, with its id still in jobs:active:<worker>, the only
@@ -564,8 +564,8 @@ func TestReviewWaitForStageLosesStragglers(t *testing.T) {
 // dropped.
 //
 // Steps: submit X; legacy worker lw claims it (as findMatchingJob writes);
-// lw's failJob runs its HMSET only (status pending, worker_id ”,
-// assigned_at ”, retry_count 1, last_failed_worker lw); lw's heartbeat is
+// lw's failJob runs its HMSET only (status pending, worker_id "",
+// assigned_at "", retry_count 1, last_failed_worker lw); lw's heartbeat is
 // gone; RecoverExpired; X must be in jobs:pending (or otherwise claimable).
 func TestReviewRecoverDropsHalfRetriedLegacyJob(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
