@@ -316,6 +316,11 @@ func validateSubmit(j *Job, maxPayload int) error {
 	if j.CurrentStep < 0 || j.TotalSteps < 0 {
 		return fmt.Errorf("%w: negative workflow step", ErrInvalidArgument)
 	}
+	// Readers (GetJob, the legacy services) hold numbers as JavaScript
+	// does: integers above 2^53 do not read back.
+	if j.CurrentStep > maxSafeInteger || j.TotalSteps > maxSafeInteger {
+		return fmt.Errorf("%w: workflow step above 2^53-1", ErrInvalidArgument)
+	}
 	// Times must be stored in forms that read back: ISO-8601 has
 	// four-digit years, and workflow_datetime is unsigned Unix ms.
 	if y := j.CreatedAt.UTC().Year(); !j.CreatedAt.IsZero() && (y < 1970 || y > 9999) {
@@ -323,6 +328,11 @@ func validateSubmit(j *Job, maxPayload int) error {
 	}
 	if !j.WorkflowDatetime.IsZero() && j.WorkflowDatetime.UnixMilli() <= 0 {
 		return fmt.Errorf("%w: workflow datetime %v is not after 1970", ErrInvalidArgument, j.WorkflowDatetime)
+	}
+	// Read back as at most 15 digits of ms (parseTimeMs), and scored
+	// exactly only below 2^53 ms.
+	if ms := j.WorkflowDatetime.UnixMilli(); !j.WorkflowDatetime.IsZero() && ms >= maxWorkflowMs {
+		return fmt.Errorf("%w: workflow datetime %v is too far ahead", ErrInvalidArgument, j.WorkflowDatetime)
 	}
 	if len(bytes.TrimSpace(j.Payload)) > 0 {
 		if err := validateJSON("payload", j.Payload, maxPayload); err != nil {
@@ -345,6 +355,11 @@ func validateSubmit(j *Job, maxPayload int) error {
 	if r := bytes.TrimSpace(j.Requirements); len(r) > 0 && r[0] != '{' {
 		return fmt.Errorf("%w: requirements must be a JSON object, not %s", ErrInvalidPayload, truncate(string(r), 32))
 	}
+	if !jsFalsy(j.Requirements) {
+		if err := checkRequirements(j.Requirements); err != nil {
+			return err
+		}
+	}
 	for _, t := range []struct{ what, v string }{
 		{"customer id", j.CustomerID}, {"workflow id", j.WorkflowID}, {"trace id", j.TraceID},
 		{"span id", j.SpanID}, {"workflow trace id", j.WorkflowTraceID}, {"workflow span id", j.WorkflowSpanID},
@@ -356,7 +371,11 @@ func validateSubmit(j *Job, maxPayload int) error {
 	if len(j.Extra) > maxExtraFields {
 		return fmt.Errorf("%w: %d extra fields, limit %d", ErrInvalidArgument, len(j.Extra), maxExtraFields)
 	}
+	extraBytes := 0
 	for k, v := range j.Extra {
+		if extraBytes += len(k) + len(v); extraBytes > maxPayload {
+			return fmt.Errorf("%w: extra fields are more than %d bytes together", ErrPayloadTooLarge, maxPayload)
+		}
 		if knownFields[k] {
 			return fmt.Errorf("%w: extra field %q is a known field; set it on Job instead", ErrInvalidArgument, k)
 		}
@@ -365,6 +384,77 @@ func validateSubmit(j *Job, maxPayload int) error {
 		}
 		if err := validateText("extra field "+k, v, maxPayload); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// maxWorkflowMs bounds workflow_datetime: 15 digits of Unix ms, the
+// most parseTimeMs reads (the year 33658).
+const maxWorkflowMs = 1e15
+
+// checkRequirements refuses requirements whose shape makes the legacy
+// claim function findMatchingJob raise a Lua error, whatever the worker:
+// that error fails the whole claim, so while such a job is among the 100
+// the function looks at, no legacy worker of its service gets any job.
+// The shapes, from the function's code (fixtures/findMatchingJob.*.lua):
+// positive_requirements and negative_requirements that are present must
+// be objects (it indexes the one and iterates the other); hardware, in
+// either, must be an object; and gpu_memory_gb, cpu_cores and ram_gb in
+// the positive hardware must be numbers or "all" (it compares them with
+// the worker's numbers with <). Lua's truth is the test: only an absent
+// member or false is skipped; null (cjson.null), 0 and "" count as present.
+func checkRequirements(raw json.RawMessage) error {
+	var req map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &req); err != nil {
+		return fmt.Errorf("%w: requirements: %v", ErrInvalidPayload, err)
+	}
+	object := func(v json.RawMessage) (map[string]json.RawMessage, bool) {
+		var m map[string]json.RawMessage
+		b := bytes.TrimSpace(v)
+		return m, len(b) > 0 && b[0] == '{' && json.Unmarshal(b, &m) == nil
+	}
+	bad := func(what string, v json.RawMessage) error {
+		return fmt.Errorf("%w: requirements: %s must be %s, not %s (the legacy claim function fails on it)",
+			ErrInvalidPayload, what, map[bool]string{true: "a number or \"all\"", false: "an object"}[strings.HasPrefix(what, "hardware.")],
+			truncate(string(bytes.TrimSpace(v)), 32))
+	}
+	pos := req
+	present := func(v json.RawMessage, ok bool) bool { return ok && string(bytes.TrimSpace(v)) != "false" }
+	if v, ok := req["positive_requirements"]; present(v, ok) {
+		m, ok := object(v)
+		if !ok {
+			return bad("positive_requirements", v)
+		}
+		pos = m
+	}
+	if v, ok := pos["hardware"]; present(v, ok) {
+		hw, ok := object(v)
+		if !ok {
+			return bad("hardware", v)
+		}
+		for _, name := range []string{"gpu_memory_gb", "cpu_cores", "ram_gb"} {
+			n, ok := hw[name]
+			if !present(n, ok) || string(bytes.TrimSpace(n)) == `"all"` {
+				continue
+			}
+			var f float64
+			if string(bytes.TrimSpace(n)) == "null" || json.Unmarshal(n, &f) != nil {
+				return bad("hardware."+name, n)
+			}
+		}
+	}
+	if v, ok := req["negative_requirements"]; present(v, ok) {
+		neg, ok := object(v)
+		if !ok {
+			return bad("negative_requirements", v)
+		}
+		// Iterated with pairs whenever the worker has hardware: even
+		// false fails there.
+		if hw, ok := neg["hardware"]; ok {
+			if _, ok := object(hw); !ok {
+				return bad("negative_requirements.hardware", hw)
+			}
 		}
 	}
 	return nil

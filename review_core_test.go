@@ -204,26 +204,49 @@ func TestReviewRecoverRetentionLeavesProgress(t *testing.T) {
 // with jobstore; a legacy worker of the service with a 24 GB GPU calls
 // findMatchingJob. Either SubmitJob refuses the requirements, or the legacy
 // claim must still work.
-func TestReviewRequirementsBreakLegacyClaim(t *testing.T) {
+func TestRequirementsTheLegacyClaimFailsOnAreRefused(t *testing.T) {
 	e := newInterop(t, true, legacyJS)
 	_, err := e.store.SubmitJob(e.ctx, Job{ID: "plain", Service: "s", Priority: 1})
 	require.NoError(t, err)
 	caps := workerCaps("legacy-w", "s")
-	for i, req := range []string{
-		`{"hardware":5}`,
-		`{"positive_requirements":5}`,
-		`{"hardware":{"gpu_memory_gb":"16"}}`,
+	for i, c := range []struct {
+		req    string
+		refuse bool
+	}{
+		{`{"hardware":5}`, true},
+		{`{"positive_requirements":5}`, true},
+		{`{"hardware":{"gpu_memory_gb":"16"}}`, true},
+		{`{"hardware":null}`, true},
+		{`{"hardware":{"cpu_cores":null}}`, true},
+		{`{"hardware":{"ram_gb":""}}`, true},
+		{`{"hardware":{"ram_gb":[1]}}`, true},
+		{`{"positive_requirements":null}`, true},
+		{`{"positive_requirements":""}`, true},
+		{`{"positive_requirements":0}`, true},
+		{`{"negative_requirements":"x"}`, true},
+		{`{"negative_requirements":null}`, true},
+		{`{"negative_requirements":{"hardware":false}}`, true},
+		{`{"negative_requirements":{"hardware":3}}`, true},
+		// Shapes the function reads without failing stay accepted.
+		{`{"hardware":{"gpu_memory_gb":16,"cpu_cores":"all","ram_gb":false}}`, false},
+		{`{"hardware":false}`, false},
+		{`{"positive_requirements":false,"region":"eu"}`, false},
+		{`{"positive_requirements":{"hardware":{"gpu_memory_gb":8}},"negative_requirements":{"hardware":{"gpu_memory_gb":80}}}`, false},
+		{`{"customer_isolation":null,"models":null,"region":null}`, false},
+		{`{"models":["sdxl"],"gpu":{"vendor":"nvidia"}}`, false},
 	} {
-		t.Run(req, func(t *testing.T) {
-			id := fmt.Sprint("bad-", i)
-			_, err := e.store.SubmitJob(e.ctx, Job{ID: id, Service: "s", Priority: 90, Requirements: json.RawMessage(req)})
-			if err != nil {
+		t.Run(c.req, func(t *testing.T) {
+			id := fmt.Sprint("req-", i)
+			_, err := e.store.SubmitJob(e.ctx, Job{ID: id, Service: "s", Priority: 90, Requirements: json.RawMessage(c.req)})
+			if c.refuse {
 				require.ErrorIs(t, err, ErrInvalidPayload)
+				require.Zero(t, e.rdb.Exists(e.ctx, "job:"+id).Val(), "nothing written")
 				return
 			}
+			require.NoError(t, err)
 			defer e.rdb.ZRem(e.ctx, "jobs:pending", id)
 			_, lerr := e.legacy.call(legacyCallTimeout, "workerRequestJob", caps)
-			require.NoError(t, lerr, "SubmitJob accepted requirements %s, and now every legacy worker's claim fails", req)
+			require.NoError(t, lerr, "the legacy claim function fails with requirements %s", c.req)
 		})
 	}
 }
@@ -242,7 +265,7 @@ func TestReviewRequirementsBreakLegacyClaim(t *testing.T) {
 //
 // Steps: SubmitJob with WorkflowDatetime = UnixMilli(1e15) and
 // CurrentStep = TotalSteps = 1<<60; GetJob; Unreadable must be empty.
-func TestReviewAcceptedButUnreadable(t *testing.T) {
+func TestSubmitRefusesWhatCannotBeReadBack(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		s := newStore(t, b)
 		wdt := time.UnixMilli(1e15).UTC()
