@@ -278,6 +278,44 @@ local function matches(worker, job)
 end
 `
 
+// luaValidID is validateID in Lua: an id the finishing calls accept
+// (StartJob, CompleteJob, FailJob, ...). At most MaxIDLength bytes of
+// valid UTF-8, with no whitespace or control character (Go's
+// unicode.IsSpace and unicode.IsControl) and none of *?[]{}:\.
+// TestLuaValidIDAgrees holds the two to the same answers.
+var luaValidID = `
+local ID_SPACE = {[0x85] = true, [0xA0] = true, [0x1680] = true, [0x2028] = true, [0x2029] = true,
+  [0x202F] = true, [0x205F] = true, [0x3000] = true}
+local ID_FORBIDDEN = {}
+for c in string.gmatch('*?[]{}:\\', '.') do ID_FORBIDDEN[string.byte(c)] = true end
+local function valid_id(id)
+  local n = #id
+  if n == 0 or n > ` + strconv.Itoa(MaxIDLength) + ` then return false end
+  local i = 1
+  while i <= n do
+    local c = string.byte(id, i)
+    local cp, len
+    if c < 0x80 then cp, len = c, 1
+    elseif c >= 0xC2 and c <= 0xDF then cp, len = c - 0xC0, 2
+    elseif c >= 0xE0 and c <= 0xEF then cp, len = c - 0xE0, 3
+    elseif c >= 0xF0 and c <= 0xF4 then cp, len = c - 0xF0, 4
+    else return false end
+    if i + len - 1 > n then return false end
+    for k = 1, len - 1 do
+      local cc = string.byte(id, i + k)
+      if cc < 0x80 or cc > 0xBF then return false end
+      cp = cp * 64 + (cc - 0x80)
+    end
+    if (len == 3 and cp < 0x800) or (len == 4 and (cp < 0x10000 or cp > 0x10FFFF))
+      or (cp >= 0xD800 and cp <= 0xDFFF) then return false end
+    if cp <= 0x20 or (cp >= 0x7F and cp <= 0x9F) or ID_SPACE[cp] or (cp >= 0x2000 and cp <= 0x200A)
+      or ID_FORBIDDEN[cp] then return false end
+    i = i + len
+  end
+  return true
+end
+`
+
 // claimScript claims, for a worker, the first job of the window at the top
 // of pending that its capabilities match, and writes what findMatchingJob
 // writes: the record's status, worker_id and assigned_at (<secs>.<micros>
@@ -285,9 +323,15 @@ end
 // record as it was before the claim, encoded by cjson as the function
 // does), the worker's status, the update_job_progress and job_claimed
 // messages, and the entry in the progress:<id> stream; and the
-// worker_status message the legacy worker publishes after its claim. Candidates whose
-// record is missing or not a hash are passed over, as jobs the matching
-// cannot judge are (see luaMatch); the reply lists them.
+// worker_status message the legacy worker publishes after its claim.
+//
+// Candidates whose record is missing or not a hash are passed over, as
+// jobs the matching cannot judge are (see luaMatch); and so is a matching
+// job that the claim could not hand over whole: an id the finishing calls
+// refuse (see luaValidID), a record whose id field is not its id (the
+// worker could not read it), or a progress:<id> key that is not a stream
+// (the XADD would fail half-way through the claim's writes). The reply
+// lists them all, and the job stays pending for an operator to fix.
 //
 // It reads of each candidate only what it needs: service_required (a job
 // of another service is passed over at once), then the three other fields
@@ -319,7 +363,7 @@ end
 //	ARGV[13] -> worker_status channel
 //	Reply: OK id {field, value, ...} {passed over...} | NONE looked {passed over...}
 //	       | NOHEARTBEAT | WRONGTYPE detail
-var claimScript = redis.NewScript(newScriptText(luaCore, luaTokens, luaMatch, `
+var claimScript = redis.NewScript(newScriptText(luaCore, luaTokens, luaMatch, luaValidID, `
 local tok, worker = ARGV[4], ARGV[6]
 -- The reads it needs anyway check the types of pending and the active
 -- hash; the worker hash gets a probe. All before any write.
@@ -378,6 +422,12 @@ for _, id in ipairs(ids) do
     end
     if type(v) == 'string' then
       passed[#passed + 1] = id .. ': matching failed: ' .. v
+    elseif v == 1 and not valid_id(id) then
+      passed[#passed + 1] = id .. ': an id the finishing calls refuse'
+    elseif v == 1 and redis.call('HGET', rec, 'id') ~= id then
+      passed[#passed + 1] = id .. ': ' .. rec .. ' has no id field, or another one'
+    elseif v == 1 and not ({none = true, stream = true})[redis.call('TYPE', ARGV[10] .. id)['ok']] then
+      passed[#passed + 1] = id .. ': ' .. ARGV[10] .. id .. ' is not a stream'
     elseif v == 1 then
       local h = redis.call('HGETALL', rec)
       local snapshot = {}
@@ -391,13 +441,15 @@ for _, id in ipairs(ids) do
         'jobstore_op', push_token(rec, tok))
       redis.call('HSET', KEYS[2], id, json)
       redis.call('HSET', KEYS[3], 'status', 'busy', 'current_job_id', id, 'last_status_change', stamp)
-      redis.call('PUBLISH', ARGV[11], cjson.encode({job_id = id, worker_id = worker, progress = 0, timestamp = ms}))
-      redis.call('XADD', ARGV[10] .. id, '*', 'job_id', id, 'worker_id', worker, 'status', 'assigned',
-        'progress', '0', 'message', 'Job assigned to worker', 'assigned_at', stamp)
+      -- The messages in the newest function's order (ceb26d4): job_claimed,
+      -- then update_job_progress, then the stream entry.
       redis.call('PUBLISH', ARGV[12], cjson.encode({job_id = id, worker_id = worker, status = 'claimed',
         message = 'Job claimed by worker', claimed_at = stamp, timestamp = ms,
         service_required = snapshot.service_required, customer_id = snapshot.customer_id,
         workflow_id = snapshot.workflow_id, step_number = snapshot.step_number, total_steps = snapshot.total_steps}))
+      redis.call('PUBLISH', ARGV[11], cjson.encode({job_id = id, worker_id = worker, progress = 0, timestamp = ms}))
+      redis.call('XADD', ARGV[10] .. id, '*', 'job_id', id, 'worker_id', worker, 'status', 'assigned',
+        'progress', '0', 'message', 'Job assigned to worker', 'assigned_at', stamp)
       redis.call('PUBLISH', ARGV[13], cjson.encode({worker_id = worker, old_status = 'idle', new_status = 'busy',
         current_job_id = id, timestamp = ms}))
       mirror_key(rec, ARGV[9] .. id)
@@ -424,7 +476,14 @@ return done('NONE', #ids, passed)
 // or KeepAlive): a claim without its heartbeat fails with
 // ErrNotRegistered, as recovery would take the job back at once. Where
 // findMatchingJob fails on a job it cannot judge, and claims nothing,
-// ClaimJob passes over that job, logs it once at level Warn, and goes on.
+// ClaimJob passes over that job, logs it once at level Warn, and goes on;
+// so it does with a job it could not hand over whole (see claimScript).
+//
+// A claim that ends in an error (a deadline, a lost connection) may have
+// been applied by Redis all the same. The Store keeps that call's token,
+// and the worker's next ClaimJob on it sends the same one: if the lost
+// claim took a job, that call answers with it instead of claiming
+// another. A worker that restarts finds what it holds with HeldJobs.
 func (s *Store) ClaimJob(ctx context.Context, caps Capabilities) (*Job, error) {
 	capsJSON, err := caps.validate()
 	if err != nil {
@@ -432,6 +491,9 @@ func (s *Store) ClaimJob(ctx context.Context, caps Capabilities) (*Job, error) {
 	}
 	w := caps.WorkerID
 	tok := token()
+	if t, ok := s.unsettled.LoadAndDelete(w); ok {
+		tok = t.(string)
+	}
 	r, err := s.run(ctx, func(st Stage) spec {
 		mirrorPrefix := ""
 		if mns, ok := st.Mirror(); ok {
@@ -444,9 +506,32 @@ func (s *Store) ClaimJob(ctx context.Context, caps Capabilities) (*Job, error) {
 				progressStreamKey(s.prefix, ""), s.channel(chProgress), s.channel(chJobClaimed), s.channel(chWorkerStatus)}}
 	})
 	if err != nil {
+		// Sending the token again is harmless where the claim was not
+		// applied: the script finds no job holding it, and claims anew.
+		s.unsettled.Store(w, tok)
 		return nil, err
 	}
 	return s.decodeClaim(ctx, w, caps.Services, r)
+}
+
+// HeldJobs returns the ids of the jobs the worker holds (the fields of
+// its active hash in the primary namespace), sorted. A
+// worker that restarts under the same id calls it to finish or fail what
+// it held before.
+func (s *Store) HeldJobs(ctx context.Context, worker string) ([]string, error) {
+	if err := validateWorker(worker); err != nil {
+		return nil, err
+	}
+	key := s.space(s.Stage().Primary()).active(worker)
+	ids, err := s.rdb.HKeys(ctx, key).Result()
+	if err != nil {
+		if hasErrorPrefix(err, "WRONGTYPE") {
+			return nil, fmt.Errorf("%w: %s is not a hash", ErrCorruptRecord, key)
+		}
+		return nil, redisError("held jobs", worker, err)
+	}
+	slices.Sort(ids)
+	return ids, nil
 }
 
 // decodeClaim reads the claim script's reply.
@@ -477,12 +562,20 @@ func (s *Store) decodeClaim(ctx context.Context, worker string, services []strin
 	return nil, unexpected(opClaim, "", r)
 }
 
+// maxPassedMemory bounds how many passed-over jobs a Store remembers;
+// past it, it forgets them all and may log each once more.
+const maxPassedMemory = 10000
+
 // logPassed logs, once per job and Store, each job a claim passed over.
 func (s *Store) logPassed(ctx context.Context, notes []any) {
 	for _, n := range notes {
 		text := fmt.Sprint(n)
 		if _, seen := s.passedOver.LoadOrStore(text, true); seen {
 			continue
+		}
+		if s.passedCount.Add(1) > maxPassedMemory {
+			s.passedOver.Clear()
+			s.passedCount.Store(0)
 		}
 		s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: claim passed over a job", slog.String("why", text))
 	}

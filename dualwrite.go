@@ -236,15 +236,20 @@ const (
 // ends first it returns ctx's error; the write may still be applied, as
 // after any lost reply.
 func (s *Store) send(ctx context.Context, w *write) ([]any, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err // not sent: certainly not applied
+	}
 	s.enqueue(ctx, w)
 	return wait(ctx, w)
 }
 
 // enqueue queues writes and, when fewer than maxInflight batches are in
-// flight, sends the queue. A single write alone in the queue runs inline,
-// under the caller's own context; a batch runs apart, so that one caller's
-// context ending does not fail the others, and so that each caller still
-// returns by its deadline if Redis does not answer.
+// flight, sends the queue. A single write alone in the queue runs inline
+// when the caller's context can never end; otherwise, as a batch does, it
+// runs apart, so that one caller's context ending does not fail the
+// others, and so that each caller returns by its deadline even if Redis
+// is slow to answer (go-redis itself keeps to context deadlines only with
+// ContextTimeoutEnabled, and otherwise waits up to its ReadTimeout).
 func (s *Store) enqueue(ctx context.Context, ws ...*write) {
 	for _, w := range ws {
 		w.done = make(chan struct{})
@@ -260,12 +265,12 @@ func (s *Store) enqueue(ctx context.Context, ws ...*write) {
 	}
 	p.mu.Unlock()
 	switch {
-	case len(batch) == 1:
+	case len(batch) == 1 && ctx.Done() == nil:
 		s.runBatch(ctx, batch)
 		if s.release() {
 			go s.flushLoop(context.WithoutCancel(ctx))
 		}
-	case len(batch) > 1:
+	case len(batch) > 0:
 		go func() {
 			wctx := context.WithoutCancel(ctx)
 			s.runAll(wctx, batch)
@@ -276,8 +281,15 @@ func (s *Store) enqueue(ctx context.Context, ws ...*write) {
 	}
 }
 
-// wait returns w's result once it is in, or ctx's error first.
+// wait returns w's result once it is in, or ctx's error first. A result
+// already in wins over a context that has ended: a known outcome is worth
+// more than an unknown one.
 func wait(ctx context.Context, w *write) ([]any, error) {
+	select {
+	case <-w.done:
+		return w.res, w.err
+	default:
+	}
 	select {
 	case <-w.done:
 		return w.res, w.err

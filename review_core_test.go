@@ -296,7 +296,7 @@ func TestSubmitRefusesWhatCannotBeReadBack(t *testing.T) {
 //
 // Steps: ZADD jobs:pending noid; HSET job:noid service_required s status
 // pending (no id); register w (services s); ClaimJob.
-func TestReviewClaimUnreadableRecordStrandsJob(t *testing.T) {
+func TestClaimPassesOverARecordWithoutItsID(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		s := newStore(t, b)
 		caps := registerWorker(t, s, "w", "s")
@@ -357,7 +357,7 @@ func TestReviewFailReplayNegativeRetryCount(t *testing.T) {
 //
 // Steps: dual-write; submit X; HSET progress:X f v; register w; ClaimJob.
 // The claim must either succeed, or leave everything as it was, mirrored.
-func TestReviewClaimAbortsHalfWay(t *testing.T) {
+func TestClaimPassesOverAJobWhoseProgressIsNotAStream(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		s := newStore(t, b, WithDualWrite(true))
 		caps := registerWorker(t, s, "w", "s")
@@ -391,7 +391,7 @@ func TestReviewClaimAbortsHalfWay(t *testing.T) {
 // every chunk 300 ms; ClaimJob with a 100 ms deadline fails; once Redis has
 // run it (X in jobs:active:w), the proxy heals and the worker calls
 // ClaimJob again: it must get X back (or X must not have stayed held).
-func TestReviewClaimDeadlineStrandsJob(t *testing.T) {
+func TestClaimAfterALostReplyHandsOverTheJob(t *testing.T) {
 	via, p, direct := proxiedBackend(t, nil)
 	s := newStore(t, via, WithDualWrite(true))
 	caps := registerWorker(t, s, "w", "s")
@@ -466,7 +466,7 @@ func TestReviewKeepAliveAdoptsLegacyRegistration(t *testing.T) {
 //
 // Steps: a legacy-style record "job:a b" (id "a b", service s) in
 // jobs:pending; ClaimJob for a worker of s; CompleteJob on the id it got.
-func TestReviewClaimTakesIDItCannotFinish(t *testing.T) {
+func TestClaimPassesOverIDsTheFinishingCallsRefuse(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		s := newStore(t, b)
 		caps := registerWorker(t, s, "w", "s")

@@ -42,8 +42,13 @@ type Store struct {
 	// process names the Store in the fleet (see FollowStage).
 	process string
 	// passedOver remembers the jobs a claim passed over and logged, so
-	// that each is logged once.
-	passedOver sync.Map
+	// that each is logged once; passedCount bounds it (see logPassed).
+	passedOver  sync.Map
+	passedCount atomic.Int64
+	// unsettled holds, per worker, the token of a claim that ended in an
+	// error: Redis may have applied it. The worker's next claim sends the
+	// same token, and so gets that job back if it did (see ClaimJob).
+	unsettled sync.Map
 	// mirrorHook, when set by tests, runs inside the mirror code paths so
 	// that they can panic.
 	mirrorHook func(op string)
