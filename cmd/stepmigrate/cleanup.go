@@ -118,8 +118,8 @@ func (a *app) drop(ctx context.Context, name string, ns jobstore.Namespace, need
 		return a.printJSON(out)
 	}
 	if v := res.Verify; v != nil {
-		a.printf("verified first: %s items of %s:* compared with %s:* in %s: %s differences, none that deleting %s:* would lose\n",
-			group(v.Checked), ns, v.Authoritative, durationText(secs(out.VerifySeconds)), group(v.Differences), ns)
+		a.printf("verified first: %s items of %s:* compared with %s:* in %s: %s, none that deleting %s:* would lose\n",
+			group(v.Checked), ns, v.Authoritative, durationText(secs(out.VerifySeconds)), plural(v.Differences, "difference"), ns)
 	}
 	if res.DryRun {
 		a.printf("%s would delete %s keys of %s:*: %s records, %s sub-keys, %s worker active hashes, %s queue keys and %s backfill checkpoints\n",
@@ -164,9 +164,10 @@ func refusal(name string, ns jobstore.Namespace, strict bool, v *jobstore.Verify
 		other = v.Authoritative + ":*"
 	}
 	if strict {
-		fmt.Fprintf(&b, "%s refused (--strict): %s:* differs from %s in %s places:\n", name, ns, other, group(n))
+		fmt.Fprintf(&b, "%s refused (--strict): %s:* differs from %s in %s:\n", name, ns, other, plural(n, "place"))
 	} else {
-		fmt.Fprintf(&b, "%s refused: deleting %s:* would lose %s things only it has, or copies in it not older than %s's:\n", name, ns, group(n), other)
+		fmt.Fprintf(&b, "%s refused: %s would be lost by deleting %s:* (what only it has, or its copies not older than %s's):\n",
+			name, plural(n, "difference"), ns, other)
 	}
 	for _, d := range listed {
 		fmt.Fprintf(&b, "  %s\n", d)

@@ -68,14 +68,14 @@ func (a *app) follow(ctx context.Context, args []string) error {
 	opts.Report = func(st jobstore.FollowStats) {
 		mu.Lock()
 		defer mu.Unlock()
+		if !reported && !a.json {
+			a.printf("follow: mirroring to step:* what is written to job:* without a mirror; counters every %s; Ctrl-C stops\n", durationText(every))
+		}
 		stats, reported = st, true
 		if now := time.Now(); last.IsZero() || now.Sub(last) >= every {
 			last = now
 			a.printFollow(st, now, start, false)
 		}
-	}
-	if !a.json {
-		a.printf("follow: mirroring to step:* what is written to job:* without a mirror; counters every %s; Ctrl-C stops\n", durationText(every))
 	}
 	err = a.m.Follow(ctx, opts)
 	mu.Lock()

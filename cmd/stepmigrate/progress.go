@@ -162,6 +162,8 @@ func group[T ~int | ~int64 | ~uint64](n T) string {
 // durationText rounds d for people: 340ms, 7s, 1m12s, 2h5m.
 func durationText(d time.Duration) string {
 	switch {
+	case d < time.Millisecond:
+		return "<1ms"
 	case d < time.Second:
 		return d.Round(time.Millisecond).String()
 	case d < time.Hour:
@@ -176,6 +178,14 @@ func trimZeroSeconds(s string) string {
 		return t + "m"
 	}
 	return s
+}
+
+// plural says n things: "1 difference", "2 differences".
+func plural[T ~int | ~int64 | ~uint64](n T, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return group(n) + " " + thing + "s"
 }
 
 func bytesText(n int64) string {

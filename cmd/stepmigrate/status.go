@@ -353,6 +353,9 @@ func (v memoryVerdict) lines() []string {
 		first = fmt.Sprintf("%s: %s:* adds %.1f%% to the instance's memory (~%s over the other %s of used_memory; limit %.0f%%); relative to %s:* it is %s",
 			v.Verdict, v.Copy, *v.IncreasePct, bytesText(v.CopyBytes), bytesText(v.UsedMemory-v.CopyBytes), v.LimitPct, v.Primary, rel)
 	}
+	if v.CopyBytes == 0 {
+		return []string{first, fmt.Sprintf("%s:* is empty, so it adds nothing", v.Copy)}
+	}
 	return []string{first,
 		fmt.Sprintf("%s:* is a full second copy of %s:* (about +100%% of it), so the criterion is read as the increase of the whole instance's used_memory; it lasts until cleanup (or a rollback) deletes one namespace",
 			v.Copy, v.Primary)}

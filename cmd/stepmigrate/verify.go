@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/jobstep/jobstore"
 )
@@ -99,20 +98,20 @@ func (a *app) verify(ctx context.Context, args []string) error {
 		return nil
 	case opts.Repair && res.Repaired >= res.Differences:
 		if !a.json {
-			a.printf("repaired %s differences from %s:*; run stepmigrate verify again to confirm\n", group(res.Repaired), res.Authoritative)
+			a.printf("repaired %s from %s:*; run stepmigrate verify again to confirm\n", plural(res.Repaired, "difference"), res.Authoritative)
 		}
 		return nil
 	case opts.Repair:
-		return failf("repaired %s of %s differences; run stepmigrate verify again to see what is left", group(res.Repaired), group(res.Differences))
+		return failf("repaired %s of %s; run stepmigrate verify again to see what is left", group(res.Repaired), plural(res.Differences, "difference"))
 	}
 	return failf("%s; %s", verifySummary(res, *blocking), a.verifyAdvice(res))
 }
 
 func verifySummary(res jobstore.VerifyResult, blocking bool) string {
 	if blocking {
-		return fmt.Sprintf("%s differences would block a cleanup of %s:*", group(res.Blocking), res.Other)
+		return fmt.Sprintf("%s would block a cleanup of %s:*", plural(res.Blocking, "difference"), res.Other)
 	}
-	return fmt.Sprintf("%s differences between %s:* and %s:*", group(res.Differences), res.Authoritative, res.Other)
+	return fmt.Sprintf("%s between %s:* and %s:*", plural(res.Differences, "difference"), res.Authoritative, res.Other)
 }
 
 // verifyAdvice says what differences mean in the stage.
@@ -147,6 +146,3 @@ func (a *app) printVerify(res jobstore.VerifyResult, listed []jobstore.Diff, fou
 		a.printf("  ... and %s more (--limit lists more)\n", group(more))
 	}
 }
-
-// elapsedSince is a duration for messages.
-func elapsedSince(t time.Time) string { return durationText(time.Since(t)) }
