@@ -172,10 +172,13 @@ func durationText(d time.Duration) string {
 	return trimZeroSeconds(d.Round(time.Minute).String())
 }
 
-// trimZeroSeconds turns "1m0s" into "1m".
+// trimZeroSeconds turns "1m0s" into "1m", and "2h0m0s" into "2h".
 func trimZeroSeconds(s string) string {
 	if t, ok := strings.CutSuffix(s, "m0s"); ok {
-		return t + "m"
+		s = t + "m"
+	}
+	if t, ok := strings.CutSuffix(s, "h0m"); ok {
+		s = t + "h"
 	}
 	return s
 }
