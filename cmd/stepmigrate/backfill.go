@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -170,7 +171,6 @@ type backfillTracker struct {
 	src, dst *jobstore.NamespaceStats // nil until counted
 
 	phase        string
-	phaseIndex   int   // 1-based
 	scannedLast  int64 // Scanned at the last report
 	phaseScanned int64 // Scanned when the phase began, this run
 	// The first report of the phase in this run: the ETA is the time the
@@ -238,11 +238,17 @@ func (t *backfillTracker) done(bp jobstore.BackfillProgress) int64 {
 	return bp.Scanned - t.phaseScanned
 }
 
-func (t *backfillTracker) phaseText() string {
-	if t.phase == "" {
+func (t *backfillTracker) phaseText() string { return phaseText(t.phase) }
+
+// phaseText names a phase with its place: "records (1/6)".
+func phaseText(phase string) string {
+	if i := slices.Index(backfillPhases, phase); i >= 0 {
+		return fmt.Sprintf("%s (%d/%d)", phase, i+1, len(backfillPhases))
+	}
+	if phase == "" {
 		return "(none yet)"
 	}
-	return fmt.Sprintf("%s (%d/%d)", t.phase, t.phaseIndex, len(backfillPhases))
+	return phase
 }
 
 // runRate is what this run looked at and its rate.
@@ -258,12 +264,6 @@ func (t *backfillTracker) update(p *progress, bp jobstore.BackfillProgress) {
 	changed := bp.Phase != t.phase
 	if changed {
 		t.phase, t.phaseScanned, t.hasFirst = bp.Phase, t.scannedLast, false
-		t.phaseIndex = 1
-		for i, ph := range backfillPhases {
-			if ph == bp.Phase {
-				t.phaseIndex = i + 1
-			}
-		}
 	}
 	t.scannedLast = bp.Scanned
 	p.show(changed, t.segments(bp, p.tty)...)
@@ -273,7 +273,7 @@ func (t *backfillTracker) update(p *progress, bp jobstore.BackfillProgress) {
 // when the terminal is narrow.
 func (t *backfillTracker) segments(bp jobstore.BackfillProgress, withBar bool) []segment {
 	now := t.now()
-	segs := []segment{seg(6, "%s", t.label), seg(10, "%s", t.phaseText())}
+	segs := []segment{seg(6, "%s", t.label), seg(10, "%s", phaseText(bp.Phase))}
 	total, unit := t.total(bp.Phase, bp.Authoritative)
 	done := t.done(bp)
 	if total > 0 {
