@@ -152,7 +152,7 @@ func (a *app) publishError(ctx context.Context, to jobstore.Stage, err error) er
 // wait is over (exit 1, listing the stragglers), or a signal comes (130).
 func (a *app) waitForStage(ctx context.Context, st jobstore.Stage, wait time.Duration, out *stageJSON) error {
 	if !a.json {
-		a.printf("waiting up to %s for every process to report %s ...\n", durationText(wait), st)
+		a.printf("waiting up to %s for every process to report %s ...\n", wait, st)
 	}
 	start := time.Now()
 	wctx, cancel := context.WithTimeout(ctx, wait)
@@ -163,14 +163,28 @@ func (a *app) waitForStage(ctx context.Context, st jobstore.Stage, wait time.Dur
 	if err != nil && ctx.Err() != nil {
 		return exitError{exitInterrupted, fmt.Sprintf("stage set --wait interrupted; %s is published all the same (stepmigrate status shows who follows it)", st)}
 	}
-	if err != nil && (wctx.Err() == nil || behind == nil) {
-		// An error of Redis, or a fleet that could not even be listed
-		// (a scan of a large keyspace) in the time given.
+	if err != nil && wctx.Err() == nil {
 		return failf("stage set --wait: %v; %s is published all the same: stepmigrate status shows who follows it", err, st)
 	}
 	procs, _, ferr := a.m.Fleet(ctx)
 	if ferr == nil {
 		w.Processes = len(procs)
+	}
+	if err != nil && behind == nil {
+		// The time ran out during a listing of the fleet (a scan, long
+		// on a large keyspace), which WaitForStage then returns nothing
+		// of: list it once more.
+		if ferr != nil {
+			return failf("stage set --wait: %v; %s is published all the same: stepmigrate status shows who follows it", ferr, st)
+		}
+		for _, p := range procs {
+			if p.Stage != st {
+				behind = append(behind, p)
+			}
+		}
+		if len(behind) == 0 {
+			err = nil
+		}
 	}
 	if err == nil {
 		w.Reached = true
@@ -190,6 +204,7 @@ func (a *app) waitForStage(ctx context.Context, st jobstore.Stage, wait time.Dur
 		lines = append(lines, fmt.Sprintf("  %s  host %s  still %s  checked in %s ago (every %s)", p.ID, p.Host, p.Stage,
 			durationText(max(now.Sub(p.CheckedAt), 0)), durationText(p.Interval)))
 	}
-	return failf("stage set --wait: after %s, %d processes do not report %s yet:\n%s\n%s is published; they move at their next check-in, or need a restart: run stepmigrate status",
-		durationText(wait), len(behind), st, strings.Join(lines, "\n"), st)
+	return failf("stage set --wait: after %s, %s not report %s yet:\n%s\n%s is published; they move at their next check-in, or need a restart: run stepmigrate status",
+		wait, map[bool]string{true: "1 process does", false: fmt.Sprintf("%d processes do", len(behind))}[len(behind) == 1],
+		st, strings.Join(lines, "\n"), st)
 }
