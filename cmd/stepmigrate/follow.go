@@ -118,7 +118,7 @@ func (a *app) printFollow(st jobstore.FollowStats, now, start time.Time, stopped
 		seg(7, "synced %s", group(st.Synced)),
 		seg(10, "changed %s", group(st.Changed)),
 		seg(6, "backlog %s", group(st.Backlog)),
-		seg(5, "lag p50 %s p99 %s", durationText(st.LagP50), durationText(st.LagP99)),
+		seg(5, "lag p50 %s p99 %s", lagText(st.LagP50, st.Changed), lagText(st.LagP99, st.Changed)),
 		seg(2, "sweeps %s", group(st.Sweeps)),
 	}
 	if !st.LastLegacyWrite.IsZero() {
@@ -129,4 +129,12 @@ func (a *app) printFollow(st jobstore.FollowStats, now, start time.Time, stopped
 		width = terminalWidth(a.stdout) - 1
 	}
 	fmt.Fprintln(a.stdout, fitLine(width, segs...))
+}
+
+// lagText is a lag, or "-" before any sync changed something.
+func lagText(d time.Duration, changed uint64) string {
+	if changed == 0 {
+		return "-"
+	}
+	return durationText(d)
 }
