@@ -57,7 +57,8 @@ func (a *app) backfill(ctx context.Context, args []string) error {
 
 	tr := newBackfillTracker(fmt.Sprintf("backfill %s→%s", from, to))
 	// The phases' sizes, for their share done, are counted beside the
-	// run; until they are known the line shows counts only.
+	// run (NamespaceStats of both sides: scans that --rate does not
+	// pace); until they are known the line shows counts only.
 	sctx, stopStats := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -102,7 +103,7 @@ func backfillError(err error) error {
 	msg := err.Error()
 	switch {
 	case errors.Is(err, jobstore.ErrCorruptRecord) && strings.Contains(msg, "checkpoint"):
-		return failf("backfill: %v; start over with stepmigrate backfill --restart", err)
+		return failf("backfill: %s", strings.Replace(msg, "start over with Restart", "start over with stepmigrate backfill --restart", 1))
 	case strings.Contains(msg, "WRONGTYPE") || strings.Contains(msg, " is a "):
 		return failf("backfill: %v; fix or remove that key, then run again (the checkpoint is kept)", err)
 	}

@@ -59,7 +59,7 @@ func (c *cliCase) snapshot(t *testing.T) map[string]string {
 	t.Helper()
 	rdb := c.e.rdb
 	snap := map[string]string{}
-	iter := rdb.Scan(ctx, 0, c.prefix+"*", 1000).Iterator()
+	iter := rdb.Scan(ctx, 0, c.prefix+"*", scanCount).Iterator()
 	for iter.Next(ctx) {
 		key := iter.Val()
 		typ, err := rdb.Type(ctx, key).Result()
@@ -349,6 +349,13 @@ func cliBadInputs(t *testing.T) []cliBadInput {
 		{name: "shared stage that names no stage, stage set without --force", setup: plant("jobstore:stage", badStage),
 			args: with("stage", "set", "dual-write"), code: exitFail,
 			says: []string{`unknown stage "sideways"`, "stepmigrate stage set NAME --force"}},
+		{name: "backfill with an unreadable checkpoint", setup: func(t *testing.T, c *cliCase) {
+			require.NoError(t, c.e.rdb.Set(ctx, c.key("jobstore:backfill:job-to-step"), "{half a checkpoint", 0).Err())
+		}, args: with("backfill"), code: exitFail,
+			says: []string{"cannot be read; start over with stepmigrate backfill --restart"},
+			then: func(t *testing.T, c *cliCase) {
+				require.Contains(t, succeeds(t, c, "backfill", "--restart"), "next: stepmigrate verify")
+			}},
 		{name: "backfill onto a wrong-type steps:pending", setup: plant("steps:pending", str), args: with("backfill"), code: exitFail,
 			mayWrite: "jobstore:backfill:job-to-step",
 			says:     []string{"steps:pending is a string, want a zset", "fix or remove that key, then run again"},
@@ -398,6 +405,13 @@ func TestBadInput(t *testing.T) {
 		for i, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
 				c := &cliCase{e: e, prefix: fmt.Sprintf("%sbad%02d:", e.prefix, i)}
+				if e.mr == nil && (tc.code == exitUsage || !slices.Contains(tc.args(c), e.url)) {
+					// Bad usage is refused before any connection, and
+					// these arguments name no server: the same on every
+					// backend, and miniredis ran it. (On a shared server
+					// whose keyspace is large, each case's scans cost.)
+					t.Skip("does not reach the server; covered on miniredis")
+				}
 				c.seed(t)
 				if tc.setup != nil {
 					tc.setup(t, c)

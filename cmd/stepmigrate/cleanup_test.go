@@ -13,6 +13,7 @@ import (
 // job:X has it", not "missing step:X (job:X)"), and --blocking lists
 // exactly those that would block a cleanup, in text and JSON.
 func TestVerifyWording(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		e.publish(t, jobstore.StageDualWrite)
 		e.submit(t, jobstore.StageDualWrite, "j", 5)
@@ -81,6 +82,7 @@ func TestVerifyWording(t *testing.T) {
 // difference that blocks it (up to --limit), says "cleanup refused" once,
 // points at stepmigrate verify --repair, and deletes nothing.
 func TestCleanupRefused(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		e.publish(t, jobstore.StageDualWrite)
 		e.submit(t, jobstore.StageDualWrite, "j", 8)
@@ -129,6 +131,7 @@ func TestCleanupRefused(t *testing.T) {
 // alone, not the verification's before it (the old command said "249
 // keys 41/s" for a cleanup that spent its time verifying).
 func TestCleanupTimesTheDeletion(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		e.publish(t, jobstore.StageDualWrite)
 		e.submit(t, jobstore.StageDualWrite, "j", 20)
@@ -156,6 +159,7 @@ func TestCleanupTimesTheDeletion(t *testing.T) {
 // TestRollbackTwice: a rollback deletes step:*; a second one, on an empty
 // namespace, verifies nothing, reports 0 differences and deletes nothing.
 func TestRollbackTwice(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		e.publish(t, jobstore.StageDualWrite)
 		e.submit(t, jobstore.StageDualWrite, "r", 5)

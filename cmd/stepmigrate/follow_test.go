@@ -20,6 +20,7 @@ import (
 // no mirror), prints its counters, and stops on a signal with exit 0.
 // The write it mirrored is then evidence of a legacy writer.
 func TestFollow(t *testing.T) {
+	t.Parallel()
 	e := startTestServer(t).env(t)
 	e.publish(t, jobstore.StageDualWrite)
 

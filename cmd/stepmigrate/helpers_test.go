@@ -26,6 +26,13 @@ import (
 
 var ctx = context.Background()
 
+// The tests that set no environment variable run in parallel, after
+// those that do (t.Setenv): the command reads the environment.
+
+// scanCount is the COUNT of the tests' own scans: large, as the shared
+// server's database may hold many keys of others.
+const scanCount = 5000
+
 // envMainArgs, when set (to the JSON of an argument list), makes the test
 // binary run the command's main with those arguments instead of the
 // tests, so that a test can check what the built binary does: its exit
@@ -100,7 +107,7 @@ func realEnv(t *testing.T, url string) *env {
 	require.NotZero(t, opt.DB, "tests never use DB 0")
 	e := &env{url: url, prefix: fmt.Sprintf("stepmigrate-test:%x:", rand.Uint64()), rdb: redis.NewClient(opt)}
 	t.Cleanup(func() {
-		iter := e.rdb.Scan(ctx, 0, e.prefix+"*", 1000).Iterator()
+		iter := e.rdb.Scan(ctx, 0, e.prefix+"*", scanCount).Iterator()
 		var keys []string
 		for iter.Next(ctx) {
 			keys = append(keys, iter.Val())
@@ -184,7 +191,7 @@ func (e *env) submit(t *testing.T, st jobstore.Stage, id string, n int) {
 func (e *env) keys(t *testing.T, pattern string) []string {
 	t.Helper()
 	var out []string
-	iter := e.rdb.Scan(ctx, 0, e.key(pattern), 1000).Iterator()
+	iter := e.rdb.Scan(ctx, 0, e.key(pattern), scanCount).Iterator()
 	for iter.Next(ctx) {
 		out = append(out, iter.Val())
 	}

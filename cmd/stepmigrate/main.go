@@ -322,7 +322,7 @@ func (a *app) progress() *progress {
 	return newProgress(a.stderr, false)
 }
 
-// stage is the stage the fleet runs: the published one, else the
+// stageNow is the stage the fleet runs: the published one, else the
 // environment's.
 func (a *app) stageNow() jobstore.Stage { return a.m.Stage() }
 

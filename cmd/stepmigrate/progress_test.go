@@ -141,6 +141,7 @@ func TestBackfillRateOfThisRun(t *testing.T) {
 // TestBackfillProgressPhases: the line names the phase and its own
 // share, so the queue phases no longer sit at 100%.
 func TestBackfillProgressPhases(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		e.publish(t, jobstore.StageDualWrite)
 		e.submit(t, jobstore.StageLegacy, "j", 12)
@@ -163,6 +164,7 @@ func TestBackfillProgressPhases(t *testing.T) {
 // cancelled) says so, with what it did, and that running it again
 // resumes; exit status 130. Then the same command resumes and finishes.
 func TestBackfillInterrupted(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		e.publish(t, jobstore.StageDualWrite)
 		e.submit(t, jobstore.StageLegacy, "j", 30)

@@ -13,6 +13,7 @@ import (
 // stage reports it; on timeout it lists the stragglers, exit status 1,
 // with the stage published all the same.
 func TestStageSetWait(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		code, out, errOut := e.run(t, "stage", "set", "dual-write", "--wait")
 		require.Equal(t, exitOK, code, errOut)
@@ -56,6 +57,7 @@ func TestStageSetWait(t *testing.T) {
 // lives, with the evidence, what --force risks, and nothing published;
 // --force publishes.
 func TestLegacyGate(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		e.publish(t, jobstore.StageDualWrite)
 		require.NoError(t, e.rdb.HSet(ctx, e.key("worker:legacy-1"), "worker_id", "legacy-1", "status", "busy").Err())

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jobstep/jobstore"
@@ -105,45 +106,73 @@ func (a *app) gatherStatus(ctx context.Context, now time.Time) (*statusJSON, err
 	if a.published {
 		out.Stage.Published = &a.shared
 	}
-	var err error
-	if out.Fleet.Processes, out.Fleet.Unreadable, err = a.m.Fleet(ctx); err != nil {
-		return nil, err
+	// Each of these reads scans the keyspace or reads a key of its own;
+	// they run side by side, as on a large keyspace each scan takes a
+	// while. (The two namespaces' counts are then taken at about the
+	// same time, which still is no snapshot.)
+	var (
+		wg      sync.WaitGroup
+		errMu   sync.Mutex
+		errs    []error
+		used    int64
+		dw      jobstore.DualWriteStats
+		reading = func(f func() error) {
+			wg.Go(func() {
+				if err := f(); err != nil {
+					errMu.Lock()
+					errs = append(errs, err)
+					errMu.Unlock()
+				}
+			})
+		}
+	)
+	reading(func() (err error) {
+		out.Fleet.Processes, out.Fleet.Unreadable, err = a.m.Fleet(ctx)
+		return err
+	})
+	reading(func() (err error) {
+		out.Legacy.LegacyEvidence, err = a.m.LegacyEvidence(ctx)
+		return err
+	})
+	reading(func() (err error) {
+		out.Followers.Reports, out.Followers.LastLegacyWrite, err = a.m.FollowerReports(ctx)
+		return err
+	})
+	reading(func() (err error) {
+		out.Job, err = a.m.NamespaceStats(ctx, jobstore.JobNamespace)
+		return err
+	})
+	reading(func() (err error) {
+		out.Step, err = a.m.NamespaceStats(ctx, jobstore.StepNamespace)
+		return err
+	})
+	reading(func() (err error) {
+		dw, out.Reads, err = a.m.FleetStats(ctx)
+		return err
+	})
+	reading(func() error { used = usedMemory(ctx, a.rdb); return nil })
+	wg.Wait()
+	if len(errs) > 0 {
+		return nil, errs[0]
 	}
 	if out.Fleet.Processes == nil {
 		out.Fleet.Processes = []jobstore.Process{}
 	}
 	out.Fleet.Stragglers = stragglers(out.Fleet.Processes, st, now)
 	out.Fleet.Silent = len(out.Fleet.Processes) == 0
-	if out.Legacy.LegacyEvidence, err = a.m.LegacyEvidence(ctx); err != nil {
-		return nil, err
-	}
 	out.Legacy.Alive = out.Legacy.LegacyEvidence.Alive(now, jobstore.DefaultLegacyWindow)
-	if out.Followers.Reports, out.Followers.LastLegacyWrite, err = a.m.FollowerReports(ctx); err != nil {
-		return nil, err
-	}
 	for _, r := range out.Followers.Reports {
 		if now.Sub(r.CheckedAt) <= followerStale {
 			out.Followers.Running++
 		}
-	}
-	if out.Job, err = a.m.NamespaceStats(ctx, jobstore.JobNamespace); err != nil {
-		return nil, err
-	}
-	if out.Step, err = a.m.NamespaceStats(ctx, jobstore.StepNamespace); err != nil {
-		return nil, err
 	}
 	out.RecordsDiffer = out.Job.Records - out.Step.Records
 	primary, copy := out.Job, out.Step
 	if st.Primary() == jobstore.StepNamespace {
 		primary, copy = copy, primary
 	}
-	out.Memory = memoryCheck(usedMemory(ctx, a.rdb), copy.MemoryBytes, primary.MemoryBytes, copy.Namespace, primary.Namespace)
-	dw, rd, err := a.m.FleetStats(ctx)
-	if err != nil {
-		return nil, err
-	}
+	out.Memory = memoryCheck(used, copy.MemoryBytes, primary.MemoryBytes, copy.Namespace, primary.Namespace)
 	out.DualWrite = dualWriteJSON{dw.Attempted, dw.Failed, dw.Panics, dw.SuccessRate()}
-	out.Reads = rd
 	out.Warnings = warnings(out, st, now)
 	out.Advice = advice(adviceInput{stage: st, job: out.Job, step: out.Step,
 		legacyAlive: out.Legacy.Alive, followers: out.Followers.Running})

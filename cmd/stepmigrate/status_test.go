@@ -100,6 +100,7 @@ func TestMemoryVerdict(t *testing.T) {
 // TestMemoryVerdictOnRedis reads used_memory from a real server: the
 // verdict is the copy's estimate over the rest of used_memory.
 func TestMemoryVerdictOnRedis(t *testing.T) {
+	t.Parallel()
 	e := startTestServer(t).env(t)
 	e.publish(t, jobstore.StageDualWrite)
 	e.submit(t, jobstore.StageDualWrite, "j", 50)
@@ -171,6 +172,7 @@ func waitFleet(t *testing.T, e *env, n int) {
 // advice: in legacy, in dual-write with counts that differ and a fleet
 // with stragglers, after a cleanup and after a rollback.
 func TestStatusPerStage(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		code, out, errOut := e.run(t, "status")
 		require.Equal(t, exitOK, code, errOut)
@@ -264,6 +266,7 @@ func toStrings(v any) []string {
 // cleanup or a rollback leaves, and status says so instead of counting
 // the other's records as a difference.
 func TestStatusAfterCleanupAndRollback(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		e.publish(t, jobstore.StageDualWrite)
 		e.submit(t, jobstore.StageDualWrite, "j", 6)
