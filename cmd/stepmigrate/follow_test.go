@@ -58,6 +58,14 @@ func TestFollow(t *testing.T) {
 	require.Eventually(t, func() bool { return strings.Contains(fout.String(), "changed 1") },
 		10*time.Second, 10*time.Millisecond, "its counters: %s", fout.String())
 
+	// While it runs, status shows its report.
+	require.Eventually(t, func() bool {
+		_, out, _ := e.run(t, "status")
+		return strings.Contains(out, "1 legacy writes mirrored, backlog 0, reported ")
+	}, 5*time.Second, 50*time.Millisecond)
+	_, out, _ = e.run(t, "status")
+	require.Regexp(t, `followers    \S+: lag p50 \S+ p99 \S+, 1 legacy writes mirrored`, out)
+
 	stop()
 	wg.Wait()
 	require.Equal(t, exitOK, fcode, "a signal is how follow stops: %s", ferr.String())
