@@ -6,16 +6,17 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"time"
 
 	"github.com/jobstep/jobstore"
 )
 
 // checkGiven refuses flag values that parse but mean nothing, when the
-// operator typed them: --batch 0 and --rounds 0 (a batch of no keys, no
-// re-check; 0 is only how the library spells "the default", which leaving
-// the flag out already gives), and a --rate that is not a finite number
-// (NaN and Inf parse as floats, and would silently run without a limit).
-// Flags left out keep their defaults.
+// operator typed them: --batch, --rounds and --limit below 1 (0 is only
+// how the library spells "the default", which leaving the flag out
+// already gives) and a batch above the library's maximum, and a --rate
+// that is not a finite number (NaN and Inf parse as floats, and would
+// silently run without a limit). Flags left out keep their defaults.
 func checkGiven(fs *flag.FlagSet) error {
 	var err error
 	fs.Visit(func(f *flag.Flag) {
@@ -23,9 +24,13 @@ func checkGiven(fs *flag.FlagSet) error {
 			return
 		}
 		switch f.Name {
-		case "batch", "rounds":
-			if n, perr := strconv.Atoi(f.Value.String()); perr != nil || n < 1 {
+		case "batch", "rounds", "limit":
+			n, perr := strconv.Atoi(f.Value.String())
+			switch {
+			case perr != nil || n < 1:
 				err = usagef("%s: --%s %s: must be at least 1; leave it out for the default", fs.Name(), f.Name, f.Value)
+			case f.Name == "batch" && n > jobstore.MaxBatchSize:
+				err = usagef("%s: --batch %s: at most %s", fs.Name(), f.Value, group(jobstore.MaxBatchSize))
 			}
 		case "rate":
 			if r, perr := strconv.ParseFloat(f.Value.String(), 64); perr != nil || math.IsNaN(r) || math.IsInf(r, 0) || r < 0 {
@@ -36,8 +41,29 @@ func checkGiven(fs *flag.FlagSet) error {
 	return err
 }
 
-// stageKeyName is the key of the shared stage hash.
-func stageKeyName(prefix string) string { return jobstore.SharedStageKey(prefix) }
+// positiveDuration is a flag of a duration that must be above zero.
+type positiveDuration struct{ d *time.Duration }
+
+func (p positiveDuration) String() string {
+	if p.d == nil || *p.d == 0 {
+		return ""
+	}
+	return p.d.String()
+}
+
+func (p positiveDuration) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return fmt.Errorf("want a positive duration such as 500ms, 30s or 2m")
+	}
+	*p.d = d
+	return nil
+}
+
+// stageKeyName is the key of the shared stage hash. The library builds it
+// (keys.go) but does not export it; the command needs it only to tell
+// the operator which key to look at when it cannot be read.
+func stageKeyName(prefix string) string { return prefix + "jobstore:stage" }
 
 // unreadableStage turns an error reading the shared stage into one whose
 // advice works. A key of another type blocks every command, stage set

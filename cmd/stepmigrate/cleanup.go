@@ -1,0 +1,225 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jobstep/jobstore"
+	"github.com/redis/go-redis/v9"
+)
+
+func (a *app) cleanup(ctx context.Context, args []string) error {
+	return a.drop(ctx, "cleanup", jobstore.JobNamespace, jobstore.StageStepOnly, args)
+}
+
+func (a *app) rollback(ctx context.Context, args []string) error {
+	return a.drop(ctx, "rollback", jobstore.StepNamespace, jobstore.StageLegacy, args)
+}
+
+type cleanupJSON struct {
+	jobstore.CleanupResult
+	Verify *verifyJSON `json:"verify,omitempty"`
+	// DeleteSeconds is the deletion's time alone, from its first UNLINK;
+	// VerifySeconds the verification's before it.
+	DeleteSeconds float64 `json:"delete_seconds"`
+	VerifySeconds float64 `json:"verify_seconds"`
+	KeysPerSecond float64 `json:"keys_per_second"`
+	Refused       bool    `json:"refused"`
+}
+
+// drop runs cleanup (ns job) or rollback (ns step), which the library
+// allows only in stage needs.
+func (a *app) drop(ctx context.Context, name string, ns jobstore.Namespace, needs jobstore.Stage, args []string) error {
+	fs := a.flagSet(name)
+	var opts jobstore.CleanupOptions
+	fs.BoolVar(&opts.DryRun, "dry-run", false, "count what would be deleted")
+	fs.BoolVar(&opts.Force, "force", false, "delete without verifying first")
+	fs.BoolVar(&opts.Strict, "strict", false, "refuse on any difference, not only on what deleting would lose")
+	fs.IntVar(&opts.BatchSize, "batch", 0, "keys per batch")
+	limit := fs.Int("limit", jobstore.DefaultMaxReported, "differences listed when refused")
+	pos, err := a.parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(name, pos); err != nil {
+		return err
+	}
+	if opts.BatchSize < 0 || *limit < 0 {
+		return usagef("%s: --batch and --limit must not be negative", name)
+	}
+	if err := checkGiven(fs); err != nil {
+		return err
+	}
+	if err := a.connect(ctx); err != nil {
+		return err
+	}
+	// The differences that refuse the deletion, all of them up to the
+	// limit: with --strict every one, else those that would be lost.
+	var refusing []jobstore.Diff
+	opts.Verify.MaxReported = *limit
+	opts.Verify.OnDiff = func(d jobstore.Diff) {
+		if (opts.Strict || d.Blocking) && len(refusing) < *limit {
+			refusing = append(refusing, d)
+		}
+	}
+	p := a.progress()
+	opts.Verify.Progress = func(x jobstore.VerifyProgress) {
+		p.show(false, seg(6, "verify before %s", name), seg(9, "%s", x.Phase), seg(8, "%s compared", group(x.Checked)))
+	}
+	verb := "deleted"
+	if opts.DryRun {
+		verb = "found"
+	}
+	opts.Progress = func(n int64) {
+		p.show(false, seg(6, "%s %s:*", name, ns), seg(9, "%s keys %s", group(n), verb))
+	}
+	// The deletion is timed from its first UNLINK, so that its rate does
+	// not count the verification before it.
+	first := &firstCommand{name: "unlink"}
+	a.rdb.AddHook(first)
+	start := time.Now()
+	res, err := a.m.Cleanup(ctx, ns, opts)
+	end := time.Now()
+	p.finish()
+	out := cleanupJSON{CleanupResult: res, Refused: err != nil}
+	if res.Verify != nil {
+		out.Verify = &verifyJSON{VerifyResult: *res.Verify, Diffs: diffsJSON(res.Verify.Diffs), BlockingDiffs: diffsJSON(res.Verify.BlockingDiffs)}
+	}
+	deleteStart, deleting := first.when()
+	if deleting {
+		out.DeleteSeconds = end.Sub(deleteStart).Seconds()
+		if res.Verify != nil {
+			out.VerifySeconds = deleteStart.Sub(start).Seconds()
+		}
+		if out.DeleteSeconds > 0 {
+			out.KeysPerSecond = float64(res.Deleted) / out.DeleteSeconds
+		}
+	} else if res.Verify != nil {
+		out.VerifySeconds = end.Sub(start).Seconds()
+	}
+	switch {
+	case errors.Is(err, jobstore.ErrNamespaceInUse):
+		return failf("%s refused: %s", name, a.inUse(ns, needs))
+	case errors.Is(err, jobstore.ErrCleanupRefused):
+		if a.json {
+			_ = a.printJSON(out)
+		}
+		return failf("%s", refusal(name, ns, opts.Strict, res.Verify, refusing))
+	case interrupted(ctx, err):
+		return exitError{exitInterrupted, fmt.Sprintf("%s interrupted after it %s %s keys; run it again to finish", name, verb, group(res.Deleted))}
+	case err != nil:
+		return failf("%s: %v", name, err)
+	}
+	if a.json {
+		return a.printJSON(out)
+	}
+	if v := res.Verify; v != nil {
+		a.printf("verified first: %s items of %s:* compared with %s:* in %s: %s, none that deleting %s:* would lose\n",
+			group(v.Checked), ns, v.Authoritative, durationText(secs(out.VerifySeconds)), plural(v.Differences, "difference"), ns)
+	}
+	if res.DryRun {
+		a.printf("%s would delete %s keys of %s:*: %s records, %s sub-keys, %s worker active hashes, %s queue keys and %s backfill checkpoints\n",
+			name, group(res.Deleted), ns, group(res.Records), group(res.SubKeys), group(res.ActiveHashes), group(res.Queues), group(res.Checkpoints))
+		return nil
+	}
+	timing := ""
+	if deleting {
+		timing = fmt.Sprintf(" in %s (%s keys/s, the deletion alone)", durationText(secs(out.DeleteSeconds)), group(int64(out.KeysPerSecond)))
+	}
+	a.printf("%s deleted %s keys of %s:*%s: %s records, %s sub-keys, %s worker active hashes, %s queue keys and %s backfill checkpoints\n",
+		name, group(res.Deleted), ns, timing, group(res.Records), group(res.SubKeys), group(res.ActiveHashes), group(res.Queues), group(res.Checkpoints))
+	a.printf("keys outside %s:* and look-alikes (such as %ss:pending:old) were left alone\n", ns, ns)
+	return nil
+}
+
+func secs(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
+// inUse says why the stage forbids the deletion, and how to move on.
+func (a *app) inUse(ns jobstore.Namespace, needs jobstore.Stage) string {
+	where := fmt.Sprintf("the published stage is %s", a.shared)
+	if !a.published {
+		where = fmt.Sprintf("no stage is published, and this environment's stage is %s", a.envStage)
+	}
+	return fmt.Sprintf("%s, in which processes still use %s:*; %s:* can go only in %s. Once every process can run it (stepmigrate status lists the fleet): stepmigrate stage set %s --wait",
+		where, ns, ns, needs, needs)
+}
+
+// refusal lists what refuses a cleanup: every difference up to the limit,
+// and how many more there are.
+func refusal(name string, ns jobstore.Namespace, strict bool, v *jobstore.VerifyResult, listed []jobstore.Diff) string {
+	var b strings.Builder
+	n := int64(len(listed))
+	if v != nil {
+		n = v.Blocking
+		if strict {
+			n = v.Differences
+		}
+	}
+	other := "the other namespace"
+	if v != nil {
+		other = v.Authoritative + ":*"
+	}
+	if strict {
+		fmt.Fprintf(&b, "%s refused (--strict): %s:* differs from %s in %s:\n", name, ns, other, plural(n, "place"))
+	} else {
+		fmt.Fprintf(&b, "%s refused: %s would be lost by deleting %s:* (what only it has, or its copies not older than %s's):\n",
+			name, plural(n, "difference"), ns, other)
+	}
+	for _, d := range listed {
+		fmt.Fprintf(&b, "  %s\n", d)
+	}
+	if more := n - int64(len(listed)); more > 0 {
+		fmt.Fprintf(&b, "  ... and %s more (--limit lists more; stepmigrate verify --blocking lists them too)\n", group(more))
+	}
+	fmt.Fprintf(&b, "Find the process still writing %s:* (stepmigrate status lists stragglers and legacy processes); "+
+		"once none is, stepmigrate verify --repair rewrites %s:* from %s, and %s can run. --force deletes without verifying, losing them",
+		ns, ns, other, name)
+	return b.String()
+}
+
+// firstCommand is a go-redis hook that notes when a command of one name
+// is first sent.
+type firstCommand struct {
+	name string
+	mu   sync.Mutex
+	at   time.Time
+}
+
+func (h *firstCommand) see(name string) {
+	if name != h.name {
+		return
+	}
+	h.mu.Lock()
+	if h.at.IsZero() {
+		h.at = time.Now()
+	}
+	h.mu.Unlock()
+}
+
+func (h *firstCommand) when() (time.Time, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.at, !h.at.IsZero()
+}
+
+func (h *firstCommand) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *firstCommand) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.see(cmd.Name())
+		return next(ctx, cmd)
+	}
+}
+
+func (h *firstCommand) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, c := range cmds {
+			h.see(c.Name())
+		}
+		return next(ctx, cmds)
+	}
+}
