@@ -30,8 +30,14 @@ local id = ARGV[4]
 local bad = wrongtype(KEYS[1], 'hash') or wrongtype(KEYS[2], 'hash')
 if bad then return done('WRONGTYPE', bad) end
 if redis.call('EXISTS', KEYS[1]) == 0 then return done('NOTFOUND') end
-local st = not_held(KEYS[1], KEYS[2], id)
-if st then return done('NOTHELD', st) end
+local st, stale = not_held(KEYS[1], KEYS[2], id)
+if st then
+  if stale then
+    redis.call('HDEL', KEYS[2], id)
+    mirror_field(KEYS[2], KEYS[4], id, false)
+  end
+  return done('NOTHELD', st)
+end
 redis.call('HSET', KEYS[1], 'status', 'in_progress', 'started_at', ARGV[5])
 redis.call('PUBLISH', ARGV[6], ARGV[7])
 mirror_key(KEYS[1], KEYS[3])
@@ -89,8 +95,15 @@ local bad = wrongtype(KEYS[1], 'hash') or wrongtype(KEYS[2], 'hash') or wrongtyp
 if bad then return done('WRONGTYPE', bad) end
 if redis.call('EXISTS', KEYS[1]) == 0 then return done('NOTFOUND') end
 if has_token(KEYS[1], tok) then return done('OK') end
-local st = not_held(KEYS[1], KEYS[2], id)
-if st then return done('NOTHELD', st) end
+local st, stale = not_held(KEYS[1], KEYS[2], id)
+if st then
+  if stale then
+    redis.call('HDEL', KEYS[2], id)
+    worker_idle(KEYS[5], KEYS[2], ARGV[7], ARGV[8], ARGV[14], worker)
+    mirror_field(KEYS[2], KEYS[7], id, false)
+  end
+  return done('NOTHELD', st)
+end
 redis.call('HSET', KEYS[1], 'status', 'completed', 'completed_at', ARGV[7], 'jobstore_op', push_token(KEYS[1], tok))
 redis.call('HDEL', KEYS[2], id)
 redis.call('HSET', KEYS[3], id, ARGV[9])
@@ -148,11 +161,18 @@ if bad then return done('WRONGTYPE', bad) end
 if redis.call('EXISTS', KEYS[1]) == 0 then return done('NOTFOUND') end
 local first = has_token(KEYS[1], tok)
 if first then
-  local outcome, n = string.match(first, '^(%a+)/(%d+)$')
+  local outcome, n = string.match(first, '^(%a+)/(%-?%d+)$')
   return done('OK', outcome, tonumber(n))
 end
-local st = not_held(KEYS[1], KEYS[2], id)
-if st then return done('NOTHELD', st) end
+local st, stale = not_held(KEYS[1], KEYS[2], id)
+if st then
+  if stale then
+    redis.call('HDEL', KEYS[2], id)
+    worker_idle(KEYS[6], KEYS[2], ARGV[9], tonumber(ARGV[10]), ARGV[16], worker)
+    mirror_field(KEYS[2], KEYS[8], id, false)
+  end
+  return done('NOTHELD', st)
+end
 local f = redis.call('HMGET', KEYS[1], 'retry_count', 'max_retries')
 local n = (parse_int(f[1]) or 0) + 1
 local retry = ARGV[11] == '1' and n < (parse_int(f[2]) or 3)

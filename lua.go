@@ -163,12 +163,22 @@ var luaStatus = func() string {
 
 // luaHeld is the check that a worker holds a job: its id is in the
 // worker's active hash, as the claim put it there.
-const luaHeld = `
--- not_held returns false when the job is in the active hash, else the
--- record's status, for the error.
+//
+// A finished job is not held even where its id is still in the active
+// hash: a legacy cancel reads the record, then clears the active hash of
+// the worker it read, so a claim in between leaves the id in the
+// claimer's hash with the record cancelled. not_held then also reports
+// that stale entry, which the script removes instead of applying a
+// complete or a retry over the cancel.
+var luaHeld = luaStatus + `
+-- not_held returns false when the job is in the active hash and not
+-- finished; else the record's status, for the error, and whether the id
+-- is a stale entry of the active hash.
 local function not_held(rec, active, id)
-  if redis.call('HEXISTS', active, id) == 1 then return false end
-  return redis.call('HGET', rec, 'status') or ''
+  local st = redis.call('HGET', rec, 'status') or ''
+  if redis.call('HEXISTS', active, id) == 0 then return st, false end
+  if FINISHED[st] then return st, true end
+  return false
 end
 `
 

@@ -109,7 +109,7 @@ func TestReviewQueueSizesJunkActiveKey(t *testing.T) {
 // jobstore worker w claims X; svcCancelJob writes status cancelled and
 // ZREMs pending (its HDEL is skipped: the worker_id it read was empty);
 // w calls FailJob(X, retry=true).
-func TestReviewFailRequeuesCancelledJob(t *testing.T) {
+func TestFailDoesNotRequeueAJobCancelledMeanwhile(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		s := newStore(t, b, WithDualWrite(true))
 		caps := registerWorker(t, s, "w", "s")
@@ -128,6 +128,10 @@ func TestReviewFailRequeuesCancelledJob(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, StatusCancelled, j.Status)
 		require.Zero(t, b.rdb.ZCard(ctx, b.key("jobs:pending")).Val(), "the cancelled job is not queued again")
+		for _, k := range []string{"jobs:active:w", "steps:active:w"} {
+			require.False(t, b.rdb.HExists(ctx, b.key(k), id).Val(), "the stale entry leaves %s", k)
+		}
+		require.Equal(t, "idle", b.rdb.HGet(ctx, b.key("worker:w"), "status").Val(), "the worker holds nothing")
 	})
 }
 
@@ -135,7 +139,7 @@ func TestReviewFailRequeuesCancelledJob(t *testing.T) {
 // API's cancel (status failed, error 'Job cancelled by user', entry in
 // jobs:failed): the worker's CompleteJob turns the cancelled job into a
 // completed one; the user's cancel is lost.
-func TestReviewCompleteOverwritesLegacyCancel(t *testing.T) {
+func TestCompleteDoesNotOverwriteALegacyCancel(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		s := newStore(t, b, WithDualWrite(true))
 		caps := registerWorker(t, s, "w", "s")
@@ -324,7 +328,7 @@ func TestClaimPassesOverARecordWithoutItsID(t *testing.T) {
 // Steps (real server through the fault proxy): submit, set retry_count
 // "-3" as another writer did, claim, cut FailJob's reply after 14 bytes
 // (go-redis sends the script again); the outcome must be Retried.
-func TestReviewFailReplayNegativeRetryCount(t *testing.T) {
+func TestFailReplayReadsANegativeRetryCount(t *testing.T) {
 	via, p, direct := proxiedBackend(t, nil)
 	s := newStore(t, via, WithDualWrite(true))
 	caps := registerWorker(t, s, "w", "s")
