@@ -501,7 +501,7 @@ func TestClaimPassesOverIDsTheFinishingCallsRefuse(t *testing.T) {
 // Steps (real server through the fault proxy): delay every chunk 300 ms;
 // SubmitJob(Job{Service: "s"}) with a 100 ms deadline; once the job is in
 // jobs:pending, the id returned must be that job's.
-func TestReviewSubmitDeadlineLosesID(t *testing.T) {
+func TestSubmitAfterALostReplyReturnsTheID(t *testing.T) {
 	via, p, direct := proxiedBackend(t, nil)
 	s := newStore(t, via)
 	_, err := s.SubmitJob(ctx, Job{ID: "warm", Service: "other"}) // opens a connection

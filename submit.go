@@ -167,6 +167,12 @@ func decodeSubmit(id string, r reply) error {
 // wrapping one of the ErrInvalid sentinels (or ErrPayloadTooLarge) and
 // writes nothing. The record, its queue entry, the message and, when the
 // stage dual-writes, their mirror are one atomic step and one round trip.
+//
+// When the outcome is unknown (the context ended, the connection failed:
+// Redis may have stored the job), the error comes with the job's id, even
+// one SubmitJob generated. To retry safely, submit the job again with that
+// id: ErrJobExists then means the first call stored it. Any other error
+// comes with an empty id: nothing was stored.
 func (s *Store) SubmitJob(ctx context.Context, j Job) (string, error) {
 	build, id, err := s.submitSpec(j)
 	if err != nil {
@@ -174,7 +180,10 @@ func (s *Store) SubmitJob(ctx context.Context, j Job) (string, error) {
 	}
 	r, err := s.run(ctx, build)
 	if err != nil {
-		return "", err
+		if r.status == "STAGE" {
+			return "", err // refused by every try: nothing stored
+		}
+		return id, err
 	}
 	if err := decodeSubmit(id, r); err != nil {
 		return "", err
@@ -216,9 +225,12 @@ const MaxBatch = 10000
 //
 // Every job is validated before anything is sent: if any is invalid,
 // SubmitJobs returns an error naming its index and writes nothing. After
-// that, ids[i] is the id of jobs[i], or "" for a job that was not written;
-// the error then joins one error per such job, each naming its index and
-// wrapping the cause (ErrJobExists, ErrCorruptRecord, a network error...).
+// that, ids[i] is the id of jobs[i], or "" for a job that was certainly
+// not written; the error then joins one error per job that failed, each
+// naming its index and wrapping the cause (ErrJobExists, ErrCorruptRecord,
+// a network error...). A job whose outcome is unknown (a network error,
+// the context's end) keeps its id, as with SubmitJob: retry it with that
+// id.
 func (s *Store) SubmitJobs(ctx context.Context, jobs []Job) ([]string, error) {
 	if len(jobs) > MaxBatch {
 		return nil, fmt.Errorf("%w: %d jobs, more than MaxBatch (%d)", ErrInvalidArgument, len(jobs), MaxBatch)
@@ -233,10 +245,17 @@ func (s *Store) SubmitJobs(ctx context.Context, jobs []Job) ([]string, error) {
 		builds[i], ids[i] = build, id
 	}
 	var errs []error
+	refused := make([]bool, len(jobs))
 	for i, err := range s.execAll(ctx, func(i int, st Stage) spec { return builds[i](st) }, len(builds),
-		func(i int, r reply) error { return decodeSubmit(ids[i], r) }) {
+		func(i int, r reply) error {
+			err := decodeSubmit(ids[i], r)
+			refused[i] = err != nil // the script answered: nothing stored
+			return err
+		}) {
 		if err != nil {
-			ids[i] = ""
+			if refused[i] {
+				ids[i] = ""
+			}
 			errs = append(errs, fmt.Errorf("job %d: %w", i, err))
 		}
 	}

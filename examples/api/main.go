@@ -286,6 +286,12 @@ func (s *server) submit(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusCreated, submitResponse{ID: id, Created: true, Status: jobstore.StatusPending})
 	case errors.Is(err, jobstore.ErrJobExists) && req.ID != "":
 		s.resubmitted(w, r, job, err)
+	case id != "" && statusOf(err) >= 500 && r.Context().Err() == nil:
+		// The job may have been stored: give the client its id, so that
+		// it retries with it (a 200 or 409 then tells what happened).
+		s.log.Error("submit outcome unknown", "id", id, "error", err)
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error(), "id": id,
+			"retry": "the job may have been stored; send it again with this id"})
 	default:
 		s.storeError(w, r, err)
 	}

@@ -212,10 +212,14 @@ func TestNotFoundAndErrors(t *testing.T) {
 	require.Equal(t, http.StatusInternalServerError, code)
 	require.Contains(t, out["error"], `its id field is "not-other"`)
 
-	// Redis gone: 503.
+	// Redis gone: 503; a submit's answer carries the id it may have
+	// stored the job under, for the client's retry.
 	e.mr.Close()
 	code, out = e.do("GET", "/jobs/x", nil)
 	require.Equal(t, http.StatusServiceUnavailable, code, out)
+	code, out = e.post(`{"service_required": "comfyui"}`)
+	require.Equal(t, http.StatusServiceUnavailable, code, out)
+	require.NotEmpty(t, out["id"], out)
 }
 
 func TestStatusOfEverySentinel(t *testing.T) {
