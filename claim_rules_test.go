@@ -94,3 +94,26 @@ func TestHeldJobs(t *testing.T) {
 		require.ErrorIs(t, err, ErrCorruptRecord)
 	})
 }
+
+// A jobs:failed of the wrong type refuses a fail for good (its one write
+// there) and nothing else: retries go on. Found by review.
+func TestJunkFailedHashStopsOnlyFailsForGood(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		s := newStore(t, b, WithDualWrite(true))
+		caps := registerWorker(t, s, "w", "s")
+		id, err := s.SubmitJob(ctx, Job{Service: "s", MaxRetries: 2})
+		require.NoError(t, err)
+		require.NoError(t, b.rdb.Set(ctx, b.key("jobs:failed"), "junk", 0).Err())
+		_, err = s.ClaimJob(ctx, caps)
+		require.NoError(t, err)
+		out, err := s.FailJob(ctx, id, "w", "boom", true)
+		require.NoError(t, err)
+		require.Equal(t, Retried, out)
+		_, err = s.ClaimJob(ctx, caps)
+		require.NoError(t, err)
+		before := nsSnapshot(t, b, JobNamespace)
+		_, err = s.FailJob(ctx, id, "w", "boom", true)
+		require.ErrorIs(t, err, ErrCorruptRecord)
+		require.Equal(t, before, nsSnapshot(t, b, JobNamespace), "nothing written")
+	})
+}

@@ -155,8 +155,10 @@ end
 //	Reply: OK retried|failed retry_count | NOTFOUND | NOTHELD status | WRONGTYPE detail
 var failScript = redis.NewScript(newScriptText(luaCore, luaTokens, scoreLua, luaHeld, luaWorkerIdle, luaFailEntry, `
 local tok, id, worker = ARGV[4], ARGV[5], ARGV[6]
+-- jobs:failed is checked only by a fail for good, the one write to it:
+-- a junk key there must not stop the retries.
 local bad = wrongtype(KEYS[1], 'hash') or wrongtype(KEYS[2], 'hash') or wrongtype(KEYS[3], 'zset')
-  or wrongtype(KEYS[4], 'hash') or wrongtype(KEYS[6], 'hash')
+  or wrongtype(KEYS[6], 'hash')
 if bad then return done('WRONGTYPE', bad) end
 if redis.call('EXISTS', KEYS[1]) == 0 then return done('NOTFOUND') end
 local first = has_token(KEYS[1], tok)
@@ -176,6 +178,10 @@ end
 local f = redis.call('HMGET', KEYS[1], 'retry_count', 'max_retries')
 local n = (parse_int(f[1]) or 0) + 1
 local retry = ARGV[11] == '1' and n < (parse_int(f[2]) or 3)
+if not retry then
+  bad = wrongtype(KEYS[4], 'hash')
+  if bad then return done('WRONGTYPE', bad) end
+end
 local now_iso, now_ms = ARGV[9], tonumber(ARGV[10])
 local toks = push_token(KEYS[1], tok .. ':' .. (retry and 'retried' or 'failed') .. '/' .. string.format('%d', n))
 redis.call('HDEL', KEYS[2], id)
