@@ -215,7 +215,7 @@ func TestReviewFollowerIgnoresSubKeyTTLRenewal(t *testing.T) {
 // moves forward". The legacy RedisService's orphan recovery breaks it:
 // detectAndFixOrphanedJobs (testdata/legacy_orphans.js, SVC lines
 // 946-1057) puts each job of an orphaned jobs:active:<w> back with
-// HMSET job:<id> status pending worker_id ” assigned_at ” started_at ”
+// HMSET job:<id> status pending, worker_id, assigned_at and started_at empty,
 // and ZADD jobs:pending, without touching retry_count. The recovered
 // record ranks lower (pending < in_progress, and its latest timestamp is
 // created_at again) than the copy the step side took while the job ran.
@@ -470,7 +470,7 @@ func assertEventually(cond func() bool, d time.Duration) bool {
 // only through the workers its two records name (worker_id,
 // last_failed_worker), read when the sync runs. The legacy orphan
 // recovery (detectAndFixOrphanedJobs, testdata/legacy_orphans.js) writes
-// HMSET job:<id> status pending worker_id ” (no last_failed_worker), then
+// HMSET job:<id> status pending, worker_id empty (no last_failed_worker), then
 // ZADD jobs:pending, then HDEL jobs:active:<w> <id>, each an awaited round
 // trip. When the HDEL lands after the debounced sync (a slow network, a
 // busy Node event loop: 20 ms is little), that sync has already copied the
