@@ -608,3 +608,52 @@ func TestReviewWaitForStageIgnoresUnreadableCheckIns(t *testing.T) {
 		require.Error(t, err, "WaitForStage returned while a checked-in process has not reported dual-read")
 	})
 }
+
+// TestReviewCleanupRefusedForTrimmedJobs
+//
+// What is wrong: with WithRecordRetention, a job finished in step-only
+// has its step:<id> record expire; the job side still holds the copy it
+// had when step-only began (pending, in jobs:pending). Cleanup's
+// verification then finds a record and an entry that "only job:* has"
+// (recordDiff: the authoritative record is missing, so Blocking is always
+// true; entryDiff: staleInOther needs an authoritative record) and refuses
+// the cleanup of job:*. Every job in flight at the switch to step-only
+// leaves such a stale copy, so with retention on, Cleanup can never pass
+// its verification; the only way out is Force, which turns off the very
+// check that protects real data (a straggler's job:* write).
+//
+// Why it matters: "a cleanup ... that is refused when it should not be":
+// deleting job:<id> loses nothing here (the job completed in step-only,
+// and retention removed it on purpose).
+//
+// Steps: a step-primary Store with WithRecordRetention(1s) submits a job
+// (both namespaces); the Store moves to step-only, claims and completes
+// it; 1 s later step:<id> has expired. Cleanup(job) in step-only is
+// refused with ErrCleanupRefused.
+func TestReviewCleanupRefusedForTrimmedJobs(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		s := newStore(t, b, WithStage(StageStepPrimary), WithRecordRetention(time.Second))
+		caps := registerWorker(t, s, "w1", "comfyui")
+		id, err := s.SubmitJob(ctx, Job{Service: "comfyui"})
+		require.NoError(t, err)
+		require.NoError(t, s.SetStage(StageStepOnly))
+		j, err := s.ClaimJob(ctx, caps)
+		require.NoError(t, err)
+		require.Equal(t, id, j.ID)
+		require.NoError(t, s.CompleteJob(ctx, id, "w1", nil))
+		if b.mr != nil {
+			b.mr.FastForward(2 * time.Second)
+		} else {
+			time.Sleep(1200 * time.Millisecond)
+		}
+		require.Zero(t, b.rdb.Exists(ctx, b.key("step:"+id)).Val(), "retention removed step:%s", id)
+		require.Equal(t, "pending", b.rdb.HGet(ctx, b.key("job:"+id), "status").Val(), "job:* holds the stale copy")
+
+		res, err := newMigrator(t, b, StageStepOnly).Cleanup(ctx, JobNamespace, CleanupOptions{Verify: quickVerify})
+		var diffs []Diff
+		if res.Verify != nil {
+			diffs = res.Verify.BlockingDiffs
+		}
+		require.NoError(t, err, "blocking: %v", diffs)
+	})
+}
