@@ -666,3 +666,44 @@ func TestReviewCleanupRefusedForTrimmedJobs(t *testing.T) {
 		require.NoError(t, err, "blocking: %v", diffs)
 	})
 }
+
+// TestReviewFollowerRetryForgetsSubKeys
+//
+// What is wrong: when a sync fails (a network error, a timeout, an OOM
+// refusal, a failover), syncBatch reschedules the job with
+// f.mark(id, "", now, true): a fresh dirtyJob whose suffixes are only
+// "progress". The sub-keys the failed sync was to copy (those named by
+// the notifications, say job:<id>:result) are forgotten; the retry copies
+// the record and progress, and the other sub-key is never mirrored (until
+// a sweep, if any). The STAGE path (mark(id, "", now, false)) drops them
+// the same way.
+//
+// Why it matters: a transient error turns into a silent, lasting
+// difference that the follower reports as synced.
+//
+// Steps: a server of the test's own; follower on in dual-write with a
+// 400 ms debounce, Sweep -1. A legacy write of job:X and job:X:result;
+// before the debounce ends the server refuses writes (maxmemory 1,
+// noeviction), then accepts them again. The retry syncs step:X, but
+// step:X:result never appears.
+func TestReviewFollowerRetryForgetsSubKeys(t *testing.T) {
+	b := followerBackend(t)
+	op := newMigrator(t, b, StageLegacy)
+	require.NoError(t, op.PublishStage(ctx, StageDualWrite, PublishOptions{}))
+	_, stop := runFollower(t, newMigrator(t, b, StageDualWrite), FollowOptions{Configure: true, Sweep: -1,
+		Debounce: 400 * time.Millisecond, Recheck: 300 * time.Millisecond})
+	time.Sleep(300 * time.Millisecond)
+
+	id := "retried"
+	rec := legacyRecord(t, b, id)
+	require.NoError(t, b.rdb.HSet(ctx, rec+":result", "url", "s3://x").Err())
+	require.NoError(t, b.rdb.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err())
+	require.NoError(t, b.rdb.ConfigSet(ctx, "maxmemory", "1").Err())
+	time.Sleep(600 * time.Millisecond) // the debounced sync runs, and fails
+	require.NoError(t, b.rdb.ConfigSet(ctx, "maxmemory", "0").Err())
+	followerSynced(t, b, id) // the retry
+	time.Sleep(800 * time.Millisecond)
+	require.ErrorIs(t, stop(), context.Canceled)
+	require.Equal(t, "hash", readKey(t, b.rdb, b.key("step:"+id+":result")).Type,
+		"step:%s:result was never mirrored after the failed sync", id)
+}
