@@ -716,9 +716,9 @@ func TestReviewFollowerRetryForgetsSubKeys(t *testing.T) {
 // runbook runs at every step (status, backfill, verify, cleanup, rollback,
 // stage set), does not compile against the library: it still calls
 // Store.SharedStage, Store.ForceStage, Store.NamespaceStats,
-// Store.FleetStats, Store.PublishStage, Store.Cleanup and
-// jobstore.SharedStageKey, which moved to Migrator or went away. It is not
-// in go.work, so `go test ./...` at the root does not notice.
+// Store.FleetStats, jobstore.SharedStageKey, NamespaceStats.Queues and
+// more, which moved to Migrator or went away; `go vet ./...` and
+// `go test ./...` fail on it.
 //
 // Why it matters: every runbook step (`go run ./cmd/stepmigrate ...`)
 // fails to build; the migration cannot be run or rolled back as
