@@ -734,3 +734,63 @@ func TestReviewStepmigrateBuilds(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "%s", out)
 }
+
+// TestReviewResumedBackfillSkipsWritesMadeWhileInterrupted
+//
+// What is wrong: a resumed Backfill continues the SCAN of the interrupted
+// run from its saved cursor. SCAN only promises the keys present for the
+// whole walk, and the walk now spans the interruption, however long (a
+// crash on Friday, resumed on Monday): every record created or changed in
+// the part of the keyspace already passed, while the run was stopped, is
+// never looked at. The entries of such a job are then skipped (its records
+// are not in sync), and the run ends, deletes its checkpoint and reports
+// success (Resumed: true is the only trace). A fresh run would have copied
+// them. The runbook says "Interrupted? Run it again: it resumes".
+//
+// Why it matters: the backfill is how legacy writes reach step:* when no
+// follower runs; a resumed run leaves the step side with stale records
+// and entries that say a claimed job is still pending (steps:pending),
+// which a step-primary worker would claim and run again.
+//
+// Steps: two legacy jobs, A and B; a Backfill (batch 1) interrupted after
+// its first record batch; a legacy worker claims the job handled in that
+// batch, and the API submits C; the Backfill is run again (it resumes).
+// The step side should equal the job side; the claimed job's step record
+// is still pending and in steps:pending, and C may be missing.
+func TestReviewResumedBackfillSkipsWritesMadeWhileInterrupted(t *testing.T) {
+	reviewBackends(t, func(t *testing.T, b *backend) {
+		l := newLegacy(t, b)
+		l.submit(50)
+		l.submit(50)
+		m := newMigrator(t, b, StageDualWrite)
+		cctx, cancel := context.WithCancel(ctx)
+		var first []string
+		m.hooks = &migrateHooks{beforeBatch: func(phase string, items []string) {
+			if phase == "records" && first == nil {
+				first = items
+			}
+		}}
+		_, err := m.Backfill(cctx, BackfillOptions{BatchSize: 1, Progress: func(p BackfillProgress) {
+			if p.Phase == "records" {
+				cancel()
+			}
+		}})
+		require.ErrorIs(t, err, context.Canceled)
+		require.Len(t, first, 1)
+		done, _, ok := keyspace{prefix: b.prefix, ns: JobNamespace}.parseRecordKey(first[0])
+		require.True(t, ok)
+		require.Equal(t, "pending", b.rdb.HGet(ctx, b.key("step:"+done), "status").Val(), "copied before the interruption")
+
+		// While the run is stopped: a legacy worker claims that job, the API submits another.
+		l.claim(done, "lw")
+		late := l.submit(60)
+
+		m.hooks = nil
+		res := runBackfill(t, m, BackfillOptions{})
+		require.True(t, res.Resumed)
+		require.Equal(t, "assigned", b.rdb.HGet(ctx, b.key("step:"+done), "status").Val(),
+			"the resumed run never looked at job:%s again", done)
+		require.Error(t, b.rdb.ZScore(ctx, b.key("steps:pending"), done).Err(), "%s is claimed but still in steps:pending", done)
+		require.Equal(t, int64(1), b.rdb.Exists(ctx, b.key("step:"+late)).Val(), "step:%s was never copied", late)
+	})
+}
