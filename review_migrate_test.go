@@ -794,3 +794,84 @@ func TestReviewResumedBackfillSkipsWritesMadeWhileInterrupted(t *testing.T) {
 		require.Equal(t, int64(1), b.rdb.Exists(ctx, b.key("step:"+late)).Val(), "step:%s was never copied", late)
 	})
 }
+
+// TestReviewCleanupIgnoresTheFleet
+//
+// What is wrong: Cleanup's stage check reads the published stage and the
+// Migrator's own; when no stage is published (the report's rollout sets
+// REDIS_DUAL_WRITE_STEPS=true in each service's environment and publishes
+// nothing), only the Migrator's own setting counts. The fleet's check-ins
+// (jobstore:fleet:*, written by every Store running FollowStage, which
+// Migrator.Fleet lists) say which stage each process runs, and Cleanup
+// does not look at them. An operator whose tool runs with a step-only
+// setting deletes job:*, the namespace the whole fleet still treats as
+// authoritative; the verification does not stop it, since in dual-write
+// step:* is a faithful copy.
+//
+// Why it matters: the fleet loses its authoritative namespace (records,
+// jobs:pending) while it is running in dual-write.
+//
+// Steps: a Store in dual-write (from its environment, nothing published)
+// runs FollowStage, so it is checked in as dual-write, and submits a job.
+// A Migrator in step-only runs Cleanup(job) with its verification. It
+// should refuse with ErrNamespaceInUse; it deletes job:*.
+func TestReviewCleanupIgnoresTheFleet(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		s := newStore(t, b, WithStage(StageDualWrite))
+		fctx, stopFollow := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); _ = s.FollowStage(fctx, 50*time.Millisecond) }()
+		defer func() { stopFollow(); <-done }()
+		id, err := s.SubmitJob(ctx, Job{Service: "comfyui"})
+		require.NoError(t, err)
+
+		m := newMigrator(t, b, StageStepOnly)
+		require.Eventually(t, func() bool {
+			procs, _, err := m.Fleet(ctx)
+			return err == nil && len(procs) == 1 && procs[0].Stage == StageDualWrite
+		}, 5*time.Second, 20*time.Millisecond, "the dual-write process is checked in")
+		_, published, err := m.SharedStage(ctx)
+		require.NoError(t, err)
+		require.False(t, published)
+
+		_, err = m.Cleanup(ctx, JobNamespace, CleanupOptions{Verify: quickVerify})
+		require.ErrorIs(t, err, ErrNamespaceInUse, "a process checked in as dual-write still uses job:*")
+		require.Equal(t, int64(1), b.rdb.Exists(ctx, b.key("job:"+id)).Val(), "job:%s, authoritative for the fleet, was deleted", id)
+	})
+}
+
+// TestReviewPublishStageJumpsOverTheFleet
+//
+// What is wrong: with no stage published yet, PublishStage checks the
+// one-stage rule against the Migrator's own stage, not against the stage
+// the fleet runs, which the fleet's check-ins state. A fleet configured
+// by environment (REDIS_DUAL_WRITE_STEPS=true, nothing published) runs
+// dual-write; an operator tool whose own setting is step-primary may
+// publish step-only without Force, and every process adopts it at its
+// next write: dual-write to step-only in one move, job:* no longer
+// written, with no backfill or verify of step:* in between.
+//
+// Why it matters: ErrStageJump exists to keep adjacent stages only; here
+// three stages are jumped without Force.
+//
+// Steps: a dual-write Store runs FollowStage (checked in as dual-write);
+// nothing is published; a Migrator in step-primary publishes step-only.
+// It should fail with ErrStageJump; it succeeds, and the Store's next
+// write runs in step-only.
+func TestReviewPublishStageJumpsOverTheFleet(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		s := newStore(t, b, WithStage(StageDualWrite))
+		fctx, stopFollow := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); _ = s.FollowStage(fctx, 50*time.Millisecond) }()
+		defer func() { stopFollow(); <-done }()
+
+		m := newMigrator(t, b, StageStepPrimary)
+		require.Eventually(t, func() bool {
+			procs, _, err := m.Fleet(ctx)
+			return err == nil && len(procs) == 1 && procs[0].Stage == StageDualWrite
+		}, 5*time.Second, 20*time.Millisecond, "the dual-write process is checked in")
+		err := m.PublishStage(ctx, StageStepOnly, PublishOptions{})
+		require.ErrorIs(t, err, ErrStageJump, "the fleet runs dual-write; step-only is three stages away")
+	})
+}
