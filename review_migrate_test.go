@@ -384,7 +384,7 @@ func TestReviewCleanupDeletesAfterTheStageMovedBack(t *testing.T) {
 //
 // Steps: follower on in dual-write; a legacy API submit (HSET job:X,
 // ZADD jobs:pending), then the claim (ZREM, HSET status assigned, HSET
-// jobs:active:lw), then progress written every 5 ms for 2 s. Within 1 s
+// jobs:active:lw), then progress written back to back for 2 s. Within 1 s
 // step:X should say assigned; it does not appear at all until the
 // progress stops.
 func TestReviewFollowerDebounceStarvesABusyJob(t *testing.T) {
@@ -401,15 +401,31 @@ func TestReviewFollowerDebounceStarvesABusyJob(t *testing.T) {
 	require.NoError(t, b.rdb.HSet(ctx, rec, "status", "assigned", "worker_id", "lw", "assigned_at", "1764457200.000001").Err())
 	require.NoError(t, b.rdb.HSet(ctx, b.key("jobs:active:lw"), id, `{"id":"busy"}`).Err())
 
+	// The stream: progress as fast as one connection writes it.
+	streamDone := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for n := 0; ; n++ {
+			select {
+			case <-streamDone:
+				return
+			default:
+			}
+			_ = b.rdb.HSet(ctx, rec+":progress", "progress", n, "status", "in_progress").Err()
+		}
+	}()
 	start := time.Now()
 	var seen time.Duration = -1
-	for n := 0; time.Since(start) < 2*time.Second; n++ {
-		require.NoError(t, b.rdb.HSet(ctx, rec+":progress", "progress", n, "status", "in_progress").Err())
+	for time.Since(start) < 2*time.Second {
 		if seen < 0 && b.rdb.HGet(ctx, b.key("step:"+id), "status").Val() == "assigned" {
 			seen = time.Since(start)
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
+	close(streamDone)
+	wg.Wait()
 	require.ErrorIs(t, stop(), context.Canceled)
 	require.True(t, seen >= 0 && seen < time.Second,
 		"step:%s did not get the claim within 1s while its progress kept changing (seen after %v; -1: never during the 2s stream)", id, seen)
