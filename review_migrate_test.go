@@ -394,6 +394,18 @@ func TestReviewFollowerDebounceStarvesABusyJob(t *testing.T) {
 	_, stop := runFollower(t, newMigrator(t, b, StageDualWrite), FollowOptions{Configure: true, Sweep: -1})
 	time.Sleep(300 * time.Millisecond)
 
+	// The worker's connections, open before it claims.
+	opt := *b.rdb.Options()
+	opt.PoolSize, opt.MinIdleConns = 8, 4
+	wrdb := redis.NewClient(&opt)
+	defer wrdb.Close()
+	var warm sync.WaitGroup
+	for range 4 {
+		warm.Add(1)
+		go func() { defer warm.Done(); _ = wrdb.Ping(ctx).Err() }()
+	}
+	warm.Wait()
+
 	id := "busy"
 	rec := legacyRecord(t, b, id)
 	require.NoError(t, b.rdb.ZAdd(ctx, b.key("jobs:pending"), redis.Z{Score: 5e16, Member: id}).Err())
@@ -404,18 +416,20 @@ func TestReviewFollowerDebounceStarvesABusyJob(t *testing.T) {
 	// The stream: progress as fast as one connection writes it.
 	streamDone := make(chan struct{})
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for n := 0; ; n++ {
-			select {
-			case <-streamDone:
-				return
-			default:
+	for range 4 { // several connections, so that one's pause leaves no gap
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; ; n++ {
+				select {
+				case <-streamDone:
+					return
+				default:
+				}
+				_ = wrdb.HSet(ctx, rec+":progress", "progress", n, "status", "in_progress").Err()
 			}
-			_ = b.rdb.HSet(ctx, rec+":progress", "progress", n, "status", "in_progress").Err()
-		}
-	}()
+		}()
+	}
 	start := time.Now()
 	var seen time.Duration = -1
 	for time.Since(start) < 2*time.Second {
