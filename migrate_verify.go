@@ -224,7 +224,12 @@ type verifySide struct {
 // vitem is one item of a job: what (an Item constant), the job, and the
 // sub-key's suffix or the active hash's worker. A completed or failed
 // item without id is the hash's whole-key TTL.
-type vitem struct{ what, id, sub string }
+type vitem struct {
+	what, id, sub string
+	// ttl marks the item of a hash's whole-key TTL, which has no id. (An
+	// id "" is an entry named "": a member or field may be.)
+	ttl bool
+}
 
 // vtypes are the types of a sub-key's two sides as last read.
 type vtypes struct{ a, o string }
@@ -797,7 +802,7 @@ func (v *verifier) compareHashTTL(ctx context.Context, what, s, c string) error 
 		return redisError("verify: read TTL of "+s, "", err)
 	}
 	if st.Val() != -2 && ct.Val() != -2 && v.ttlDiffers(st.Val(), ct.Val(), true) {
-		return v.suspect(ctx, vitem{what: what}, vtypes{})
+		return v.suspect(ctx, vitem{what: what, ttl: true}, vtypes{})
 	}
 	return nil
 }
@@ -855,7 +860,18 @@ var itemOrder = map[string]int{ItemRecord: 0, ItemSubKey: 1, ItemPending: 2, Ite
 // compareItems orders items by job, then as itemOrder, then by sub-key or
 // worker: the order differences are reported in.
 func compareItems(x, y vitem) int {
-	return cmp.Or(strings.Compare(x.id, y.id), cmp.Compare(itemOrder[x.what], itemOrder[y.what]), strings.Compare(x.sub, y.sub))
+	return cmp.Or(strings.Compare(x.id, y.id), cmp.Compare(itemOrder[x.what], itemOrder[y.what]), strings.Compare(x.sub, y.sub),
+		compareBool(x.ttl, y.ttl))
+}
+
+func compareBool(x, y bool) int {
+	switch {
+	case x == y:
+		return 0
+	case x:
+		return 1
+	}
+	return -1
 }
 
 // checked is a difference confirmed by a round, with its item.
@@ -948,7 +964,7 @@ func (v *verifier) readItem(ctx context.Context, pipe redis.Pipeliner, it vitem)
 			}
 			return v.subKeyDiff(it, p, r)
 		}
-	case it.id == "":
+	case it.ttl:
 		a, o := v.entryKeys(it)
 		at, ot := pipe.PTTL(ctx, a), pipe.PTTL(ctx, o)
 		return func(recPair) *Diff { return v.hashTTLDiff(it, at.Val(), ot.Val()) }
@@ -1116,7 +1132,7 @@ func (v *verifier) repairOp(it vitem) (a, o, kind, arg string) {
 		return v.a.record(it.id), v.o.record(it.id), "key", ""
 	case it.what == ItemSubKey:
 		return v.a.sub(it.id, it.sub), v.o.sub(it.id, it.sub), "key", ""
-	case it.id == "":
+	case it.ttl:
 		a, o = v.entryKeys(it)
 		return a, o, "ttl", ""
 	case it.what == ItemPending:

@@ -576,7 +576,7 @@ func TestReviewFollowerNeverDropsALateActiveHDEL(t *testing.T) {
 // Steps: a mirrored job; ZADD jobs:pending 1 "" and HSET jobs:completed
 // "" x on the job side only. Verify reports 0 differences; it should
 // report 2.
-func TestReviewVerifyMissesEmptyMember(t *testing.T) {
+func TestVerifyFindsEntriesNamedEmpty(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		mirroredJob(t, b)
 		require.NoError(t, b.rdb.ZAdd(ctx, b.key("jobs:pending"), redis.Z{Score: 1, Member: ""}).Err())
