@@ -71,8 +71,16 @@ type BackfillResult struct {
 	// Unchanged: the destination had the same fields.
 	Unchanged int64 `json:"unchanged"`
 	// Newer: the destination was fresher, and was left alone with its
-	// entries.
-	Newer int64 `json:"newer"`
+	// entries; NewerIDs names the first few. Where the source is the
+	// primary, that is a mirror write that failed in a later stage (then
+	// rolled back), or a record the legacy orphan recovery moved back
+	// (in_progress to pending, with no retry counted): the data cannot
+	// tell them apart, so Backfill keeps both sides, and Verify lists the
+	// job as a blocking difference for the operator (Repair settles it
+	// in the authoritative side's favour). The follower mirrors the orphan
+	// recovery's writes as they happen.
+	Newer    int64    `json:"newer"`
+	NewerIDs []string `json:"newer_ids,omitempty"`
 	// Conflicts: the destination was as fresh but different; left for
 	// Verify with Repair. ConflictIDs names the first few.
 	Conflicts   int64    `json:"conflicts"`
@@ -461,6 +469,7 @@ func (b *backfill) recordOutcome(id, o string) {
 		b.res.Unchanged++
 	case "newer":
 		b.res.Newer++
+		b.res.NewerIDs = addExample(b.res.NewerIDs, id)
 	case "conflict":
 		b.res.Conflicts++
 		b.res.ConflictIDs = addExample(b.res.ConflictIDs, id)

@@ -241,7 +241,7 @@ func TestReviewFollowerIgnoresSubKeyTTLRenewal(t *testing.T) {
 // Steps: legacy submit, claim by worker lw, start; Backfill (dual-write);
 // the legacy orphan recovery of lw's hash; Backfill again. step:X should
 // equal job:X (status pending) and X be in steps:pending; it is not.
-func TestReviewBackfillSkipsOrphanRecoveredJob(t *testing.T) {
+func TestOrphanRecoveredJobIsNamedByBackfillAndSettledByRepair(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		l := newLegacy(t, b)
 		id := l.submit(60)
@@ -261,11 +261,23 @@ func TestReviewBackfillSkipsOrphanRecoveredJob(t *testing.T) {
 		}, func(p redis.Pipeliner) { p.ZAdd(ctx, b.key("jobs:pending"), redis.Z{Score: score, Member: id}) },
 			func(p redis.Pipeliner) { p.HDel(ctx, b.key("jobs:active:lw"), id) })
 
+		// The data cannot tell this from a step side made newer by a
+		// mirror that failed in step-primary before a rollback, where
+		// overwriting would lose work: Backfill keeps both and names the
+		// job; Verify lists it as blocking; Repair settles it.
 		res := runBackfill(t, m, BackfillOptions{})
-		require.Equal(t, b.rdb.HGetAll(ctx, b.key("job:"+id)).Val(), b.rdb.HGetAll(ctx, b.key("step:"+id)).Val(),
-			"step:%s keeps the stale in_progress copy (backfill: newer=%d copied=%d)", id, res.Newer, res.Copied)
+		requireVisits(t, b, 1, res.Newer)
+		require.Equal(t, []string{id}, res.NewerIDs)
+		v := runVerify(t, m, quickVerify)
+		require.Positive(t, v.Differences)
+		require.NotEmpty(t, v.BlockingDiffs, "the stale copy blocks a cleanup")
+		repair := quickVerify
+		repair.Repair = true
+		runVerify(t, m, repair)
+		require.Equal(t, b.rdb.HGetAll(ctx, b.key("job:"+id)).Val(), b.rdb.HGetAll(ctx, b.key("step:"+id)).Val())
 		require.Equal(t, score, b.rdb.ZScore(ctx, b.key("steps:pending"), id).Val(), "%s back in steps:pending", id)
 		require.False(t, b.rdb.HExists(ctx, b.key("steps:active:lw"), id).Val(), "%s out of steps:active:lw", id)
+		require.Zero(t, runVerify(t, m, quickVerify).Differences)
 	})
 }
 
