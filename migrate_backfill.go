@@ -111,8 +111,15 @@ type BackfillResult struct {
 	// (job:<invalid id>, ...); never copied.
 	Foreign int64 `json:"foreign"`
 
-	DryRun  bool          `json:"dry_run"`
-	Resumed bool          `json:"resumed"` // continued an interrupted run
+	DryRun  bool `json:"dry_run"`
+	// Resumed: the run continued an interrupted one, which stopped Paused
+	// before. Like any pass, a resumed run covers the records that existed
+	// unchanged throughout, its pause included; what was written behind
+	// its position meanwhile reaches the destination through dual-write
+	// and the follower, and Verify checks it. After a long pause with no
+	// follower running while legacy services wrote, start over (Restart).
+	Resumed bool          `json:"resumed"`
+	Paused  time.Duration `json:"paused_ns,omitempty"`
 	Elapsed time.Duration `json:"elapsed_ns"`
 }
 
@@ -180,6 +187,7 @@ type backfillCheckpoint struct {
 	Plan    backfillPlan   `json:"plan"`
 	Pos     backfillPos    `json:"pos"`
 	Counts  BackfillResult `json:"counts"`
+	SavedAt time.Time      `json:"saved_at"`
 }
 
 // backfillPlan holds every decision a run takes at its start.
@@ -271,6 +279,9 @@ func (b *backfill) resume(ctx context.Context) (bool, error) {
 	}
 	b.plan, b.pos, b.res = cp.Plan, cp.Pos, cp.Counts
 	b.res.Resumed, b.res.DryRun, b.res.Elapsed = true, false, 0
+	if !cp.SavedAt.IsZero() {
+		b.res.Paused = max(0, time.Since(cp.SavedAt))
+	}
 	return true, nil
 }
 
@@ -287,7 +298,8 @@ func (b *backfill) save(ctx context.Context) error {
 	if b.opts.DryRun {
 		return nil
 	}
-	raw, err := json.Marshal(backfillCheckpoint{Version: checkpointVersion, Plan: b.plan, Pos: b.pos, Counts: b.res})
+	raw, err := json.Marshal(backfillCheckpoint{Version: checkpointVersion, Plan: b.plan, Pos: b.pos, Counts: b.res,
+		SavedAt: time.Now()})
 	if err != nil {
 		return fmt.Errorf("jobstore: backfill: checkpoint: %w", err)
 	}

@@ -136,6 +136,10 @@ func (a *app) printBackfill(res jobstore.BackfillResult, scanned int64, rate flo
 	if res.Foreign > 0 {
 		a.printf("%s keys matched %s:* but belong to no job; left alone\n", group(res.Foreign), res.From)
 	}
+	if res.Newer > 0 {
+		a.printf("destination looks newer (left alone): %s; verify lists them, and verify --repair settles them from the authoritative side\n",
+			strings.Join(res.NewerIDs, ", "))
+	}
 	if res.Conflicts > 0 {
 		a.printf("conflicts (as fresh, but different): %s; stepmigrate verify --repair settles them from the authoritative side\n",
 			strings.Join(res.ConflictIDs, ", "))
@@ -146,6 +150,10 @@ func (a *app) printBackfill(res jobstore.BackfillResult, scanned int64, rate flo
 	resumed := ""
 	if res.Resumed {
 		resumed = "; it resumed an interrupted run, whose counts the lines above include"
+		if res.Paused > 0 {
+			resumed += fmt.Sprintf(", after a pause of %s (what was written behind its position meanwhile reaches %s:* only through dual-write and the follower; verify checks it)",
+				durationText(res.Paused), res.To)
+		}
 	}
 	a.printf("this run: %s keys, members and fields looked at in %s (%s/s)%s\n",
 		group(scanned), durationText(res.Elapsed), group(int64(rate)), resumed)
