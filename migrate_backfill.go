@@ -111,7 +111,7 @@ type BackfillResult struct {
 	// (job:<invalid id>, ...); never copied.
 	Foreign int64 `json:"foreign"`
 
-	DryRun  bool `json:"dry_run"`
+	DryRun bool `json:"dry_run"`
 	// Resumed: the run continued an interrupted one, which stopped Paused
 	// before. Like any pass, a resumed run covers the records that existed
 	// unchanged throughout, its pause included; what was written behind
