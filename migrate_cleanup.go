@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Cleanup deletes a namespace once nothing uses it: job:*/jobs:* at the
@@ -74,7 +76,14 @@ type CleanupResult struct {
 //     BlockingDiffs). With opts.Strict, any difference refuses.
 //  3. The deletion, streaming the keys with SCAN so memory stays flat.
 //     Keys written in ns after the scan passed them stay: the stage check
-//     is what keeps writers away.
+//     is what keeps writers away. Each batch is deleted by a script that
+//     checks the published stage first: if it has moved (a rollback
+//     during the cleanup), the deletion stops at once with
+//     ErrNamespaceInUse, and what it has not reached stays.
+//
+// The stage check also reads the fleet's check-ins (see FollowStage):
+// with no stage published, a live process that reports another stage
+// still uses ns, and refuses the cleanup too.
 func (m *Migrator) Cleanup(ctx context.Context, ns Namespace, opts CleanupOptions) (CleanupResult, error) {
 	res := CleanupResult{Namespace: ns.String(), DryRun: opts.DryRun, Forced: opts.Force}
 	if !ns.valid() {
@@ -84,7 +93,8 @@ func (m *Migrator) Cleanup(ctx context.Context, ns Namespace, opts CleanupOption
 	if err != nil {
 		return res, err
 	}
-	if err := m.cleanupGuard(ctx, ns); err != nil {
+	guard, err := m.cleanupGuard(ctx, ns)
+	if err != nil {
 		return res, err
 	}
 	if !opts.Force {
@@ -92,7 +102,7 @@ func (m *Migrator) Cleanup(ctx context.Context, ns Namespace, opts CleanupOption
 			return res, err
 		}
 	}
-	d := deleter{m: m, k: m.s.space(ns), dry: opts.DryRun, batch: batch, res: &res, progress: opts.Progress}
+	d := deleter{m: m, k: m.s.space(ns), dry: opts.DryRun, batch: batch, res: &res, progress: opts.Progress, guard: guard}
 	return res, d.run(ctx)
 }
 
@@ -106,22 +116,74 @@ func freeStage(ns Namespace) Stage {
 
 // cleanupGuard refuses to delete a namespace that the shared stage or
 // the Migrator's own still reads or writes.
-func (m *Migrator) cleanupGuard(ctx context.Context, ns Namespace) error {
+func (m *Migrator) cleanupGuard(ctx context.Context, ns Namespace) (cleanupStage, error) {
 	want := freeStage(ns)
 	shared, published, err := m.s.sharedStage(ctx)
 	if err != nil {
-		return err
+		return cleanupStage{}, err
 	}
 	if published && shared != want {
-		return fmt.Errorf("%w: the shared stage is %s, in which processes still use %s:*; publish %s first",
+		return cleanupStage{}, fmt.Errorf("%w: the shared stage is %s, in which processes still use %s:*; publish %s first",
 			ErrNamespaceInUse, shared, ns, want)
 	}
 	if own := m.s.Stage(); own != want {
-		return fmt.Errorf("%w: this Migrator's stage is %s, in which %s:* is still used; move it (and every process) to %s first",
+		return cleanupStage{}, fmt.Errorf("%w: this Migrator's stage is %s, in which %s:* is still used; move it (and every process) to %s first",
 			ErrNamespaceInUse, own, ns, want)
 	}
-	return nil
+	procs, _, err := m.Fleet(ctx)
+	if err != nil {
+		return cleanupStage{}, err
+	}
+	var users []string
+	now := m.s.now()
+	for _, p := range procs {
+		if !p.Stale(now) && p.Stage != want {
+			users = append(users, fmt.Sprintf("%s (%s)", p.ID, p.Stage))
+		}
+	}
+	if len(users) > 0 {
+		return cleanupStage{}, fmt.Errorf("%w: %d live processes report a stage in which %s:* is still used: %s; move them to %s first",
+			ErrNamespaceInUse, len(users), ns, firstN(users, 5), want)
+	}
+	return cleanupStage{want: want.String(), published: published}, nil
 }
+
+// firstN joins the first n strings, and says how many more there are.
+func firstN(list []string, n int) string {
+	out := strings.Join(list[:min(n, len(list))], ", ")
+	if len(list) > n {
+		out += fmt.Sprintf(" and %d more", len(list)-n)
+	}
+	return out
+}
+
+// cleanupStage is what the deletion script checks before each batch:
+// the stage the cleanup needs, and whether it was published when the
+// cleanup began (then it must stay published).
+type cleanupStage struct {
+	want      string
+	published bool
+}
+
+// unlinkScript deletes (or, on a dry run, counts) a batch of keys, unless
+// the published stage is no longer the one the cleanup needs.
+//
+//	KEYS[1..n] -> the keys, KEYS[n+1] -> jobstore:stage
+//	ARGV[1] -> the stage the cleanup needs, ARGV[2] -> "1" if it was
+//	published, ARGV[3] -> "1" for a dry run
+//	Reply: {"OK", n} | {"STAGE", published or ""}
+var unlinkScript = redis.NewScript(`
+local pub = redis.pcall('HGET', KEYS[#KEYS], 'stage')
+if type(pub) ~= 'string' then pub = nil end
+if (pub and string.lower(pub) ~= ARGV[1]) or (ARGV[2] == '1' and not pub) then
+  return {'STAGE', pub or ''}
+end
+local n = 0
+for i = 1, #KEYS - 1 do
+  if ARGV[3] == '1' then n = n + redis.call('EXISTS', KEYS[i]) else n = n + redis.call('UNLINK', KEYS[i]) end
+end
+return {'OK', n}
+`)
 
 // cleanupVerify compares what ns holds with the other namespace and
 // refuses on what deleting ns would lose.
@@ -165,6 +227,7 @@ type deleter struct {
 	batch    int
 	res      *CleanupResult
 	progress func(int64)
+	guard    cleanupStage
 }
 
 func (d *deleter) run(ctx context.Context) error {
@@ -243,17 +306,23 @@ func (d *deleter) unlink(ctx context.Context, keys []string) (int64, error) {
 	if len(keys) == 0 {
 		return 0, nil
 	}
-	rdb := d.m.s.rdb
-	var n int64
-	var err error
-	if d.dry {
-		n, err = rdb.Exists(ctx, keys...).Result()
-	} else {
-		n, err = rdb.Unlink(ctx, keys...).Result()
-	}
+	args := []any{d.guard.want, flagArg(d.guard.published), flagArg(d.dry)}
+	r, err := unlinkScript.Run(ctx, d.m.s.rdb, append(slices.Clone(keys), stageKey(d.m.s.prefix)), args...).Slice()
 	if err != nil {
 		return 0, redisError("cleanup: unlink", "", err)
 	}
+	if len(r) != 2 {
+		return 0, fmt.Errorf("jobstore: cleanup: unexpected script reply %v", r)
+	}
+	if r[0] == "STAGE" {
+		now := "unpublished"
+		if p, _ := r[1].(string); p != "" {
+			now = p
+		}
+		return 0, fmt.Errorf("%w: the shared stage is now %s: the cleanup stopped after deleting %d keys; the rest of %s:* stays",
+			ErrNamespaceInUse, now, d.res.Deleted, d.k.ns)
+	}
+	n, _ := r[1].(int64)
 	d.res.Deleted += n
 	if d.progress != nil {
 		d.progress(d.res.Deleted)

@@ -348,7 +348,7 @@ func TestReviewLegacyGateMissesLegacyWorkerReusingAnID(t *testing.T) {
 // step-primary, and a step-primary Store submits a job (mirrored to job:*
 // and jobs:pending). Cleanup should stop with ErrNamespaceInUse; it
 // deletes on, jobs:pending included.
-func TestReviewCleanupDeletesAfterTheStageMovedBack(t *testing.T) {
+func TestCleanupStopsWhenTheStageMovesBack(t *testing.T) {
 	reviewBackends(t, func(t *testing.T, b *backend) {
 		m := migrated(t, b, 2)
 		require.NoError(t, m.PublishStage(ctx, StageStepOnly, PublishOptions{Force: true}))
@@ -839,7 +839,7 @@ func TestResumedBackfillSaysItWasPausedAndVerifyCatchesWhatItMissed(t *testing.T
 // runs FollowStage, so it is checked in as dual-write, and submits a job.
 // A Migrator in step-only runs Cleanup(job) with its verification. It
 // should refuse with ErrNamespaceInUse; it deletes job:*.
-func TestReviewCleanupIgnoresTheFleet(t *testing.T) {
+func TestCleanupRefusedWhileTheFleetUsesTheNamespace(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		s := newStore(t, b, WithStage(StageDualWrite))
 		fctx, stopFollow := context.WithCancel(ctx)
