@@ -452,6 +452,9 @@ type recPair struct {
 	a, o       map[string]string
 	aErr, oErr error // set when the key is not a hash
 	aTTL, oTTL time.Duration
+	// aFinished: the authoritative side's completed or failed hash has
+	// the job, whose record may be gone, removed by the retention TTL.
+	aFinished bool
 }
 
 func (p recPair) aHas() bool { return len(p.a) > 0 || p.aErr != nil }
@@ -460,7 +463,15 @@ func (p recPair) oHas() bool { return len(p.o) > 0 || p.oErr != nil }
 // staleInOther reports whether the authoritative record is strictly
 // fresher than the other one (or the other one is gone): what the other
 // side holds of the job is then an old copy.
+//
+// A job finished on the authoritative side whose record is gone (the
+// retention TTL removed it) counts as fresher than any copy: the other
+// side's is what it held before the switch, or a straggler's late write to
+// a job that is over.
 func (p recPair) staleInOther() bool {
+	if len(p.a) == 0 && p.aErr == nil && p.aFinished {
+		return true
+	}
 	if len(p.a) == 0 || p.aErr != nil || p.oErr != nil {
 		return false
 	}
@@ -473,11 +484,13 @@ func (v *verifier) readRecords(ctx context.Context, pipe redis.Pipeliner, ids []
 	type cmds struct {
 		a, o       *redis.MapStringStringCmd
 		aTTL, oTTL *redis.DurationCmd
+		done, fail *redis.BoolCmd
 	}
 	cs := make([]cmds, len(ids))
 	for i, id := range ids {
 		cs[i] = cmds{pipe.HGetAll(ctx, v.a.record(id)), pipe.HGetAll(ctx, v.o.record(id)),
-			pipe.PTTL(ctx, v.a.record(id)), pipe.PTTL(ctx, v.o.record(id))}
+			pipe.PTTL(ctx, v.a.record(id)), pipe.PTTL(ctx, v.o.record(id)),
+			pipe.HExists(ctx, v.a.completed(), id), pipe.HExists(ctx, v.a.failed(), id)}
 	}
 	return func() ([]recPair, error) {
 		out := make([]recPair, len(ids))
@@ -491,6 +504,8 @@ func (v *verifier) readRecords(ctx context.Context, pipe redis.Pipeliner, ids []
 				}
 			}
 			p.aTTL, p.oTTL = c.aTTL.Val(), c.oTTL.Val()
+			// A completed or failed hash of the wrong type reads as false.
+			p.aFinished = c.done.Val() || c.fail.Val()
 		}
 		return out, nil
 	}
@@ -520,7 +535,7 @@ func (v *verifier) recordDiff(id string, p recPair) *Diff {
 	case !p.oHas():
 		d.Kind = DiffMissing
 	case !p.aHas():
-		d.Kind, d.Key, d.Other, d.Blocking = DiffMissing, d.Other, d.Key, true
+		d.Kind, d.Key, d.Other, d.Blocking = DiffMissing, d.Other, d.Key, !p.staleInOther()
 	case p.aErr != nil || p.oErr != nil:
 		d.Kind, d.Detail, d.Blocking = DiffDifferent, "not a hash", true
 	case !maps.Equal(p.a, p.o):

@@ -681,7 +681,7 @@ func TestReviewWaitForStageIgnoresUnreadableCheckIns(t *testing.T) {
 // (both namespaces); the Store moves to step-only, claims and completes
 // it; 1 s later step:<id> has expired. Cleanup(job) in step-only is
 // refused with ErrCleanupRefused.
-func TestReviewCleanupRefusedForTrimmedJobs(t *testing.T) {
+func TestCleanupOfJobsTrimmedByRetention(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		s := newStore(t, b, WithStage(StageStepPrimary), WithRecordRetention(time.Second))
 		caps := registerWorker(t, s, "w1", "comfyui")
