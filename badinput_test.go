@@ -166,7 +166,12 @@ func badInputs() []badInput {
 		{name: "pending queue is a hash: claim", plant: replace("jobs:pending", func(b *backend, k string) error { return b.rdb.HSet(ctx, k, "f", "v").Err() }), call: claim(w1), want: e(ErrCorruptRecord), says: "jobs:pending is a hash, want a zset"},
 		{name: "active hash is a zset (the old layout)", plant: replace("jobs:active:w1", zset), call: complete("held", "w1", nil), want: e(ErrCorruptRecord), says: "jobs:active:w1 is a zset, want a hash"},
 		{name: "completed is a zset (the old layout)", plant: replace("jobs:completed", zset), call: complete("held", "w1", nil), want: e(ErrCorruptRecord), says: "jobs:completed is a zset, want a hash"},
-		{name: "failed is a list on failure", plant: replace("jobs:failed", list), call: fail("held", "w1", "x"), want: e(ErrCorruptRecord), says: "jobs:failed is a list"},
+		// A retry never writes jobs:failed and goes on (see
+		// TestJunkFailedHashStopsOnlyFailsForGood); a fail for good stops.
+		{name: "failed is a list on failure", plant: replace("jobs:failed", list), call: func(s *Store) error {
+			_, err := s.FailJob(ctx, "held", "w1", "x", false)
+			return err
+		}, want: e(ErrCorruptRecord), says: "jobs:failed is a list"},
 		{name: "failed is a list on recovery", plant: func(b *backend) error {
 			if err := replace("jobs:failed", list)(b); err != nil {
 				return err

@@ -155,9 +155,15 @@ func TestAwaitStageCountsQueuedWrites(t *testing.T) {
 		go func() { defer wg.Done(); _, _ = s.SubmitJob(ctx, Job{Service: "s"}) }()
 	}
 	time.Sleep(20 * time.Millisecond)
-	gone, cancel := context.WithCancel(ctx)
-	cancel()
+	// A caller whose context ends while its write waits in the queue (one
+	// whose context had ended before the call sends nothing at all).
+	gone, cancel := context.WithTimeout(ctx, 30*time.Millisecond)
+	defer cancel()
 	_, err = s.SubmitJob(gone, Job{Service: "s"})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	ended, cancelEnded := context.WithCancel(ctx)
+	cancelEnded()
+	_, err = s.SubmitJob(ended, Job{Service: "s"})
 	require.ErrorIs(t, err, context.Canceled)
 	require.NoError(t, s.SetDualWrite(true))
 	short, cancel2 := context.WithTimeout(ctx, 100*time.Millisecond)
