@@ -15,7 +15,10 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestReviewGetPendingJobsWrongTypeRecord: GetPendingJobs documents that
+// TestGetPendingJobsPassesOverWrongTypeRecord is a regression test: one
+// pending id whose record was not a hash failed the whole list.
+//
+// Found by review1 as TestReviewGetPendingJobsWrongTypeRecord: GetPendingJobs documents that
 // "entries whose record is gone, or is no job record, are passed over",
 // but one pending id whose record key is not a hash (a string left by
 // another writer) fails the whole call with ErrCorruptRecord: readIn
@@ -24,7 +27,7 @@ import (
 //
 // Steps: submit "good"; put "junk" in jobs:pending with job:junk a string;
 // GetPendingJobs(10) must return [good].
-func TestReviewGetPendingJobsWrongTypeRecord(t *testing.T) {
+func TestGetPendingJobsPassesOverWrongTypeRecord(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		s := newStore(t, b)
 		_, err := s.SubmitJob(ctx, Job{ID: "good", Service: "s"})
