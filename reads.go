@@ -289,7 +289,10 @@ type QueueSizes struct {
 
 // QueueSizes counts the entries of the queues of the stage's read
 // namespace. Active jobs are summed over the jobs:active:<worker> hashes,
-// found with SCAN.
+// found with SCAN; a jobs:active:* key that is not a hash (a look-alike,
+// or junk of another writer) is passed over and logged, not counted. A
+// pending, completed or failed queue of the wrong type is an error
+// wrapping ErrCorruptRecord.
 func (s *Store) QueueSizes(ctx context.Context) (QueueSizes, error) {
 	return s.queueSizes(ctx, s.space(s.Stage().Reads()))
 }
@@ -324,15 +327,45 @@ func (s *Store) queueSizes(ctx context.Context, k keyspace) (QueueSizes, error) 
 	for i, a := range actives {
 		lens[i] = pipe.HLen(ctx, a)
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	if _, err := pipe.Exec(ctx); err != nil && !hasErrorPrefix(err, "WRONGTYPE") {
 		return q, redisError("queue sizes", "", err)
 	}
-	q.Pending, q.Completed, q.Failed = p.Val(), c.Val(), f.Val()
-	for _, l := range lens {
+	for _, n := range []struct {
+		cmd *redis.IntCmd
+		key string
+		dst *int64
+	}{{p, k.pending(), &q.Pending}, {c, k.completed(), &q.Completed}, {f, k.failed(), &q.Failed}} {
+		v, err := n.cmd.Result()
+		if err != nil {
+			return QueueSizes{}, redisError("queue sizes "+n.key, "", err)
+		}
+		*n.dst = v
+	}
+	for i, l := range lens {
+		if err := l.Err(); err != nil {
+			if !hasErrorPrefix(err, "WRONGTYPE") {
+				return QueueSizes{}, redisError("queue sizes", "", err)
+			}
+			s.logOnce(ctx, "queue sizes: wrong type: "+actives[i], "jobstore: queue sizes passed over a key that is not an active hash",
+				slog.String("key", actives[i]))
+			continue
+		}
 		if l.Val() > 0 {
 			q.Workers++
 			q.Active += l.Val()
 		}
 	}
 	return q, nil
+}
+
+// logOnce logs msg at Warn the first time this Store meets what (a
+// problem named by its key, such as a key of the wrong type), so that a
+// problem that lasts does not log at every call. It shares the set of
+// claim's logPassed, under keys that begin with "once ", which a claim's
+// note (a job id, then ": ") does not.
+func (s *Store) logOnce(ctx context.Context, what, msg string, attrs ...slog.Attr) {
+	if _, seen := s.passedOver.LoadOrStore("once "+what, true); seen {
+		return
+	}
+	s.log.LogAttrs(ctx, slog.LevelWarn, msg, attrs...)
 }

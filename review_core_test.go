@@ -74,7 +74,10 @@ func TestReviewRecoverJunkActiveKeyBlocksOthers(t *testing.T) {
 	})
 }
 
-// TestReviewQueueSizesJunkActiveKey: QueueSizes sums HLEN over every
+// TestQueueSizesPassesOverWrongTypeActiveKey is a regression test: one
+// jobs:active:* key that was not a hash failed QueueSizes.
+//
+// Found by review1 as TestReviewQueueSizesJunkActiveKey: QueueSizes sums HLEN over every
 // jobs:active:* key; one of them that is not a hash fails the whole
 // pipeline, so the monitoring call the report relies on returns an error
 // instead of the sizes. (GetPendingJobs and recovery have the same
@@ -82,7 +85,7 @@ func TestReviewRecoverJunkActiveKeyBlocksOthers(t *testing.T) {
 //
 // Steps: submit a job; SET jobs:active:junk "x"; QueueSizes must answer
 // Pending 1.
-func TestReviewQueueSizesJunkActiveKey(t *testing.T) {
+func TestQueueSizesPassesOverWrongTypeActiveKey(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		s := newStore(t, b)
 		_, err := s.SubmitJob(ctx, Job{Service: "s"})
