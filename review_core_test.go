@@ -42,7 +42,11 @@ func TestGetPendingJobsPassesOverWrongTypeRecord(t *testing.T) {
 	})
 }
 
-// TestReviewRecoverJunkActiveKeyBlocksOthers: RecoverExpired scans
+// TestRecoverPassesOverWrongTypeActiveKey is a regression test: one
+// jobs:active:* key that was not a hash stopped RecoverExpired, so dead
+// workers after it kept their jobs.
+//
+// Found by review1 as TestReviewRecoverJunkActiveKeyBlocksOthers: RecoverExpired scans
 // jobs:active:*, and for each worker without a heartbeat HSCANs its active
 // hash. A key jobs:active:<x> that is not a hash (junk of another writer,
 // or a look-alike) makes HSCAN fail with WRONGTYPE, and RecoverExpired
@@ -53,7 +57,7 @@ func TestGetPendingJobsPassesOverWrongTypeRecord(t *testing.T) {
 // Steps: worker "zz" claims a job and dies (heartbeat deleted); 40 junk
 // string keys jobs:active:junk-N exist (so that, whatever SCAN's order,
 // one comes before zz's hash); RecoverExpired must requeue zz's job.
-func TestReviewRecoverJunkActiveKeyBlocksOthers(t *testing.T) {
+func TestRecoverPassesOverWrongTypeActiveKey(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		s := newStore(t, b, WithDualWrite(true))
 		caps := registerWorker(t, s, "zz", "s")

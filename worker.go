@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -218,6 +219,10 @@ type RecoveryStats struct {
 	Requeued int // jobs put back to pending with retry_count+1
 	Failed   int // jobs failed because their retries were used up
 	Dropped  int // active entries whose record was gone, finished or another worker's
+	// Skipped counts jobs:active:* keys passed over because they are not
+	// hashes (a look-alike, or junk of another writer); each is logged
+	// once per Store.
+	Skipped int
 }
 
 // recoverReason is the error recovery writes, the legacy one.
@@ -236,9 +241,11 @@ const recoverReason = "Worker timeout: Worker heartbeat missing"
 // runs, it takes jobstore workers' jobs back too, since their active
 // hashes are the legacy ones.)
 //
-// It recovers legacy workers' jobs as well as jobstore's. Concurrent runs
-// are safe: each job moves atomically and once. Run it periodically
-// (Maintain does).
+// It recovers legacy workers' jobs as well as jobstore's. A
+// jobs:active:<worker> key that is not a hash is passed over (counted in
+// Skipped), and the other workers are recovered. Concurrent runs are
+// safe: each job moves atomically and once. Run it periodically (Maintain
+// does).
 func (s *Store) RecoverExpired(ctx context.Context) (RecoveryStats, error) {
 	var rs RecoveryStats
 	k := s.space(s.Stage().Primary())
@@ -261,6 +268,14 @@ func (s *Store) RecoverExpired(ctx context.Context) (RecoveryStats, error) {
 			continue
 		}
 		n, err := s.recoverWorker(ctx, w, &rs)
+		var wt wrongTypeActive
+		if errors.As(err, &wt) {
+			// Junk under an active hash's name blocks nobody else.
+			rs.Skipped++
+			s.logOnce(ctx, "recover: wrong type: "+wt.key, "jobstore: recovery passed over a key that is not an active hash",
+				slog.String("key", wt.key), slog.String("error", wt.detail))
+			continue
+		}
 		if err != nil {
 			return rs, err
 		}
@@ -271,15 +286,29 @@ func (s *Store) RecoverExpired(ctx context.Context) (RecoveryStats, error) {
 	return rs, nil
 }
 
+// wrongTypeActive is recoverWorker's error for a worker's active hash
+// that is not a hash.
+type wrongTypeActive struct{ key, detail string }
+
+func (e wrongTypeActive) Error() string {
+	return fmt.Sprintf("%v: recover: %s is not a hash: %s", ErrCorruptRecord, e.key, e.detail)
+}
+
+func (e wrongTypeActive) Unwrap() error { return ErrCorruptRecord }
+
 // recoverWorker recovers the jobs of one worker, in batches, and returns
 // how many it moved or dropped. Each batch runs under the stage the Store
 // has then (a published stage adopted meanwhile moves the next batches).
+// An active key of the wrong type gives a wrongTypeActive error.
 func (s *Store) recoverWorker(ctx context.Context, worker string, rs *RecoveryStats) (int, error) {
 	moved := 0
 	var cursor uint64
 	for {
 		active := s.space(s.Stage().Primary()).active(worker)
 		fields, next, err := s.rdb.HScan(ctx, active, cursor, "*", 100).Result()
+		if hasErrorPrefix(err, "WRONGTYPE") {
+			return moved, wrongTypeActive{key: active, detail: err.Error()}
+		}
 		if err != nil {
 			return moved, redisError("recover", "", err)
 		}
@@ -310,6 +339,9 @@ func (s *Store) recoverWorker(ctx context.Context, worker string, rs *RecoverySt
 				return moved, nil
 			case "OK":
 			case "WRONGTYPE":
+				if strings.HasPrefix(r.str(0), active+" ") { // it changed type since the HSCAN
+					return moved, wrongTypeActive{key: active, detail: r.str(0)}
+				}
 				return moved, fmt.Errorf("%w: recover worker=%q: %s", ErrCorruptRecord, worker, r.str(0))
 			default:
 				return moved, unexpected(opRecover, "", r)
@@ -342,7 +374,7 @@ func (s *Store) Maintain(ctx context.Context, interval time.Duration) error {
 			if ctx.Err() == nil {
 				s.log.LogAttrs(ctx, slog.LevelError, "jobstore: recover jobs of dead workers", slog.String("error", err.Error()))
 			}
-		} else if st != (RecoveryStats{}) {
+		} else if st.Workers+st.Requeued+st.Failed+st.Dropped > 0 { // Skipped keys are logged once, by RecoverExpired
 			s.log.LogAttrs(ctx, slog.LevelInfo, "jobstore: recovered jobs of dead workers",
 				slog.Int("workers", st.Workers), slog.Int("requeued", st.Requeued),
 				slog.Int("failed", st.Failed), slog.Int("dropped", st.Dropped))
