@@ -167,7 +167,11 @@ func TestReviewCompleteOverwritesLegacyCancel(t *testing.T) {
 	})
 }
 
-// TestReviewRecoverRetentionLeavesProgress: WithRecordRetention promises
+// TestRecoverRetentionExpiresProgress is a regression test: a job that
+// recovery failed for good got the retention TTL on its record only, and
+// its progress hash (and mirror) lived forever.
+//
+// Found by review1 as TestReviewRecoverRetentionLeavesProgress: WithRecordRetention promises
 // that "failing for good ... sets this TTL on its record and its progress
 // hash", and FailJob does. RecoverExpired, when a dead worker's job has
 // used its retries, expires the record only: job:<id>:progress (and its
@@ -177,7 +181,7 @@ func TestReviewCompleteOverwritesLegacyCancel(t *testing.T) {
 // Steps: WithRecordRetention(1h), dual-write; submit with MaxRetries 1;
 // claim; ReportProgress; delete the heartbeat; RecoverExpired (Failed 1);
 // job:<id>:progress must have a TTL like job:<id>.
-func TestReviewRecoverRetentionLeavesProgress(t *testing.T) {
+func TestRecoverRetentionExpiresProgress(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		s := newStore(t, b, WithDualWrite(true), WithRecordRetention(time.Hour))
 		caps := registerWorker(t, s, "w", "s")

@@ -143,7 +143,9 @@ func (s *Store) KeepAlive(ctx context.Context, caps Capabilities, interval time.
 // the legacy RedisService's releaseStuckJob does: each job held goes back
 // to pending with retry_count+1 (scored by the formula), or, once
 // retry_count+1 reaches max_retries, is failed with its entry in
-// jobs:failed; job_failed tells the clients. Entries whose record is gone,
+// jobs:failed (with the record retention, if any, on its record and its
+// progress hash, as FailJob sets it); job_failed tells the clients.
+// Entries whose record is gone,
 // finished, or held by another worker are dropped from the active hash.
 // It re-checks the heartbeat first, so a worker that came back keeps its
 // jobs. Each job moves whole, with its mirror, in this one script; like
@@ -162,7 +164,8 @@ func (s *Store) KeepAlive(ctx context.Context, caps Capabilities, interval time.
 //	ARGV[11] -> record prefix (job:), ARGV[12] -> mirror record prefix (step:)
 //	ARGV[13] -> job_failed channel
 //	ARGV[14] -> reason, ARGV[15] -> reason as a JSON string
-//	ARGV[16..] -> ids
+//	ARGV[16] -> the progress hash's suffix to a record key (:progress, see subSuffix)
+//	ARGV[17..] -> ids
 //	Reply: OK requeued failed dropped {left...} | ALIVE | WRONGTYPE detail
 var recoverScript = redis.NewScript(newScriptText(luaCore, luaTokens, luaStatus, scoreLua, luaFailEntry, `
 local tok, worker, now_iso, now_ms = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
@@ -170,7 +173,7 @@ local bad = wrongtype(KEYS[1], 'hash') or wrongtype(KEYS[2], 'zset') or wrongtyp
 if bad then return done('WRONGTYPE', bad) end
 if redis.call('EXISTS', KEYS[4]) == 1 then return done('ALIVE') end
 local requeued, failed, dropped, left = 0, 0, 0, {}
-for i = 16, #ARGV do
+for i = 17, #ARGV do
   local id = ARGV[i]
   if redis.call('HEXISTS', KEYS[1], id) == 1 then
     local rec = ARGV[11] .. id
@@ -196,7 +199,11 @@ for i = 16, #ARGV do
         redis.call('EXPIRE', KEYS[3], ARGV[9])
         mirror_field(KEYS[3], KEYS[8], id, true)
         local keep = tonumber(ARGV[10])
-        if keep > 0 then redis.call('PEXPIRE', rec, keep) end
+        if keep > 0 then
+          redis.call('PEXPIRE', rec, keep)
+          redis.call('PEXPIRE', rec .. ARGV[16], keep)
+          mirror_key(rec .. ARGV[16], ARGV[12] .. id .. ARGV[16])
+        end
         failed = failed + 1
       end
       redis.call('HDEL', KEYS[1], id)
@@ -326,7 +333,7 @@ func (s *Store) recoverWorker(ctx context.Context, worker string, rs *RecoverySt
 				}
 				args := append([]any{tok, worker, formatTime(now), nowMs(now), s.formula.String(),
 					secondsArg(s.failedTTL), s.recordRetention.Milliseconds(), s.space(st.Primary()).recordPrefix(),
-					mirrorPrefix, s.channel(chJobFailed), recoverReason, mustJSON(recoverReason)}, batch...)
+					mirrorPrefix, s.channel(chJobFailed), recoverReason, mustJSON(recoverReason), subSuffix(progressSuffix)}, batch...)
 				return spec{op: opRecover, script: recoverScript, args: args,
 					keys:   func(k keyspace) []string { return []string{k.active(worker), k.pending(), k.failed()} },
 					shared: []string{heartbeatKey(s.prefix, worker), workerKey(s.prefix, worker)}}
