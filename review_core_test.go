@@ -564,7 +564,11 @@ func TestReviewWaitForStageLosesStragglers(t *testing.T) {
 	require.Equal(t, a.ProcessID(), behind[0].ID)
 }
 
-// TestReviewRecoverDropsHalfRetriedLegacyJob: the legacy worker's failJob
+// TestRecoverRequeuesHalfRetriedLegacyJob is a regression test: recovery
+// dropped the active entry of a legacy retry killed between its HMSET and
+// its ZADD, and the job was lost.
+//
+// Found by review1 as TestReviewRecoverDropsHalfRetriedLegacyJob: the legacy worker's failJob
 // (retry) is several commands: HMSET job:<id> status pending worker_id ""
 // ..., then ZADD jobs:pending, then HDEL jobs:active:<worker>. A legacy
 // worker killed between the HMSET and the ZADD leaves a record that says
@@ -581,7 +585,7 @@ func TestReviewWaitForStageLosesStragglers(t *testing.T) {
 // lw's failJob runs its HMSET only (status pending, worker_id "",
 // assigned_at "", retry_count 1, last_failed_worker lw); lw's heartbeat is
 // gone; RecoverExpired; X must be in jobs:pending (or otherwise claimable).
-func TestReviewRecoverDropsHalfRetriedLegacyJob(t *testing.T) {
+func TestRecoverRequeuesHalfRetriedLegacyJob(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		s := newStore(t, b, WithDualWrite(true))
 		id, err := s.SubmitJob(ctx, Job{Service: "s"})

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 )
 
@@ -57,5 +58,49 @@ func TestQueueSizesWrongTypeQueues(t *testing.T) {
 		_, err = s.QueueSizes(ctx)
 		require.ErrorIs(t, err, ErrCorruptRecord)
 		require.ErrorContains(t, err, "jobs:pending")
+	})
+}
+
+// TestRecoverFinishesHalfDoneRetries: a dead legacy worker's retry that
+// stopped after its HMSET (record pending, not queued) is queued again at
+// the record's score, its retry_count as the retry set it, mirrored; one
+// that stopped after its ZADD (queued, entry left) only loses the stale
+// entry, and keeps its place.
+func TestRecoverFinishesHalfDoneRetries(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		s := newStore(t, b, WithDualWrite(true))
+		legacyClaim := func(id, worker string) {
+			require.NoError(t, b.rdb.ZRem(ctx, b.key("jobs:pending"), id).Err())
+			require.NoError(t, b.rdb.HSet(ctx, b.key("job:"+id), "status", "assigned", "worker_id", worker, "assigned_at", "1795867200.000001").Err())
+			require.NoError(t, b.rdb.HSet(ctx, b.key("jobs:active:"+worker), id, `{"id":"`+id+`"}`).Err())
+		}
+		legacyRetryHMSET := func(id, worker string) {
+			require.NoError(t, b.rdb.HSet(ctx, b.key("job:"+id), "status", "pending", "worker_id", "", "assigned_at", "",
+				"retry_count", "1", "last_failed_worker", worker, "failed_at", "2026-11-28T12:00:00.000Z").Err())
+		}
+		half, err := s.SubmitJob(ctx, Job{Service: "s", Priority: 70})
+		require.NoError(t, err)
+		queued, err := s.SubmitJob(ctx, Job{Service: "s", Priority: 20})
+		require.NoError(t, err)
+		legacyClaim(half, "lw")
+		legacyClaim(queued, "lw")
+		legacyRetryHMSET(half, "lw")
+		legacyRetryHMSET(queued, "lw")
+		require.NoError(t, b.rdb.ZAdd(ctx, b.key("jobs:pending"), redisZ(12345, queued)).Err()) // its ZADD, by the service formula
+		// The follower (or a backfill) mirrored what the legacy worker wrote.
+		_, err = newMigrator(t, b, StageDualWrite).Backfill(ctx, BackfillOptions{})
+		require.NoError(t, err)
+
+		rs, err := s.RecoverExpired(ctx)
+		require.NoError(t, err)
+		require.Equal(t, RecoveryStats{Workers: 1, Requeued: 1, Dropped: 1}, rs)
+		z := b.rdb.ZRangeWithScores(ctx, b.key("jobs:pending"), 0, -1).Val()
+		require.ElementsMatch(t, []redis.Z{redisZ(apiScore(70, b.clock.Now()), half), redisZ(12345, queued)}, z)
+		j, err := s.GetJob(ctx, half)
+		require.NoError(t, err)
+		require.Equal(t, StatusPending, j.Status)
+		require.Equal(t, 1, j.RetryCount, "the retry counted the attempt already")
+		require.Zero(t, b.rdb.Exists(ctx, b.key("jobs:active:lw")).Val())
+		requireMirrored(t, b)
 	})
 }

@@ -145,8 +145,14 @@ func (s *Store) KeepAlive(ctx context.Context, caps Capabilities, interval time.
 // retry_count+1 reaches max_retries, is failed with its entry in
 // jobs:failed (with the record retention, if any, on its record and its
 // progress hash, as FailJob sets it); job_failed tells the clients.
-// Entries whose record is gone,
-// finished, or held by another worker are dropped from the active hash.
+// Entries whose record is gone, finished, or held by another worker are
+// dropped from the active hash. An entry whose record says pending (or
+// queued) but that is not in pending is a retry the worker did not finish
+// (the legacy failJob sets status pending, then ZADDs, then HDELs; a
+// worker killed between the first two leaves only its active entry): it
+// is put back in pending as the retry would have, scored by the formula
+// from the record as a retry is, its record and retry_count as they are,
+// and counted as requeued; dropping it would lose the job.
 // It re-checks the heartbeat first, so a worker that came back keeps its
 // jobs. Each job moves whole, with its mirror, in this one script; like
 // releaseStuckJob it stamps failed_at on every job it moves and sets the
@@ -180,6 +186,14 @@ for i = 17, #ARGV do
     local f = redis.pcall('HMGET', rec, 'status', 'worker_id', 'retry_count', 'max_retries')
     if type(f) == 'table' and f.err then
       left[#left + 1] = id .. ': ' .. rec .. ' is not a hash'
+    elseif RANK[f[1] or ''] == 0 and not redis.call('ZSCORE', KEYS[2], id) then
+      -- A retry stopped between its HSET of the record and its ZADD: the
+      -- active entry is the job's only trace. Finish the retry.
+      redis.call('ZADD', KEYS[2], score_arg(record_score(rec, ARGV[8], now_ms)), id)
+      redis.call('HDEL', KEYS[1], id)
+      mirror_member(KEYS[2], KEYS[7], id)
+      mirror_key(rec, ARGV[12] .. id)
+      requeued = requeued + 1
     elseif not ACTIVE[f[1] or ''] or f[2] ~= worker then
       redis.call('HDEL', KEYS[1], id)
       dropped = dropped + 1
@@ -223,7 +237,7 @@ return done('OK', requeued, failed, dropped, left)
 // RecoveryStats says what RecoverExpired did.
 type RecoveryStats struct {
 	Workers  int // workers found without a heartbeat and holding jobs
-	Requeued int // jobs put back to pending with retry_count+1
+	Requeued int // jobs put back to pending with retry_count+1, or as a dead worker's unfinished retry left them
 	Failed   int // jobs failed because their retries were used up
 	Dropped  int // active entries whose record was gone, finished or another worker's
 	// Skipped counts jobs:active:* keys passed over because they are not
