@@ -401,7 +401,11 @@ func TestReviewClaimDeadlineStrandsJob(t *testing.T) {
 	require.Equal(t, id, j.ID)
 }
 
-// TestReviewKeepAliveAdoptsLegacyRegistration: KeepAlive registers a
+// TestKeepAliveReplacesLegacyRegistration is a regression test: KeepAlive
+// took a live legacy registration under its worker id for its own, so the
+// jobstore worker was reported as a legacy one.
+//
+// Found by review1 as TestReviewKeepAliveAdoptsLegacyRegistration: KeepAlive registers a
 // worker "unless it is registered already", and takes "registered" to
 // mean that worker:<id> and its heartbeat exist, whoever wrote them. A
 // machine moved from the legacy worker to a jobstore worker under the same
@@ -417,7 +421,7 @@ func TestReviewClaimDeadlineStrandsJob(t *testing.T) {
 // (no jobstore field) and its 60 s heartbeat; KeepAlive(w) for a few
 // intervals; Workers() must report w as a jobstore worker and
 // LegacyEvidence must not list it.
-func TestReviewKeepAliveAdoptsLegacyRegistration(t *testing.T) {
+func TestKeepAliveReplacesLegacyRegistration(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		s := newStore(t, b)
 		m := newMigrator(t, b, StageDualWrite)

@@ -1,8 +1,10 @@
 package jobstore
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
@@ -102,5 +104,43 @@ func TestRecoverFinishesHalfDoneRetries(t *testing.T) {
 		require.Equal(t, 1, j.RetryCount, "the retry counted the attempt already")
 		require.Zero(t, b.rdb.Exists(ctx, b.key("jobs:active:lw")).Val())
 		requireMirrored(t, b)
+	})
+}
+
+// TestRegisterWorkerReplacesRegistration: RegisterWorker replaces a
+// legacy registration whole (no legacy field is left), and refuses a
+// worker key of the wrong type with no write; KeepAlive only renews a live
+// jobstore registration.
+func TestRegisterWorkerReplacesRegistration(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		s := newStore(t, b)
+		require.NoError(t, b.rdb.HSet(ctx, b.key("worker:w"), "worker_id", "w", "status", "busy", "current_job_id", "j1",
+			"active_jobs", `["j1"]`).Err())
+		caps := registerWorker(t, s, "w", "s")
+		h := b.rdb.HGetAll(ctx, b.key("worker:w")).Val()
+		require.Equal(t, Version, h[fWorkerJobstore])
+		require.Equal(t, "idle", h["status"])
+		require.NotContains(t, h, "current_job_id")
+		require.NotContains(t, h, "active_jobs")
+		require.InDelta(t, HeartbeatTTL.Seconds(), b.rdb.TTL(ctx, b.key("worker:w:heartbeat")).Val().Seconds(), 2)
+
+		// A live jobstore registration is only renewed.
+		require.NoError(t, b.rdb.HSet(ctx, b.key("worker:w"), "connected_at", "then").Err())
+		c, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- s.KeepAlive(c, caps, 10*time.Millisecond) }()
+		time.Sleep(30 * time.Millisecond)
+		require.Equal(t, "then", b.rdb.HGet(ctx, b.key("worker:w"), "connected_at").Val())
+		cancel()
+		require.ErrorIs(t, <-done, context.Canceled)
+
+		require.NoError(t, b.rdb.Set(ctx, b.key("worker:x"), "junk", 0).Err())
+		err := s.RegisterWorker(ctx, Capabilities{WorkerID: "x", Services: []string{"s"}})
+		require.ErrorIs(t, err, ErrCorruptRecord)
+		require.ErrorContains(t, err, "worker:x is a string")
+		require.Equal(t, "junk", b.rdb.Get(ctx, b.key("worker:x")).Val())
+		require.False(t, b.rdb.SIsMember(ctx, b.key("workers:active"), "x").Val(), "nothing written")
+		require.Zero(t, b.rdb.Exists(ctx, b.key("worker:x:heartbeat")).Val())
+		require.ErrorIs(t, s.KeepAlive(ctx, Capabilities{WorkerID: "x", Services: []string{"s"}}, 0), ErrCorruptRecord)
 	})
 }

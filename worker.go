@@ -32,7 +32,11 @@ const Version = "0.4.0"
 // RegisterWorker announces a worker: its worker:<id> hash (worker_id,
 // machine_id, capabilities JSON, status idle, connected_at,
 // last_heartbeat, zero job counts, as the legacy worker writes it, and
-// the jobstore field), its id in workers:active, and its heartbeat.
+// the jobstore field), its id in workers:active, and its heartbeat. The
+// hash is replaced whole: a registration left under the same id (a
+// legacy worker's, on a machine moved to jobstore) keeps none of its
+// fields. A worker:<id> or workers:active key of the wrong type is an
+// error wrapping ErrCorruptRecord, and nothing is written.
 func (s *Store) RegisterWorker(ctx context.Context, caps Capabilities) error {
 	capsJSON, err := caps.validate()
 	if err != nil {
@@ -44,18 +48,37 @@ func (s *Store) RegisterWorker(ctx context.Context, caps Capabilities) error {
 		machine = "unknown"
 	}
 	w := caps.WorkerID
-	tx := s.rdb.TxPipeline()
-	tx.HSet(ctx, workerKey(s.prefix, w),
+	err = registerScript.Run(ctx, s.rdb,
+		[]string{workerKey(s.prefix, w), workersActiveKey(s.prefix), heartbeatKey(s.prefix, w)},
+		w, now, HeartbeatTTL.Milliseconds(),
 		"worker_id", w, "machine_id", machine, "capabilities", string(capsJSON), "status", "idle",
 		"connected_at", now, "last_heartbeat", now, "total_jobs_completed", "0", "total_jobs_failed", "0",
-		fWorkerJobstore, Version)
-	tx.SAdd(ctx, workersActiveKey(s.prefix), w)
-	tx.Set(ctx, heartbeatKey(s.prefix, w), now, HeartbeatTTL)
-	if _, err := tx.Exec(ctx); err != nil {
+		fWorkerJobstore, Version).Err()
+	if err != nil {
 		return redisError("register worker", w, err)
 	}
 	return nil
 }
+
+// registerScript writes a worker's registration atomically, after
+// checking the types of the keys it writes (it writes all, or nothing).
+//
+//	KEYS[1] -> worker:<id>, KEYS[2] -> workers:active, KEYS[3] -> worker:<id>:heartbeat
+//	ARGV[1] -> worker id, ARGV[2] -> now (ISO-8601), ARGV[3] -> heartbeat TTL (ms)
+//	ARGV[4..] -> the hash's field, value pairs
+var registerScript = redis.NewScript(`
+for i, want in ipairs({'hash', 'set'}) do
+  local t = redis.call('TYPE', KEYS[i])['ok']
+  if t ~= 'none' and t ~= want then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' is a ' .. t .. ', want a ' .. want)
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
+return 'OK'
+`)
 
 // Heartbeat renews a worker's heartbeat (and last_heartbeat in its hash),
 // as the legacy worker does every 30 s. A worker that misses it for 60 s
@@ -92,8 +115,9 @@ func (s *Store) UnregisterWorker(ctx context.Context, workerID string) error {
 }
 
 // KeepAlive keeps a worker alive for its whole life: it registers it
-// unless it is registered already (call RegisterWorker first to claim at
-// once and see registration errors), renews its heartbeat every interval
+// unless jobstore registered it already and its heartbeat lives (call
+// RegisterWorker first to claim at once and see registration errors; a
+// legacy worker's registration under the same id is replaced), renews its heartbeat every interval
 // (DefaultHeartbeatInterval when 0; it must be under HeartbeatTTL) until
 // ctx is done, then unregisters it and returns ctx.Err(). Workers run it in
 // a goroutine. A failed heartbeat is logged and tried again at the next
@@ -108,11 +132,18 @@ func (s *Store) KeepAlive(ctx context.Context, caps Capabilities, interval time.
 	if _, err := caps.validate(); err != nil {
 		return err
 	}
-	registered, err := s.rdb.Exists(ctx, workerKey(s.prefix, caps.WorkerID), heartbeatKey(s.prefix, caps.WorkerID)).Result()
-	if err != nil {
+	// Registered means by jobstore: a legacy worker's hash and heartbeat
+	// under this id (a machine moved to jobstore within the 60 s its
+	// legacy heartbeat lives) must give way to a jobstore registration, or
+	// Workers and LegacyEvidence report this worker as a legacy one.
+	pipe := s.rdb.Pipeline()
+	mark := pipe.HGet(ctx, workerKey(s.prefix, caps.WorkerID), fWorkerJobstore)
+	alive := pipe.Exists(ctx, heartbeatKey(s.prefix, caps.WorkerID))
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) && !hasErrorPrefix(err, "WRONGTYPE") {
 		return redisError("keep alive", caps.WorkerID, err)
 	}
-	if registered == 2 {
+	var err error
+	if mark.Val() != "" && alive.Val() == 1 {
 		err = s.Heartbeat(ctx, caps.WorkerID)
 	} else {
 		err = s.RegisterWorker(ctx, caps)
