@@ -533,7 +533,11 @@ func TestReviewStageKeyOfWrongTypeStopsAllWrites(t *testing.T) {
 	})
 }
 
-// TestReviewWaitForStageLosesStragglers: WaitForStage promises, when ctx
+// TestWaitForStageNamesStragglersAtDeadline is a regression test: when the
+// deadline fell inside the fleet's SCAN, WaitForStage returned no
+// stragglers.
+//
+// Found by review1 as TestReviewWaitForStageLosesStragglers: WaitForStage promises, when ctx
 // ends first, "the processes that do not yet [report st] (the stragglers)
 // with ctx's error". It re-lists the fleet each round with a full SCAN of
 // the keyspace; when ctx ends during that SCAN (on a large Redis nearly
@@ -548,7 +552,7 @@ func TestReviewStageKeyOfWrongTypeStopsAllWrites(t *testing.T) {
 // stage legacy; publish dual-write; WaitForStage(dual-write) with a 700 ms
 // deadline and a 1 ms poll (so rounds complete, and the deadline falls in
 // one) must return that process.
-func TestReviewWaitForStageLosesStragglers(t *testing.T) {
+func TestWaitForStageNamesStragglersAtDeadline(t *testing.T) {
 	srv := startTestServer(t)
 	p := startFaultProxy(t, srv.Addr())
 	direct := &backend{name: "own", rdb: srv.Client(nil), clock: newFakeClock()}
