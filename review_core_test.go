@@ -509,7 +509,11 @@ func TestReviewSubmitDeadlineLosesID(t *testing.T) {
 	require.Equal(t, int64(1), direct.rdb.Exists(ctx, direct.key("job:"+id)).Val())
 }
 
-// TestReviewStageKeyOfWrongTypeStopsAllWrites: every write script reads
+// TestWritesIgnoreStageKeyOfWrongType is a regression test: a
+// jobstore:stage key that was not a hash made every write script raise:
+// every write of every process failed.
+//
+// Found by review1 as TestReviewStageKeyOfWrongTypeStopsAllWrites: every write script reads
 // the published stage first with redis.call('HGET', jobstore:stage, ...),
 // which raises when the key is not a hash. An unreadable stage VALUE is
 // ignored (the write runs under the process's own stage), but a key of the
@@ -520,7 +524,7 @@ func TestReviewSubmitDeadlineLosesID(t *testing.T) {
 // check should treat it as it treats a junk value (or as no stage).
 //
 // Steps: SET jobstore:stage "dual-write" (a string); SubmitJob; it fails.
-func TestReviewStageKeyOfWrongTypeStopsAllWrites(t *testing.T) {
+func TestWritesIgnoreStageKeyOfWrongType(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		s := newStore(t, b, WithDualWrite(true))
 		require.NoError(t, b.rdb.HSet(ctx, b.key("jobstore:stage"), "stage", "bogus").Err())
