@@ -144,3 +144,58 @@ func TestRegisterWorkerReplacesRegistration(t *testing.T) {
 		require.ErrorIs(t, s.KeepAlive(ctx, Capabilities{WorkerID: "x", Services: []string{"s"}}, 0), ErrCorruptRecord)
 	})
 }
+
+// TestUnregisteredWorkerStaysGone: once a worker is unregistered (its
+// hash deleted, as KeepAlive does when it ends), finishing the jobs it
+// still held, or their recovery, must not write its worker:<id> hash
+// again: a hash recreated that way has no jobstore field, no worker_id,
+// is in no workers:active, and stays forever. A worker whose hash exists
+// is still set idle.
+func TestUnregisteredWorkerStaysGone(t *testing.T) {
+	for _, finish := range []string{"complete", "fail", "recover"} {
+		t.Run(finish, func(t *testing.T) {
+			eachBackend(t, func(t *testing.T, b *backend) {
+				s := newStore(t, b, WithDualWrite(true))
+				caps := registerWorker(t, s, "w", "s")
+				id, err := s.SubmitJob(ctx, Job{Service: "s"})
+				require.NoError(t, err)
+				_, err = s.ClaimJob(ctx, caps)
+				require.NoError(t, err)
+				require.NoError(t, s.UnregisterWorker(ctx, "w"))
+				switch finish {
+				case "complete":
+					require.NoError(t, s.CompleteJob(ctx, id, "w", nil))
+				case "fail":
+					_, err = s.FailJob(ctx, id, "w", "x", true)
+					require.NoError(t, err)
+				case "recover":
+					rs, err := s.RecoverExpired(ctx)
+					require.NoError(t, err)
+					require.Equal(t, 1, rs.Requeued)
+				}
+				require.Zero(t, b.rdb.Exists(ctx, b.key("worker:w")).Val(), "worker:w written again: %v",
+					b.rdb.HGetAll(ctx, b.key("worker:w")).Val())
+				requireMirrored(t, b)
+
+				// A registered worker is still set idle.
+				caps = registerWorker(t, s, "v", "s")
+				_, err = s.ClaimJob(ctx, caps)
+				require.NoError(t, err)
+				require.Equal(t, "busy", b.rdb.HGet(ctx, b.key("worker:v"), "status").Val())
+				switch finish {
+				case "complete":
+					require.NoError(t, s.CompleteJob(ctx, id, "v", nil))
+				case "fail":
+					_, err = s.FailJob(ctx, id, "v", "x", true)
+					require.NoError(t, err)
+				case "recover":
+					require.NoError(t, b.rdb.Del(ctx, b.key("worker:v:heartbeat")).Err())
+					_, err := s.RecoverExpired(ctx)
+					require.NoError(t, err)
+				}
+				require.Equal(t, "idle", b.rdb.HGet(ctx, b.key("worker:v"), "status").Val())
+				require.Equal(t, Version, b.rdb.HGet(ctx, b.key("worker:v"), fWorkerJobstore).Val())
+			})
+		})
+	}
+}
