@@ -199,3 +199,34 @@ func TestUnregisteredWorkerStaysGone(t *testing.T) {
 		})
 	}
 }
+
+// TestHeartbeatNeedsRegistration: a heartbeat of a worker whose
+// registration is gone must not make it look alive with a hash that is no
+// jobstore registration (LegacyEvidence would report a legacy worker):
+// Heartbeat refuses with ErrNotRegistered and writes nothing, and
+// KeepAlive registers the worker again.
+func TestHeartbeatNeedsRegistration(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		s := newStore(t, b)
+		m := newMigrator(t, b, StageDualWrite)
+		registerWorker(t, s, "w", "s")
+		require.NoError(t, s.UnregisterWorker(ctx, "w"))
+		require.ErrorIs(t, s.Heartbeat(ctx, "w"), ErrNotRegistered)
+		require.Zero(t, b.rdb.Exists(ctx, b.key("worker:w"), b.key("worker:w:heartbeat")).Val())
+
+		c, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() {
+			done <- s.KeepAlive(c, Capabilities{WorkerID: "v", Services: []string{"s"}}, 10*time.Millisecond)
+		}()
+		require.Eventually(t, func() bool { return b.rdb.Exists(ctx, b.key("worker:v:heartbeat")).Val() == 1 }, 5*time.Second, 5*time.Millisecond)
+		require.NoError(t, b.rdb.Del(ctx, b.key("worker:v")).Err()) // its registration is deleted under it
+		require.Eventually(t, func() bool { return b.rdb.HGet(ctx, b.key("worker:v"), fWorkerJobstore).Val() == Version },
+			5*time.Second, 5*time.Millisecond, "KeepAlive registers it again")
+		ev, err := m.LegacyEvidence(ctx)
+		require.NoError(t, err)
+		require.Empty(t, ev.Workers)
+		cancel()
+		require.ErrorIs(t, <-done, context.Canceled)
+	})
+}
