@@ -202,10 +202,12 @@ end
 `
 
 // luaWorkerIdle sets a worker idle once it holds no job, as the legacy
-// worker does after each completion or failure.
+// worker does after each completion or failure; a worker whose
+// registration is gone (UnregisterWorker) is left alone, or its hash
+// would come back without its fields.
 const luaWorkerIdle = `
 local function worker_idle(worker_key, active, now_iso, now_ms, channel, worker)
-  if redis.call('HLEN', active) > 0 then return end
+  if redis.call('HLEN', active) > 0 or redis.call('EXISTS', worker_key) == 0 then return end
   redis.call('HSET', worker_key, 'status', 'idle', 'current_job_id', '', 'last_status_change', now_iso)
   redis.call('PUBLISH', channel, '{"worker_id":' .. cjson.encode(worker) .. ',"new_status":"idle","timestamp":' .. now_ms .. '}')
 end

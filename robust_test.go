@@ -179,6 +179,8 @@ func TestUnregisteredWorkerStaysGone(t *testing.T) {
 
 				// A registered worker is still set idle.
 				caps = registerWorker(t, s, "v", "s")
+				id, err = s.SubmitJob(ctx, Job{Service: "s", Priority: 99})
+				require.NoError(t, err)
 				_, err = s.ClaimJob(ctx, caps)
 				require.NoError(t, err)
 				require.Equal(t, "busy", b.rdb.HGet(ctx, b.key("worker:v"), "status").Val())

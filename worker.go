@@ -82,20 +82,39 @@ return 'OK'
 
 // Heartbeat renews a worker's heartbeat (and last_heartbeat in its hash),
 // as the legacy worker does every 30 s. A worker that misses it for 60 s
-// loses its jobs to RecoverExpired.
+// loses its jobs to RecoverExpired. A worker whose worker:<id> hash is
+// gone (unregistered) gets ErrNotRegistered and nothing is written: a
+// heartbeat next to no registration would make it look like a legacy
+// worker (see Migrator.LegacyEvidence); register it again.
 func (s *Store) Heartbeat(ctx context.Context, workerID string) error {
 	if err := validateWorker(workerID); err != nil {
 		return err
 	}
 	now := formatTime(s.now())
-	tx := s.rdb.TxPipeline()
-	tx.HSet(ctx, workerKey(s.prefix, workerID), "last_heartbeat", now)
-	tx.Set(ctx, heartbeatKey(s.prefix, workerID), now, HeartbeatTTL)
-	if _, err := tx.Exec(ctx); err != nil {
+	res, err := heartbeatScript.Run(ctx, s.rdb, []string{workerKey(s.prefix, workerID), heartbeatKey(s.prefix, workerID)},
+		now, HeartbeatTTL.Milliseconds()).Text()
+	if err != nil {
 		return redisError("heartbeat", workerID, err)
+	}
+	if res != "OK" {
+		return fmt.Errorf("%w: worker=%q: %s is gone", ErrNotRegistered, workerID, workerKey(s.prefix, workerID))
 	}
 	return nil
 }
+
+// heartbeatScript renews a registered worker's heartbeat.
+//
+//	KEYS[1] -> worker:<id>, KEYS[2] -> worker:<id>:heartbeat
+//	ARGV[1] -> now (ISO-8601), ARGV[2] -> heartbeat TTL (ms)
+//	Reply: OK | NOTREG | a WRONGTYPE error, with nothing written
+var heartbeatScript = redis.NewScript(`
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t == 'none' then return 'NOTREG' end
+if t ~= 'hash' then return redis.error_reply('WRONGTYPE ' .. KEYS[1] .. ' is a ' .. t .. ', want a hash') end
+redis.call('HSET', KEYS[1], 'last_heartbeat', ARGV[1])
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 'OK'
+`)
 
 // UnregisterWorker removes a worker as the legacy worker's disconnect
 // does: out of workers:active, its hash and heartbeat deleted. Jobs it
@@ -117,11 +136,12 @@ func (s *Store) UnregisterWorker(ctx context.Context, workerID string) error {
 // KeepAlive keeps a worker alive for its whole life: it registers it
 // unless jobstore registered it already and its heartbeat lives (call
 // RegisterWorker first to claim at once and see registration errors; a
-// legacy worker's registration under the same id is replaced), renews its heartbeat every interval
-// (DefaultHeartbeatInterval when 0; it must be under HeartbeatTTL) until
-// ctx is done, then unregisters it and returns ctx.Err(). Workers run it in
-// a goroutine. A failed heartbeat is logged and tried again at the next
-// interval.
+// legacy worker's registration under the same id is replaced), renews its
+// heartbeat every interval (DefaultHeartbeatInterval when 0; it must be
+// under HeartbeatTTL), registering it again if its registration was
+// deleted meanwhile, until ctx is done, then unregisters it and returns
+// ctx.Err(). Workers run it in a goroutine. A failed heartbeat is logged
+// and tried again at the next interval.
 func (s *Store) KeepAlive(ctx context.Context, caps Capabilities, interval time.Duration) error {
 	if interval == 0 {
 		interval = DefaultHeartbeatInterval
@@ -163,7 +183,11 @@ func (s *Store) KeepAlive(ctx context.Context, caps Capabilities, interval time.
 			cancel()
 			return ctx.Err()
 		case <-t.C:
-			if err := s.Heartbeat(ctx, caps.WorkerID); err != nil && ctx.Err() == nil {
+			err := s.Heartbeat(ctx, caps.WorkerID)
+			if errors.Is(err, ErrNotRegistered) { // its hash was deleted under it
+				err = s.RegisterWorker(ctx, caps)
+			}
+			if err != nil && ctx.Err() == nil {
 				s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: heartbeat", slog.String("worker", caps.WorkerID), slog.String("error", err.Error()))
 			}
 		}
@@ -187,7 +211,7 @@ func (s *Store) KeepAlive(ctx context.Context, caps Capabilities, interval time.
 // It re-checks the heartbeat first, so a worker that came back keeps its
 // jobs. Each job moves whole, with its mirror, in this one script; like
 // releaseStuckJob it stamps failed_at on every job it moves and sets the
-// worker idle.
+// worker idle, if its worker:<id> hash still exists.
 //
 //	KEYS[1] -> jobs:active:<worker>   KEYS[6] -> steps:active:<worker> (mirror)
 //	KEYS[2] -> jobs:pending           KEYS[7] -> steps:pending         (mirror)
@@ -259,7 +283,9 @@ for i = 17, #ARGV do
     mirror_field(KEYS[1], KEYS[6], id, false)
   end
 end
-if requeued + failed > 0 and not wrongtype(KEYS[5], 'hash') then
+-- Only a registration that exists is set idle: one deleted by
+-- UnregisterWorker would come back as a hash without its fields.
+if requeued + failed > 0 and redis.call('EXISTS', KEYS[5]) == 1 and not wrongtype(KEYS[5], 'hash') then
   redis.call('HSET', KEYS[5], 'status', 'idle', 'current_job_id', '', 'active_jobs', '[]', 'last_status_update', now_iso)
 end
 return done('OK', requeued, failed, dropped, left)
