@@ -109,17 +109,26 @@ func (m *Migrator) Fleet(ctx context.Context) (procs []Process, unreadable int, 
 
 // WaitForStage waits until every process checked in reports st, and
 // returns nil; or until ctx is done, and returns the processes that do not
-// yet (the stragglers) with ctx's error. A fleet with no process checked
-// in counts as reached: there is nobody to wait for (the status command
-// warns about a silent fleet). It polls every poll (a second when 0).
+// yet (the stragglers) with ctx's error. The stragglers are those of the
+// last listing of the fleet that completed: when ctx ends while the fleet
+// is being listed (a SCAN of the whole keyspace), they are the previous
+// round's, and none only if no round completed. An error listing the
+// fleet ends the wait too, with the same stragglers. A fleet with no
+// process checked in counts as reached: there is nobody to wait for (the
+// status command warns about a silent fleet). It polls every poll (a
+// second when 0).
 func (m *Migrator) WaitForStage(ctx context.Context, st Stage, poll time.Duration) ([]Process, error) {
 	if poll <= 0 {
 		poll = time.Second
 	}
+	var last []Process // the stragglers of the last round that completed
 	for {
 		procs, _, err := m.Fleet(ctx)
 		if err != nil {
-			return nil, err
+			if cerr := ctx.Err(); cerr != nil {
+				return last, cerr
+			}
+			return last, err
 		}
 		var behind []Process
 		for _, p := range procs {
@@ -130,6 +139,7 @@ func (m *Migrator) WaitForStage(ctx context.Context, st Stage, poll time.Duratio
 		if len(behind) == 0 {
 			return nil, nil
 		}
+		last = behind
 		if err := sleepCtx(ctx, poll); err != nil {
 			return behind, err
 		}

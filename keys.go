@@ -102,10 +102,18 @@ func (k keyspace) recordPrefix() string { return k.prefix + k.ns.recordWord() + 
 func (k keyspace) record(id string) string { return k.recordPrefix() + id }
 
 // sub returns the key of a sub-key of a job: "job:42:progress".
-func (k keyspace) sub(id, suffix string) string { return k.record(id) + ":" + suffix }
+func (k keyspace) sub(id, suffix string) string { return k.record(id) + subSuffix(suffix) }
+
+// subSuffix is what follows a record key in the key of one of its
+// sub-keys (":progress"): scripts that hold a record key build its
+// sub-keys by appending it, the rule of keyspace.sub.
+func subSuffix(suffix string) string { return ":" + suffix }
+
+// progressSuffix names the hash where workers report a job's progress.
+const progressSuffix = "progress"
 
 // progress is the hash where workers report a job's progress.
-func (k keyspace) progress(id string) string { return k.sub(id, "progress") }
+func (k keyspace) progress(id string) string { return k.sub(id, progressSuffix) }
 
 // queuePrefix is "jobs:" or "steps:" under the prefix.
 func (k keyspace) queuePrefix() string { return k.prefix + k.ns.queueWord() + ":" }

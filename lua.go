@@ -212,34 +212,51 @@ end
 `
 
 // luaWorkerIdle sets a worker idle once it holds no job, as the legacy
-// worker does after each completion or failure.
+// worker does after each completion or failure; a worker whose
+// registration is gone (UnregisterWorker) is left alone, or its hash
+// would come back without its fields.
 const luaWorkerIdle = `
 local function worker_idle(worker_key, active, now_iso, now_ms, channel, worker)
-  if redis.call('HLEN', active) > 0 then return end
+  if redis.call('HLEN', active) > 0 or redis.call('EXISTS', worker_key) == 0 then return end
   redis.call('HSET', worker_key, 'status', 'idle', 'current_job_id', '', 'last_status_change', now_iso)
   redis.call('PUBLISH', channel, '{"worker_id":' .. cjson.encode(worker) .. ',"new_status":"idle","timestamp":' .. now_ms .. '}')
 end
 `
 
 // luaStageCheck ends a write whose stage is not the published one (see
-// above); it runs first in every write script.
+// above); it runs first in every write script. What it cannot read as a
+// stage (no jobstore:stage, a hash without the field, a value no stage
+// has, a key of another type) is no published stage: the write runs under
+// its own, and the check never raises, so one junk key cannot stop every
+// write of every process. Store.sharedStage reads the key by the same
+// rules (TestStageRulesAgree).
 const luaStageCheck = `
 do
-  local published = redis.call('HGET', KEYS[#KEYS], 'stage')
-  if published then
-    published = string.lower(string.match(published, '^%s*(.-)%s*$'))
-    if STAGES[published] and published ~= ARGV[3] then return {'STAGE', {}, {}, 0, published} end
-  end
+  local published = stage_name(redis.pcall('HGET', KEYS[#KEYS], 'stage'))
+  if published and published ~= ARGV[3] then return {'STAGE', {}, {}, 0, published} end
 end
 `
 
-// luaStages is the set of stage names, generated from stageNames.
+// luaStages is the set of stage names, generated from stageNames, and
+// stage_name, which reads a stored stage as storedStage does in Go: ASCII
+// space around it and ASCII case do not matter, nothing else is forgiven.
+// It spells out its ASCII classes and case mapping instead of using %s
+// and string.lower, which some engines' Lua extends beyond ASCII.
 var luaStages = func() string {
 	var names []string
 	for _, n := range stageNames {
 		names = append(names, fmt.Sprintf("[%q] = true", n))
 	}
-	return "\nlocal STAGES = {" + strings.Join(names, ", ") + "}\n"
+	return "\nlocal STAGES = {" + strings.Join(names, ", ") + "}\n" + `
+-- stage_name returns the stage v names, or nil (v may be any reply).
+local function stage_name(v)
+  if type(v) ~= 'string' then return nil end
+  local n = string.match(v, '^[ \t\n\v\f\r]*(.-)[ \t\n\v\f\r]*$')
+  n = string.gsub(n, '[A-Z]', function(c) return string.char(string.byte(c) + 32) end)
+  if STAGES[n] then return n end
+  return nil
+end
+`
 }()
 
 // newScriptText assembles a write script from the parts it uses, after

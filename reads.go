@@ -46,6 +46,9 @@ type stored struct {
 	rec               map[string]string
 	completed, failed string
 	problems          map[string]string // entries that could not be read
+	// bad is set when the record key exists but is no hash: an error
+	// wrapping ErrCorruptRecord (rec is then empty).
+	bad error
 }
 
 // GetJob returns the job with the given id, with its result or error from
@@ -61,13 +64,16 @@ func (s *Store) GetJob(ctx context.Context, id string) (*Job, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(got[0].rec) == 0 {
+	if len(got[0].rec) == 0 && got[0].bad == nil {
 		return nil, fmt.Errorf("%w: id=%q", ErrJobNotFound, id)
 	}
 	return got[0].job(id)
 }
 
 func (g stored) job(id string) (*Job, error) {
+	if g.bad != nil {
+		return nil, g.bad
+	}
 	j, err := decodeJob(id, g.rec)
 	if err != nil {
 		return nil, err
@@ -80,8 +86,9 @@ func (g stored) job(id string) (*Job, error) {
 }
 
 // GetPendingJobs returns up to limit pending jobs in claim order. Entries
-// whose record is gone, or is no job record, are passed over (the latter
-// logged at Warn). It reads the stage's read namespace; in dual-read, a
+// whose record is gone, or is no job record (a key of another type, or a
+// hash without its id), are passed over (the latter logged at Warn). It
+// reads the stage's read namespace; in dual-read, a
 // steps:pending that does not exist yet falls back to jobs:pending.
 func (s *Store) GetPendingJobs(ctx context.Context, limit int) ([]*Job, error) {
 	if limit <= 0 || limit > 100_000 {
@@ -118,7 +125,7 @@ func (s *Store) GetPendingJobs(ctx context.Context, limit int) ([]*Job, error) {
 	}
 	jobs := make([]*Job, 0, len(valid))
 	for i, g := range got {
-		if len(g.rec) == 0 {
+		if len(g.rec) == 0 && g.bad == nil {
 			continue
 		}
 		j, err := g.job(valid[i])
@@ -146,7 +153,7 @@ func (s *Store) readJobs(ctx context.Context, st Stage, ids []string) ([]stored,
 	if st.readsFallBack() {
 		var missing []int
 		for i, g := range out {
-			if len(g.rec) == 0 {
+			if len(g.rec) == 0 && g.bad == nil {
 				missing = append(missing, i)
 			}
 		}
@@ -175,8 +182,9 @@ func (s *Store) readJobs(ctx context.Context, st Stage, ids []string) ([]stored,
 
 // readIn reads, in one pipelined round trip, the record of each id in k
 // and its entries in the completed and failed hashes. A record of the
-// wrong type gives ErrCorruptRecord; result hashes of the wrong type are
-// noted as problems of the job instead.
+// wrong type is that job's ErrCorruptRecord (stored.bad), not the
+// batch's: the other jobs are still read; result hashes of the wrong type
+// are noted as problems of the job instead.
 func (s *Store) readIn(ctx context.Context, k keyspace, ids []string) ([]stored, error) {
 	pipe := s.rdb.Pipeline()
 	recs := make([]*redis.MapStringStringCmd, len(ids))
@@ -193,10 +201,14 @@ func (s *Store) readIn(ctx context.Context, k keyspace, ids []string) ([]stored,
 	out := make([]stored, len(ids))
 	for i, id := range ids {
 		h, err := recs[i].Result()
-		if err != nil {
+		switch {
+		case err == nil:
+			out[i].rec = h
+		case hasErrorPrefix(err, "WRONGTYPE"):
+			out[i].bad = redisError("read", id, err)
+		default:
 			return nil, redisError("read", id, err)
 		}
-		out[i].rec = h
 		for _, e := range []struct {
 			key string
 			cmd *redis.StringCmd
@@ -277,7 +289,10 @@ type QueueSizes struct {
 
 // QueueSizes counts the entries of the queues of the stage's read
 // namespace. Active jobs are summed over the jobs:active:<worker> hashes,
-// found with SCAN.
+// found with SCAN; a jobs:active:* key that is not a hash (a look-alike,
+// or junk of another writer) is passed over and logged, not counted. A
+// pending, completed or failed queue of the wrong type is an error
+// wrapping ErrCorruptRecord.
 func (s *Store) QueueSizes(ctx context.Context) (QueueSizes, error) {
 	return s.queueSizes(ctx, s.space(s.Stage().Reads()))
 }
@@ -312,15 +327,45 @@ func (s *Store) queueSizes(ctx context.Context, k keyspace) (QueueSizes, error) 
 	for i, a := range actives {
 		lens[i] = pipe.HLen(ctx, a)
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	if _, err := pipe.Exec(ctx); err != nil && !hasErrorPrefix(err, "WRONGTYPE") {
 		return q, redisError("queue sizes", "", err)
 	}
-	q.Pending, q.Completed, q.Failed = p.Val(), c.Val(), f.Val()
-	for _, l := range lens {
+	for _, n := range []struct {
+		cmd *redis.IntCmd
+		key string
+		dst *int64
+	}{{p, k.pending(), &q.Pending}, {c, k.completed(), &q.Completed}, {f, k.failed(), &q.Failed}} {
+		v, err := n.cmd.Result()
+		if err != nil {
+			return QueueSizes{}, redisError("queue sizes "+n.key, "", err)
+		}
+		*n.dst = v
+	}
+	for i, l := range lens {
+		if err := l.Err(); err != nil {
+			if !hasErrorPrefix(err, "WRONGTYPE") {
+				return QueueSizes{}, redisError("queue sizes", "", err)
+			}
+			s.logOnce(ctx, "queue sizes: wrong type: "+actives[i], "jobstore: queue sizes passed over a key that is not an active hash",
+				slog.String("key", actives[i]))
+			continue
+		}
 		if l.Val() > 0 {
 			q.Workers++
 			q.Active += l.Val()
 		}
 	}
 	return q, nil
+}
+
+// logOnce logs msg at Warn the first time this Store meets what (a
+// problem named by its key, such as a key of the wrong type), so that a
+// problem that lasts does not log at every call. It shares the set of
+// claim's logPassed, under keys that begin with "once ", which a claim's
+// note (a job id, then ": ") does not.
+func (s *Store) logOnce(ctx context.Context, what, msg string, attrs ...slog.Attr) {
+	if _, seen := s.passedOver.LoadOrStore("once "+what, true); seen {
+		return
+	}
+	s.log.LogAttrs(ctx, slog.LevelWarn, msg, attrs...)
 }

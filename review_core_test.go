@@ -15,7 +15,10 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestReviewGetPendingJobsWrongTypeRecord: GetPendingJobs documents that
+// TestGetPendingJobsPassesOverWrongTypeRecord is a regression test: one
+// pending id whose record was not a hash failed the whole list.
+//
+// Found by review1 as TestReviewGetPendingJobsWrongTypeRecord: GetPendingJobs documents that
 // "entries whose record is gone, or is no job record, are passed over",
 // but one pending id whose record key is not a hash (a string left by
 // another writer) fails the whole call with ErrCorruptRecord: readIn
@@ -24,7 +27,7 @@ import (
 //
 // Steps: submit "good"; put "junk" in jobs:pending with job:junk a string;
 // GetPendingJobs(10) must return [good].
-func TestReviewGetPendingJobsWrongTypeRecord(t *testing.T) {
+func TestGetPendingJobsPassesOverWrongTypeRecord(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		s := newStore(t, b)
 		_, err := s.SubmitJob(ctx, Job{ID: "good", Service: "s"})
@@ -39,7 +42,11 @@ func TestReviewGetPendingJobsWrongTypeRecord(t *testing.T) {
 	})
 }
 
-// TestReviewRecoverJunkActiveKeyBlocksOthers: RecoverExpired scans
+// TestRecoverPassesOverWrongTypeActiveKey is a regression test: one
+// jobs:active:* key that was not a hash stopped RecoverExpired, so dead
+// workers after it kept their jobs.
+//
+// Found by review1 as TestReviewRecoverJunkActiveKeyBlocksOthers: RecoverExpired scans
 // jobs:active:*, and for each worker without a heartbeat HSCANs its active
 // hash. A key jobs:active:<x> that is not a hash (junk of another writer,
 // or a look-alike) makes HSCAN fail with WRONGTYPE, and RecoverExpired
@@ -50,7 +57,7 @@ func TestReviewGetPendingJobsWrongTypeRecord(t *testing.T) {
 // Steps: worker "zz" claims a job and dies (heartbeat deleted); 40 junk
 // string keys jobs:active:junk-N exist (so that, whatever SCAN's order,
 // one comes before zz's hash); RecoverExpired must requeue zz's job.
-func TestReviewRecoverJunkActiveKeyBlocksOthers(t *testing.T) {
+func TestRecoverPassesOverWrongTypeActiveKey(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		s := newStore(t, b, WithDualWrite(true))
 		caps := registerWorker(t, s, "zz", "s")
@@ -71,7 +78,10 @@ func TestReviewRecoverJunkActiveKeyBlocksOthers(t *testing.T) {
 	})
 }
 
-// TestReviewQueueSizesJunkActiveKey: QueueSizes sums HLEN over every
+// TestQueueSizesPassesOverWrongTypeActiveKey is a regression test: one
+// jobs:active:* key that was not a hash failed QueueSizes.
+//
+// Found by review1 as TestReviewQueueSizesJunkActiveKey: QueueSizes sums HLEN over every
 // jobs:active:* key; one of them that is not a hash fails the whole
 // pipeline, so the monitoring call the report relies on returns an error
 // instead of the sizes. (GetPendingJobs and recovery have the same
@@ -79,7 +89,7 @@ func TestReviewRecoverJunkActiveKeyBlocksOthers(t *testing.T) {
 //
 // Steps: submit a job; SET jobs:active:junk "x"; QueueSizes must answer
 // Pending 1.
-func TestReviewQueueSizesJunkActiveKey(t *testing.T) {
+func TestQueueSizesPassesOverWrongTypeActiveKey(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		s := newStore(t, b)
 		_, err := s.SubmitJob(ctx, Job{Service: "s"})
@@ -161,7 +171,11 @@ func TestCompleteDoesNotOverwriteALegacyCancel(t *testing.T) {
 	})
 }
 
-// TestReviewRecoverRetentionLeavesProgress: WithRecordRetention promises
+// TestRecoverRetentionExpiresProgress is a regression test: a job that
+// recovery failed for good got the retention TTL on its record only, and
+// its progress hash (and mirror) lived forever.
+//
+// Found by review1 as TestReviewRecoverRetentionLeavesProgress: WithRecordRetention promises
 // that "failing for good ... sets this TTL on its record and its progress
 // hash", and FailJob does. RecoverExpired, when a dead worker's job has
 // used its retries, expires the record only: job:<id>:progress (and its
@@ -171,7 +185,7 @@ func TestCompleteDoesNotOverwriteALegacyCancel(t *testing.T) {
 // Steps: WithRecordRetention(1h), dual-write; submit with MaxRetries 1;
 // claim; ReportProgress; delete the heartbeat; RecoverExpired (Failed 1);
 // job:<id>:progress must have a TTL like job:<id>.
-func TestReviewRecoverRetentionLeavesProgress(t *testing.T) {
+func TestRecoverRetentionExpiresProgress(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		s := newStore(t, b, WithDualWrite(true), WithRecordRetention(time.Hour))
 		caps := registerWorker(t, s, "w", "s")
@@ -414,7 +428,11 @@ func TestClaimAfterALostReplyHandsOverTheJob(t *testing.T) {
 	require.Equal(t, id, j.ID)
 }
 
-// TestReviewKeepAliveAdoptsLegacyRegistration: KeepAlive registers a
+// TestKeepAliveReplacesLegacyRegistration is a regression test: KeepAlive
+// took a live legacy registration under its worker id for its own, so the
+// jobstore worker was reported as a legacy one.
+//
+// Found by review1 as TestReviewKeepAliveAdoptsLegacyRegistration: KeepAlive registers a
 // worker "unless it is registered already", and takes "registered" to
 // mean that worker:<id> and its heartbeat exist, whoever wrote them. A
 // machine moved from the legacy worker to a jobstore worker under the same
@@ -430,7 +448,7 @@ func TestClaimAfterALostReplyHandsOverTheJob(t *testing.T) {
 // (no jobstore field) and its 60 s heartbeat; KeepAlive(w) for a few
 // intervals; Workers() must report w as a jobstore worker and
 // LegacyEvidence must not list it.
-func TestReviewKeepAliveAdoptsLegacyRegistration(t *testing.T) {
+func TestKeepAliveReplacesLegacyRegistration(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		s := newStore(t, b)
 		m := newMigrator(t, b, StageDualWrite)
@@ -518,7 +536,11 @@ func TestSubmitAfterALostReplyReturnsTheID(t *testing.T) {
 	require.Equal(t, int64(1), direct.rdb.Exists(ctx, direct.key("job:"+id)).Val())
 }
 
-// TestReviewStageKeyOfWrongTypeStopsAllWrites: every write script reads
+// TestWritesIgnoreStageKeyOfWrongType is a regression test: a
+// jobstore:stage key that was not a hash made every write script raise:
+// every write of every process failed.
+//
+// Found by review1 as TestReviewStageKeyOfWrongTypeStopsAllWrites: every write script reads
 // the published stage first with redis.call('HGET', jobstore:stage, ...),
 // which raises when the key is not a hash. An unreadable stage VALUE is
 // ignored (the write runs under the process's own stage), but a key of the
@@ -529,7 +551,7 @@ func TestSubmitAfterALostReplyReturnsTheID(t *testing.T) {
 // check should treat it as it treats a junk value (or as no stage).
 //
 // Steps: SET jobstore:stage "dual-write" (a string); SubmitJob; it fails.
-func TestReviewStageKeyOfWrongTypeStopsAllWrites(t *testing.T) {
+func TestWritesIgnoreStageKeyOfWrongType(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		s := newStore(t, b, WithDualWrite(true))
 		require.NoError(t, b.rdb.HSet(ctx, b.key("jobstore:stage"), "stage", "bogus").Err())
@@ -542,7 +564,11 @@ func TestReviewStageKeyOfWrongTypeStopsAllWrites(t *testing.T) {
 	})
 }
 
-// TestReviewWaitForStageLosesStragglers: WaitForStage promises, when ctx
+// TestWaitForStageNamesStragglersAtDeadline is a regression test: when the
+// deadline fell inside the fleet's SCAN, WaitForStage returned no
+// stragglers.
+//
+// Found by review1 as TestReviewWaitForStageLosesStragglers: WaitForStage promises, when ctx
 // ends first, "the processes that do not yet [report st] (the stragglers)
 // with ctx's error". It re-lists the fleet each round with a full SCAN of
 // the keyspace; when ctx ends during that SCAN (on a large Redis nearly
@@ -557,7 +583,7 @@ func TestReviewStageKeyOfWrongTypeStopsAllWrites(t *testing.T) {
 // stage legacy; publish dual-write; WaitForStage(dual-write) with a 700 ms
 // deadline and a 1 ms poll (so rounds complete, and the deadline falls in
 // one) must return that process.
-func TestReviewWaitForStageLosesStragglers(t *testing.T) {
+func TestWaitForStageNamesStragglersAtDeadline(t *testing.T) {
 	srv := startTestServer(t)
 	p := startFaultProxy(t, srv.Addr())
 	direct := &backend{name: "own", rdb: srv.Client(nil), clock: newFakeClock()}
@@ -577,7 +603,11 @@ func TestReviewWaitForStageLosesStragglers(t *testing.T) {
 	require.Equal(t, a.ProcessID(), behind[0].ID)
 }
 
-// TestReviewRecoverDropsHalfRetriedLegacyJob: the legacy worker's failJob
+// TestRecoverRequeuesHalfRetriedLegacyJob is a regression test: recovery
+// dropped the active entry of a legacy retry killed between its HMSET and
+// its ZADD, and the job was lost.
+//
+// Found by review1 as TestReviewRecoverDropsHalfRetriedLegacyJob: the legacy worker's failJob
 // (retry) is several commands: HMSET job:<id> status pending worker_id ""
 // ..., then ZADD jobs:pending, then HDEL jobs:active:<worker>. A legacy
 // worker killed between the HMSET and the ZADD leaves a record that says
@@ -594,7 +624,7 @@ func TestReviewWaitForStageLosesStragglers(t *testing.T) {
 // lw's failJob runs its HMSET only (status pending, worker_id "",
 // assigned_at "", retry_count 1, last_failed_worker lw); lw's heartbeat is
 // gone; RecoverExpired; X must be in jobs:pending (or otherwise claimable).
-func TestReviewRecoverDropsHalfRetriedLegacyJob(t *testing.T) {
+func TestRecoverRequeuesHalfRetriedLegacyJob(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		s := newStore(t, b, WithDualWrite(true))
 		id, err := s.SubmitJob(ctx, Job{Service: "s"})

@@ -207,38 +207,87 @@ func (s *Store) forceStage(to Stage) error {
 }
 
 // SharedStage reads the stage published in Redis for every process (the
-// hash jobstore:stage). ok is false when none has been published.
+// hash jobstore:stage). ok is false when none has been published. A
+// published stage that cannot be read, a value no stage has or a
+// jobstore:stage key that is not a hash, is an error wrapping
+// ErrCorruptRecord that says what to do; the writes of every process
+// ignore it meanwhile, and run under their own stage.
 func (m *Migrator) SharedStage(ctx context.Context) (st Stage, ok bool, err error) {
 	return m.s.sharedStage(ctx)
 }
 
+// sharedStage reads the published stage by the rules of the scripts'
+// stage check (luaStageCheck): what they ignore is an ErrCorruptRecord
+// here, for the operator's tools, and nothing else is.
 func (s *Store) sharedStage(ctx context.Context) (st Stage, ok bool, err error) {
-	v, err := s.rdb.HGet(ctx, stageKey(s.prefix), "stage").Result()
+	key := stageKey(s.prefix)
+	v, err := s.rdb.HGet(ctx, key, "stage").Result()
 	if errors.Is(err, redis.Nil) {
 		return 0, false, nil
 	}
 	if err != nil {
-		return 0, false, redisError("read shared stage "+stageKey(s.prefix), "", err)
+		return 0, false, s.keyError(ctx, "read shared stage", key, "hash", err,
+			"every write ignores it and runs under its process's own stage; look at it, delete it if nothing else uses it, then publish the stage (PublishStage with Force, or stepmigrate stage set NAME --force)")
 	}
-	if st, err = ParseStage(v); err != nil {
-		return 0, false, fmt.Errorf("%w: %s: %v", ErrCorruptRecord, stageKey(s.prefix), err)
+	if st, ok = storedStage(v); !ok {
+		return 0, false, fmt.Errorf("%w: %s: unknown stage %q (want %s); every write ignores it and runs under its process's own stage: publish a valid one with Force",
+			ErrCorruptRecord, key, v, strings.Join(stageNames[:], ", "))
 	}
 	return st, true, nil
+}
+
+// storedStage reads a stage stored in jobstore:stage as the scripts read
+// it (stage_name in lua.go): ASCII space around it and ASCII case do not
+// matter, nothing else is forgiven.
+func storedStage(v string) (Stage, bool) {
+	n := []byte(strings.Trim(v, " \t\n\v\f\r"))
+	for i, c := range n {
+		if 'A' <= c && c <= 'Z' {
+			n[i] = c + 'a' - 'A'
+		}
+	}
+	for i, sn := range stageNames {
+		if string(n) == sn {
+			return Stage(i), true
+		}
+	}
+	return 0, false
+}
+
+// keyError turns an error reading key into one wrapping ErrCorruptRecord
+// that names the key's type when the key has the wrong one (with advice
+// for the operator, if any); other errors as redisError does.
+func (s *Store) keyError(ctx context.Context, what, key, want string, err error, advice string) error {
+	if !hasErrorPrefix(err, "WRONGTYPE") {
+		return redisError(what+" "+key, "", err)
+	}
+	typ, terr := s.rdb.Type(ctx, key).Result()
+	if terr != nil {
+		typ = "key of another type"
+	}
+	msg := fmt.Sprintf("%s: %s is a %s, not a %s", what, key, typ, want)
+	if advice != "" {
+		msg += "; " + advice
+	}
+	return fmt.Errorf("%w: %s", ErrCorruptRecord, msg)
 }
 
 // publishStageScript sets the shared stage, refusing a jump of more than
 // one stage unless forced. The check and the write are atomic, so two
 // operators cannot race each other past the rule. The stored stage is
-// read as ParseStage reads it: case and surrounding space do not matter.
+// read as the writes read it (stage_name): ASCII case and surrounding
+// space do not matter. A stage key of another type is never overwritten,
+// forced or not: it may belong to something else.
 //
 //	KEYS: stage key
 //	ARGV: to, force ("1"/"0"), now_iso, current stage when none is published, stage names in order...
-//	Reply: {"OK", previous} | {"JUMP", current}
-var publishStageScript = redis.NewScript(`
+//	Reply: {"OK", previous} | {"JUMP", current} | {"WRONGTYPE", type}
+var publishStageScript = redis.NewScript(luaStages + `
 local order = {}
 for i = 5, #ARGV do order[ARGV[i]] = i end
-local cur = redis.call('HGET', KEYS[1], 'stage')
-if cur then cur = string.lower(string.match(cur, '^%s*(.-)%s*$')) else cur = ARGV[4] end
+local cur = redis.pcall('HGET', KEYS[1], 'stage')
+if type(cur) == 'table' then return {'WRONGTYPE', redis.call('TYPE', KEYS[1])['ok']} end
+if cur then cur = stage_name(cur) or cur else cur = ARGV[4] end
 local to = ARGV[1]
 if ARGV[2] ~= '1' and (not order[cur] or math.abs(order[cur] - order[to]) > 1) then
   return {'JUMP', cur}
@@ -274,14 +323,31 @@ func (m *Migrator) PublishStage(ctx context.Context, to Stage, opts PublishOptio
 	if len(res) == 2 && res[0] == "JUMP" {
 		return fmt.Errorf("%w: the shared stage is %s, not next to %s; move one stage at a time or force", ErrStageJump, res[1], to)
 	}
+	if len(res) == 2 && res[0] == "WRONGTYPE" {
+		return fmt.Errorf("%w: publish stage: %s is a %s, not a hash; nothing was published (every write ignores it and runs under its process's own stage). Look at it, delete it if nothing else uses it, then publish again",
+			ErrCorruptRecord, stageKey(s.prefix), res[1])
+	}
 	return s.forceStage(to)
 }
 
 // Sync reads the published stage once and moves the Store to it. Writes
 // never need it (each checks the published stage itself); call it at
 // start-up before serving reads, which FollowStage then keeps current.
+//
+// A published stage that cannot be read (a value no stage has, or a
+// jobstore:stage key that is not a hash) is ignored, as every write
+// ignores it: the Store keeps its stage, the problem is logged once, and
+// Sync returns nil, so that a junk key cannot keep API services and
+// workers from starting. The operator's tools (SharedStage, PublishStage,
+// the stepmigrate command) report it as an error. Other errors, such as
+// the network's, are returned.
 func (s *Store) Sync(ctx context.Context) error {
 	st, ok, err := s.sharedStage(ctx)
+	if errors.Is(err, ErrCorruptRecord) {
+		s.logOnce(ctx, "stage: "+err.Error(), "jobstore: the published stage cannot be read; keeping this process's stage",
+			slog.String("stage", s.Stage().String()), slog.String("error", err.Error()))
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -363,7 +429,11 @@ func (s *Store) flushStats(ctx context.Context) {
 		return
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
-		if ctx.Err() == nil {
+		switch {
+		case ctx.Err() != nil:
+		case hasErrorPrefix(err, "WRONGTYPE"): // it lasts until an operator sees it (FleetStats)
+			s.logOnce(ctx, "stats: wrong type", "jobstore: flush fleet stats", slog.String("error", err.Error()))
+		default:
 			s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: flush fleet stats", slog.String("error", err.Error()))
 		}
 		return
@@ -373,12 +443,16 @@ func (s *Store) flushStats(ctx context.Context) {
 
 // FleetStats sums the counters that every Store running FollowStage has
 // added to Redis: the dual-write success rate of all API services and
-// workers together, as the report's monitoring asks for.
+// workers together, as the report's monitoring asks for. A
+// jobstore:stats key that is not a hash is an error wrapping
+// ErrCorruptRecord (the processes cannot add to it meanwhile; they log it
+// once and go on).
 func (m *Migrator) FleetStats(ctx context.Context) (DualWriteStats, ReadStats, error) {
 	s := m.s
 	h, err := s.rdb.HGetAll(ctx, statsKey(s.prefix)).Result()
 	if err != nil {
-		return DualWriteStats{}, ReadStats{}, redisError("read fleet stats", "", err)
+		return DualWriteStats{}, ReadStats{}, s.keyError(ctx, "read fleet stats", statsKey(s.prefix), "hash", err,
+			"look at it, and delete it if nothing else uses it: the processes running FollowStage start it again")
 	}
 	get := func(f string) uint64 {
 		n, _ := strconv.ParseUint(h[f], 10, 64)

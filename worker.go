@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -31,7 +32,11 @@ const Version = "0.4.0"
 // RegisterWorker announces a worker: its worker:<id> hash (worker_id,
 // machine_id, capabilities JSON, status idle, connected_at,
 // last_heartbeat, zero job counts, as the legacy worker writes it, and
-// the jobstore field), its id in workers:active, and its heartbeat.
+// the jobstore field), its id in workers:active, and its heartbeat. The
+// hash is replaced whole: a registration left under the same id (a
+// legacy worker's, on a machine moved to jobstore) keeps none of its
+// fields. A worker:<id> or workers:active key of the wrong type is an
+// error wrapping ErrCorruptRecord, and nothing is written.
 func (s *Store) RegisterWorker(ctx context.Context, caps Capabilities) error {
 	capsJSON, err := caps.validate()
 	if err != nil {
@@ -43,35 +48,73 @@ func (s *Store) RegisterWorker(ctx context.Context, caps Capabilities) error {
 		machine = "unknown"
 	}
 	w := caps.WorkerID
-	tx := s.rdb.TxPipeline()
-	tx.HSet(ctx, workerKey(s.prefix, w),
+	err = registerScript.Run(ctx, s.rdb,
+		[]string{workerKey(s.prefix, w), workersActiveKey(s.prefix), heartbeatKey(s.prefix, w)},
+		w, now, HeartbeatTTL.Milliseconds(),
 		"worker_id", w, "machine_id", machine, "capabilities", string(capsJSON), "status", "idle",
 		"connected_at", now, "last_heartbeat", now, "total_jobs_completed", "0", "total_jobs_failed", "0",
-		fWorkerJobstore, Version)
-	tx.SAdd(ctx, workersActiveKey(s.prefix), w)
-	tx.Set(ctx, heartbeatKey(s.prefix, w), now, HeartbeatTTL)
-	if _, err := tx.Exec(ctx); err != nil {
+		fWorkerJobstore, Version).Err()
+	if err != nil {
 		return redisError("register worker", w, err)
 	}
 	return nil
 }
 
+// registerScript writes a worker's registration atomically, after
+// checking the types of the keys it writes (it writes all, or nothing).
+//
+//	KEYS[1] -> worker:<id>, KEYS[2] -> workers:active, KEYS[3] -> worker:<id>:heartbeat
+//	ARGV[1] -> worker id, ARGV[2] -> now (ISO-8601), ARGV[3] -> heartbeat TTL (ms)
+//	ARGV[4..] -> the hash's field, value pairs
+var registerScript = redis.NewScript(`
+for i, want in ipairs({'hash', 'set'}) do
+  local t = redis.call('TYPE', KEYS[i])['ok']
+  if t ~= 'none' and t ~= want then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' is a ' .. t .. ', want a ' .. want)
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
+return 'OK'
+`)
+
 // Heartbeat renews a worker's heartbeat (and last_heartbeat in its hash),
 // as the legacy worker does every 30 s. A worker that misses it for 60 s
-// loses its jobs to RecoverExpired.
+// loses its jobs to RecoverExpired. A worker whose worker:<id> hash is
+// gone (unregistered) gets ErrNotRegistered and nothing is written: a
+// heartbeat next to no registration would make it look like a legacy
+// worker (see Migrator.LegacyEvidence); register it again.
 func (s *Store) Heartbeat(ctx context.Context, workerID string) error {
 	if err := validateWorker(workerID); err != nil {
 		return err
 	}
 	now := formatTime(s.now())
-	tx := s.rdb.TxPipeline()
-	tx.HSet(ctx, workerKey(s.prefix, workerID), "last_heartbeat", now)
-	tx.Set(ctx, heartbeatKey(s.prefix, workerID), now, HeartbeatTTL)
-	if _, err := tx.Exec(ctx); err != nil {
+	res, err := heartbeatScript.Run(ctx, s.rdb, []string{workerKey(s.prefix, workerID), heartbeatKey(s.prefix, workerID)},
+		now, HeartbeatTTL.Milliseconds()).Text()
+	if err != nil {
 		return redisError("heartbeat", workerID, err)
+	}
+	if res != "OK" {
+		return fmt.Errorf("%w: worker=%q: %s is gone", ErrNotRegistered, workerID, workerKey(s.prefix, workerID))
 	}
 	return nil
 }
+
+// heartbeatScript renews a registered worker's heartbeat.
+//
+//	KEYS[1] -> worker:<id>, KEYS[2] -> worker:<id>:heartbeat
+//	ARGV[1] -> now (ISO-8601), ARGV[2] -> heartbeat TTL (ms)
+//	Reply: OK | NOTREG | a WRONGTYPE error, with nothing written
+var heartbeatScript = redis.NewScript(`
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t == 'none' then return 'NOTREG' end
+if t ~= 'hash' then return redis.error_reply('WRONGTYPE ' .. KEYS[1] .. ' is a ' .. t .. ', want a hash') end
+redis.call('HSET', KEYS[1], 'last_heartbeat', ARGV[1])
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 'OK'
+`)
 
 // UnregisterWorker removes a worker as the legacy worker's disconnect
 // does: out of workers:active, its hash and heartbeat deleted. Jobs it
@@ -91,12 +134,14 @@ func (s *Store) UnregisterWorker(ctx context.Context, workerID string) error {
 }
 
 // KeepAlive keeps a worker alive for its whole life: it registers it
-// unless it is registered already (call RegisterWorker first to claim at
-// once and see registration errors), renews its heartbeat every interval
-// (DefaultHeartbeatInterval when 0; it must be under HeartbeatTTL) until
-// ctx is done, then unregisters it and returns ctx.Err(). Workers run it in
-// a goroutine. A failed heartbeat is logged and tried again at the next
-// interval.
+// unless jobstore registered it already and its heartbeat lives (call
+// RegisterWorker first to claim at once and see registration errors; a
+// legacy worker's registration under the same id is replaced), renews its
+// heartbeat every interval (DefaultHeartbeatInterval when 0; it must be
+// under HeartbeatTTL), registering it again if its registration was
+// deleted meanwhile, until ctx is done, then unregisters it and returns
+// ctx.Err(). Workers run it in a goroutine. A failed heartbeat is logged
+// and tried again at the next interval.
 func (s *Store) KeepAlive(ctx context.Context, caps Capabilities, interval time.Duration) error {
 	if interval == 0 {
 		interval = DefaultHeartbeatInterval
@@ -107,11 +152,18 @@ func (s *Store) KeepAlive(ctx context.Context, caps Capabilities, interval time.
 	if _, err := caps.validate(); err != nil {
 		return err
 	}
-	registered, err := s.rdb.Exists(ctx, workerKey(s.prefix, caps.WorkerID), heartbeatKey(s.prefix, caps.WorkerID)).Result()
-	if err != nil {
+	// Registered means by jobstore: a legacy worker's hash and heartbeat
+	// under this id (a machine moved to jobstore within the 60 s its
+	// legacy heartbeat lives) must give way to a jobstore registration, or
+	// Workers and LegacyEvidence report this worker as a legacy one.
+	pipe := s.rdb.Pipeline()
+	mark := pipe.HGet(ctx, workerKey(s.prefix, caps.WorkerID), fWorkerJobstore)
+	alive := pipe.Exists(ctx, heartbeatKey(s.prefix, caps.WorkerID))
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) && !hasErrorPrefix(err, "WRONGTYPE") {
 		return redisError("keep alive", caps.WorkerID, err)
 	}
-	if registered == 2 {
+	var err error
+	if mark.Val() != "" && alive.Val() == 1 {
 		err = s.Heartbeat(ctx, caps.WorkerID)
 	} else {
 		err = s.RegisterWorker(ctx, caps)
@@ -131,7 +183,11 @@ func (s *Store) KeepAlive(ctx context.Context, caps Capabilities, interval time.
 			cancel()
 			return ctx.Err()
 		case <-t.C:
-			if err := s.Heartbeat(ctx, caps.WorkerID); err != nil && ctx.Err() == nil {
+			err := s.Heartbeat(ctx, caps.WorkerID)
+			if errors.Is(err, ErrNotRegistered) { // its hash was deleted under it
+				err = s.RegisterWorker(ctx, caps)
+			}
+			if err != nil && ctx.Err() == nil {
 				s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: heartbeat", slog.String("worker", caps.WorkerID), slog.String("error", err.Error()))
 			}
 		}
@@ -142,12 +198,20 @@ func (s *Store) KeepAlive(ctx context.Context, caps Capabilities, interval time.
 // the legacy RedisService's releaseStuckJob does: each job held goes back
 // to pending with retry_count+1 (scored by the formula), or, once
 // retry_count+1 reaches max_retries, is failed with its entry in
-// jobs:failed; job_failed tells the clients. Entries whose record is gone,
-// finished, or held by another worker are dropped from the active hash.
+// jobs:failed (with the record retention, if any, on its record and its
+// progress hash, as FailJob sets it); job_failed tells the clients.
+// Entries whose record is gone, finished, or held by another worker are
+// dropped from the active hash. An entry whose record says pending (or
+// queued) but that is not in pending is a retry the worker did not finish
+// (the legacy failJob sets status pending, then ZADDs, then HDELs; a
+// worker killed between the first two leaves only its active entry): it
+// is put back in pending as the retry would have, scored by the formula
+// from the record as a retry is, its record and retry_count as they are,
+// and counted as requeued; dropping it would lose the job.
 // It re-checks the heartbeat first, so a worker that came back keeps its
 // jobs. Each job moves whole, with its mirror, in this one script; like
 // releaseStuckJob it stamps failed_at on every job it moves and sets the
-// worker idle.
+// worker idle, if its worker:<id> hash still exists.
 //
 //	KEYS[1] -> jobs:active:<worker>   KEYS[6] -> steps:active:<worker> (mirror)
 //	KEYS[2] -> jobs:pending           KEYS[7] -> steps:pending         (mirror)
@@ -161,7 +225,8 @@ func (s *Store) KeepAlive(ctx context.Context, caps Capabilities, interval time.
 //	ARGV[11] -> record prefix (job:), ARGV[12] -> mirror record prefix (step:)
 //	ARGV[13] -> job_failed channel
 //	ARGV[14] -> reason, ARGV[15] -> reason as a JSON string
-//	ARGV[16..] -> ids
+//	ARGV[16] -> the progress hash's suffix to a record key (:progress, see subSuffix)
+//	ARGV[17..] -> ids
 //	Reply: OK requeued failed dropped {left...} | ALIVE | WRONGTYPE detail
 var recoverScript = redis.NewScript(newScriptText(luaCore, luaTokens, luaStatus, scoreLua, luaFailEntry, `
 local tok, worker, now_iso, now_ms = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
@@ -169,13 +234,21 @@ local bad = wrongtype(KEYS[1], 'hash') or wrongtype(KEYS[2], 'zset') or wrongtyp
 if bad then return done('WRONGTYPE', bad) end
 if redis.call('EXISTS', KEYS[4]) == 1 then return done('ALIVE') end
 local requeued, failed, dropped, left = 0, 0, 0, {}
-for i = 16, #ARGV do
+for i = 17, #ARGV do
   local id = ARGV[i]
   if redis.call('HEXISTS', KEYS[1], id) == 1 then
     local rec = ARGV[11] .. id
     local f = redis.pcall('HMGET', rec, 'status', 'worker_id', 'retry_count', 'max_retries')
     if type(f) == 'table' and f.err then
       left[#left + 1] = id .. ': ' .. rec .. ' is not a hash'
+    elseif RANK[f[1] or ''] == 0 and not redis.call('ZSCORE', KEYS[2], id) then
+      -- A retry stopped between its HSET of the record and its ZADD: the
+      -- active entry is the job's only trace. Finish the retry.
+      redis.call('ZADD', KEYS[2], score_arg(record_score(rec, ARGV[8], now_ms)), id)
+      redis.call('HDEL', KEYS[1], id)
+      mirror_member(KEYS[2], KEYS[7], id)
+      mirror_key(rec, ARGV[12] .. id)
+      requeued = requeued + 1
     elseif not ACTIVE[f[1] or ''] or f[2] ~= worker then
       redis.call('HDEL', KEYS[1], id)
       dropped = dropped + 1
@@ -195,7 +268,11 @@ for i = 16, #ARGV do
         redis.call('EXPIRE', KEYS[3], ARGV[9])
         mirror_field(KEYS[3], KEYS[8], id, true)
         local keep = tonumber(ARGV[10])
-        if keep > 0 then redis.call('PEXPIRE', rec, keep) end
+        if keep > 0 then
+          redis.call('PEXPIRE', rec, keep)
+          redis.call('PEXPIRE', rec .. ARGV[16], keep)
+          mirror_key(rec .. ARGV[16], ARGV[12] .. id .. ARGV[16])
+        end
         failed = failed + 1
       end
       redis.call('HDEL', KEYS[1], id)
@@ -206,7 +283,9 @@ for i = 16, #ARGV do
     mirror_field(KEYS[1], KEYS[6], id, false)
   end
 end
-if requeued + failed > 0 and not wrongtype(KEYS[5], 'hash') then
+-- Only a registration that exists is set idle: one deleted by
+-- UnregisterWorker would come back as a hash without its fields.
+if requeued + failed > 0 and redis.call('EXISTS', KEYS[5]) == 1 and not wrongtype(KEYS[5], 'hash') then
   redis.call('HSET', KEYS[5], 'status', 'idle', 'current_job_id', '', 'active_jobs', '[]', 'last_status_update', now_iso)
 end
 return done('OK', requeued, failed, dropped, left)
@@ -215,9 +294,13 @@ return done('OK', requeued, failed, dropped, left)
 // RecoveryStats says what RecoverExpired did.
 type RecoveryStats struct {
 	Workers  int // workers found without a heartbeat and holding jobs
-	Requeued int // jobs put back to pending with retry_count+1
+	Requeued int // jobs put back to pending with retry_count+1, or as a dead worker's unfinished retry left them
 	Failed   int // jobs failed because their retries were used up
 	Dropped  int // active entries whose record was gone, finished or another worker's
+	// Skipped counts jobs:active:* keys passed over because they are not
+	// hashes (a look-alike, or junk of another writer); each is logged
+	// once per Store.
+	Skipped int
 }
 
 // recoverReason is the error recovery writes, the legacy one.
@@ -236,9 +319,11 @@ const recoverReason = "Worker timeout: Worker heartbeat missing"
 // runs, it takes jobstore workers' jobs back too, since their active
 // hashes are the legacy ones.)
 //
-// It recovers legacy workers' jobs as well as jobstore's. Concurrent runs
-// are safe: each job moves atomically and once. Run it periodically
-// (Maintain does).
+// It recovers legacy workers' jobs as well as jobstore's. A
+// jobs:active:<worker> key that is not a hash is passed over (counted in
+// Skipped), and the other workers are recovered. Concurrent runs are
+// safe: each job moves atomically and once. Run it periodically (Maintain
+// does).
 func (s *Store) RecoverExpired(ctx context.Context) (RecoveryStats, error) {
 	var rs RecoveryStats
 	k := s.space(s.Stage().Primary())
@@ -261,6 +346,14 @@ func (s *Store) RecoverExpired(ctx context.Context) (RecoveryStats, error) {
 			continue
 		}
 		n, err := s.recoverWorker(ctx, w, &rs)
+		var wt wrongTypeActive
+		if errors.As(err, &wt) {
+			// Junk under an active hash's name blocks nobody else.
+			rs.Skipped++
+			s.logOnce(ctx, "recover: wrong type: "+wt.key, "jobstore: recovery passed over a key that is not an active hash",
+				slog.String("key", wt.key), slog.String("error", wt.detail))
+			continue
+		}
 		if err != nil {
 			return rs, err
 		}
@@ -271,15 +364,29 @@ func (s *Store) RecoverExpired(ctx context.Context) (RecoveryStats, error) {
 	return rs, nil
 }
 
+// wrongTypeActive is recoverWorker's error for a worker's active hash
+// that is not a hash.
+type wrongTypeActive struct{ key, detail string }
+
+func (e wrongTypeActive) Error() string {
+	return fmt.Sprintf("%v: recover: %s is not a hash: %s", ErrCorruptRecord, e.key, e.detail)
+}
+
+func (e wrongTypeActive) Unwrap() error { return ErrCorruptRecord }
+
 // recoverWorker recovers the jobs of one worker, in batches, and returns
 // how many it moved or dropped. Each batch runs under the stage the Store
 // has then (a published stage adopted meanwhile moves the next batches).
+// An active key of the wrong type gives a wrongTypeActive error.
 func (s *Store) recoverWorker(ctx context.Context, worker string, rs *RecoveryStats) (int, error) {
 	moved := 0
 	var cursor uint64
 	for {
 		active := s.space(s.Stage().Primary()).active(worker)
 		fields, next, err := s.rdb.HScan(ctx, active, cursor, "*", 100).Result()
+		if hasErrorPrefix(err, "WRONGTYPE") {
+			return moved, wrongTypeActive{key: active, detail: err.Error()}
+		}
 		if err != nil {
 			return moved, redisError("recover", "", err)
 		}
@@ -297,7 +404,7 @@ func (s *Store) recoverWorker(ctx context.Context, worker string, rs *RecoverySt
 				}
 				args := append([]any{tok, worker, formatTime(now), nowMs(now), s.formula.String(),
 					secondsArg(s.failedTTL), s.recordRetention.Milliseconds(), s.space(st.Primary()).recordPrefix(),
-					mirrorPrefix, s.channel(chJobFailed), recoverReason, mustJSON(recoverReason)}, batch...)
+					mirrorPrefix, s.channel(chJobFailed), recoverReason, mustJSON(recoverReason), subSuffix(progressSuffix)}, batch...)
 				return spec{op: opRecover, script: recoverScript, args: args,
 					keys:   func(k keyspace) []string { return []string{k.active(worker), k.pending(), k.failed()} },
 					shared: []string{heartbeatKey(s.prefix, worker), workerKey(s.prefix, worker)}}
@@ -310,6 +417,9 @@ func (s *Store) recoverWorker(ctx context.Context, worker string, rs *RecoverySt
 				return moved, nil
 			case "OK":
 			case "WRONGTYPE":
+				if strings.HasPrefix(r.str(0), active+" ") { // it changed type since the HSCAN
+					return moved, wrongTypeActive{key: active, detail: r.str(0)}
+				}
 				return moved, fmt.Errorf("%w: recover worker=%q: %s", ErrCorruptRecord, worker, r.str(0))
 			default:
 				return moved, unexpected(opRecover, "", r)
@@ -342,7 +452,7 @@ func (s *Store) Maintain(ctx context.Context, interval time.Duration) error {
 			if ctx.Err() == nil {
 				s.log.LogAttrs(ctx, slog.LevelError, "jobstore: recover jobs of dead workers", slog.String("error", err.Error()))
 			}
-		} else if st != (RecoveryStats{}) {
+		} else if st.Workers+st.Requeued+st.Failed+st.Dropped > 0 { // Skipped keys are logged once, by RecoverExpired
 			s.log.LogAttrs(ctx, slog.LevelInfo, "jobstore: recovered jobs of dead workers",
 				slog.Int("workers", st.Workers), slog.Int("requeued", st.Requeued),
 				slog.Int("failed", st.Failed), slog.Int("dropped", st.Dropped))
