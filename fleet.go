@@ -75,7 +75,8 @@ func (s *Store) checkOut(ctx context.Context) {
 
 // Fleet lists the processes checked in (those that ran FollowStage within
 // their last three intervals), sorted by id. Check-ins that cannot be read
-// are skipped and counted in unreadable.
+// (not JSON of a Process, or keys of another type) are skipped and counted
+// in unreadable.
 func (m *Migrator) Fleet(ctx context.Context) (procs []Process, unreadable int, err error) {
 	s := m.s
 	iter := s.rdb.Scan(ctx, 0, fleetPattern(s.prefix), 500).Iterator()
@@ -91,16 +92,28 @@ func (m *Migrator) Fleet(ctx context.Context) (procs []Process, unreadable int, 
 		if err != nil {
 			return nil, 0, redisError("fleet", "", err)
 		}
-		for _, v := range vals {
+		var missing []string // nil from MGET: gone since the scan, or not a string
+		for i, v := range vals {
 			str, ok := v.(string)
 			var p Process
 			if !ok || json.Unmarshal([]byte(str), &p) != nil {
 				if ok {
 					unreadable++
+				} else {
+					missing = append(missing, batch[i])
 				}
 				continue
 			}
 			procs = append(procs, p)
+		}
+		for _, k := range missing {
+			t, err := s.rdb.Type(ctx, k).Result()
+			if err != nil {
+				return nil, 0, redisError("fleet", "", err)
+			}
+			if t != "none" {
+				unreadable++
+			}
 		}
 	}
 	slices.SortFunc(procs, func(a, b Process) int { return strings.Compare(a.ID, b.ID) })
@@ -122,11 +135,12 @@ func (m *Migrator) WaitForStage(ctx context.Context, st Stage, poll time.Duratio
 		poll = time.Second
 	}
 	var last []Process // the stragglers of the last round that completed
+	unread := 0 // check-ins of the last round that could not be read
 	for {
-		procs, _, err := m.Fleet(ctx)
+		procs, unreadable, err := m.Fleet(ctx)
 		if err != nil {
 			if cerr := ctx.Err(); cerr != nil {
-				return last, cerr
+				return last, waitError(cerr, unread, fleetKey(m.s.prefix, ""))
 			}
 			return last, err
 		}
@@ -136,14 +150,25 @@ func (m *Migrator) WaitForStage(ctx context.Context, st Stage, poll time.Duratio
 				behind = append(behind, p)
 			}
 		}
-		if len(behind) == 0 {
+		// A check-in that cannot be read may be a process of any stage:
+		// it is waited for like a straggler.
+		if len(behind) == 0 && unreadable == 0 {
 			return nil, nil
 		}
-		last = behind
+		last, unread = behind, unreadable
 		if err := sleepCtx(ctx, poll); err != nil {
-			return behind, err
+			return behind, waitError(err, unread, fleetKey(m.s.prefix, ""))
 		}
 	}
+}
+
+// waitError is the error of a wait that ended: ctx's, with the number of
+// check-ins that could not be read, when there were any.
+func waitError(err error, unreadable int, keys string) error {
+	if unreadable == 0 {
+		return err
+	}
+	return fmt.Errorf("%w (and %d fleet check-ins cannot be read: look at the keys %s*)", err, unreadable, keys)
 }
 
 // LegacyEvidence is what shows a legacy process alive.

@@ -644,7 +644,7 @@ func TestReviewFollowerCountsARestartAtStart(t *testing.T) {
 // Steps: one check-in with "stage": 2 (a number, not a name), live.
 // WaitForStage(dual-read) returns nil immediately; it should wait until
 // ctx ends and name the straggler (or fail).
-func TestReviewWaitForStageIgnoresUnreadableCheckIns(t *testing.T) {
+func TestWaitForStageWaitsForUnreadableCheckIns(t *testing.T) {
 	reviewBackends(t, func(t *testing.T, b *backend) {
 		require.NoError(t, b.rdb.Set(ctx, b.key("jobstore:fleet:other-1"),
 			`{"id":"other-1","host":"h","pid":1,"stage":1,"checked_at":"2026-11-28T12:00:00Z","interval_ns":5000000000}`,
@@ -882,7 +882,7 @@ func TestCleanupRefusedWhileTheFleetUsesTheNamespace(t *testing.T) {
 // nothing is published; a Migrator in step-primary publishes step-only.
 // It should fail with ErrStageJump; it succeeds, and the Store's next
 // write runs in step-only.
-func TestReviewPublishStageJumpsOverTheFleet(t *testing.T) {
+func TestPublishStageKeepsTheOneStageRuleAgainstTheFleet(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		s := newStore(t, b, WithStage(StageDualWrite))
 		fctx, stopFollow := context.WithCancel(ctx)

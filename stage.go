@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -280,17 +281,29 @@ func (s *Store) keyError(ctx context.Context, what, key, want string, err error,
 // forced or not: it may belong to something else.
 //
 //	KEYS: stage key
-//	ARGV: to, force ("1"/"0"), now_iso, current stage when none is published, stage names in order...
+//	ARGV: to, force ("1"/"0"), now_iso, k, the k stages the fleet runs when
+//	none is published (the Migrator's first, then the live check-ins'),
+//	stage names in order...
 //	Reply: {"OK", previous} | {"JUMP", current} | {"WRONGTYPE", type}
 var publishStageScript = redis.NewScript(luaStages + `
+local k = tonumber(ARGV[4])
 local order = {}
-for i = 5, #ARGV do order[ARGV[i]] = i end
+for i = 5 + k, #ARGV do order[ARGV[i]] = i end
 local cur = redis.pcall('HGET', KEYS[1], 'stage')
 if type(cur) == 'table' then return {'WRONGTYPE', redis.call('TYPE', KEYS[1])['ok']} end
-if cur then cur = stage_name(cur) or cur else cur = ARGV[4] end
 local to = ARGV[1]
-if ARGV[2] ~= '1' and (not order[cur] or math.abs(order[cur] - order[to]) > 1) then
-  return {'JUMP', cur}
+local running = {}
+if cur then
+  cur = stage_name(cur) or cur
+  running = {cur}
+else
+  cur = ARGV[5]
+  for i = 5, 4 + k do running[#running + 1] = ARGV[i] end
+end
+if ARGV[2] ~= '1' then
+  for _, r in ipairs(running) do
+    if not order[r] or math.abs(order[r] - order[to]) > 1 then return {'JUMP', r} end
+  end
 end
 redis.call('HSET', KEYS[1], 'stage', to, 'previous', cur, 'changed_at', ARGV[3])
 return {'OK', cur}
@@ -300,8 +313,9 @@ return {'OK', cur}
 // it and runs under it from then on (see lua.go), and FollowStage moves
 // each Store's reads to it within one interval. Unless opts.Force is set,
 // it refuses with ErrStageJump a move of more than one stage from the
-// stage published before (or, when none was, from the Migrator's stage),
-// and with ErrLegacyAlive a move to dual-read or later while a legacy
+// stage published before (or, when none was, from the Migrator's stage
+// or the stage any live process of the fleet checks in with), and with
+// ErrLegacyAlive a move to dual-read or later while a legacy
 // process looks alive (see LegacyEvidence). The check and the write are
 // atomic.
 func (m *Migrator) PublishStage(ctx context.Context, to Stage, opts PublishOptions) error {
@@ -312,7 +326,23 @@ func (m *Migrator) PublishStage(ctx context.Context, to Stage, opts PublishOptio
 	if err := m.guardLegacy(ctx, to, opts); err != nil {
 		return err
 	}
-	args := []any{to.String(), flagArg(opts.Force), formatTime(s.now()), s.Stage().String()}
+	running := []string{s.Stage().String()}
+	if !opts.Force {
+		procs, _, err := m.Fleet(ctx)
+		if err != nil {
+			return err
+		}
+		now := s.now()
+		for _, p := range procs {
+			if !p.Stale(now) && !slices.Contains(running, p.Stage.String()) {
+				running = append(running, p.Stage.String())
+			}
+		}
+	}
+	args := []any{to.String(), flagArg(opts.Force), formatTime(s.now()), len(running)}
+	for _, r := range running {
+		args = append(args, r)
+	}
 	for _, n := range stageNames {
 		args = append(args, n)
 	}
@@ -321,7 +351,8 @@ func (m *Migrator) PublishStage(ctx context.Context, to Stage, opts PublishOptio
 		return redisError("publish stage", "", err)
 	}
 	if len(res) == 2 && res[0] == "JUMP" {
-		return fmt.Errorf("%w: the shared stage is %s, not next to %s; move one stage at a time or force", ErrStageJump, res[1], to)
+		return fmt.Errorf("%w: the shared stage (or, with none published, a stage the fleet runs) is %s, not next to %s; move one stage at a time or force",
+			ErrStageJump, res[1], to)
 	}
 	if len(res) == 2 && res[0] == "WRONGTYPE" {
 		return fmt.Errorf("%w: publish stage: %s is a %s, not a hash; nothing was published (every write ignores it and runs under its process's own stage). Look at it, delete it if nothing else uses it, then publish again",
