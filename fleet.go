@@ -135,7 +135,7 @@ func (m *Migrator) WaitForStage(ctx context.Context, st Stage, poll time.Duratio
 		poll = time.Second
 	}
 	var last []Process // the stragglers of the last round that completed
-	unread := 0 // check-ins of the last round that could not be read
+	unread := 0        // check-ins of the last round that could not be read
 	for {
 		procs, unreadable, err := m.Fleet(ctx)
 		if err != nil {
