@@ -224,16 +224,24 @@ func (m *Migrator) LegacyEvidence(ctx context.Context) (LegacyEvidence, error) {
 	}
 	workers = dedupe(workers)
 	pipe := s.rdb.Pipeline()
-	marks := make([]*redis.StringCmd, len(workers))
+	marks := make([]*redis.SliceCmd, len(workers))
+	beats := make([]*redis.StringCmd, len(workers))
 	for i, w := range workers {
-		marks[i] = pipe.HGet(ctx, workerKey(s.prefix, w), fWorkerJobstore)
+		marks[i] = pipe.HMGet(ctx, workerKey(s.prefix, w), fWorkerJobstore, fWorkerBeat)
+		beats[i] = pipe.Get(ctx, heartbeatKey(s.prefix, w))
 	}
 	last := pipe.HGet(ctx, followerKey(s.prefix), "last_legacy_write_ms")
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) && !hasErrorPrefix(err, "WRONGTYPE") {
 		return ev, redisError("legacy evidence", "", err)
 	}
 	for i, w := range workers {
-		if v, err := marks[i].Result(); err != nil || v == "" {
+		// A heartbeat gone since the scan is no evidence; one a jobstore
+		// process did not write last is (see fWorkerBeat).
+		if errors.Is(beats[i].Err(), redis.Nil) {
+			continue
+		}
+		v := marks[i].Val()
+		if !jobstoreWorker(sliceString(v, 0), sliceString(v, 1), beats[i].Val()) {
 			ev.Workers = append(ev.Workers, w)
 		}
 	}

@@ -72,7 +72,19 @@ const (
 	// process; its value is the library's version. A worker hash without
 	// it belongs to a legacy worker.
 	fWorkerJobstore = "jobstore"
+	// fWorkerBeat is the value of the last heartbeat a jobstore process
+	// wrote for the worker. The worker is jobstore's while its heartbeat
+	// key still holds that value: a legacy worker that takes over the id
+	// (its registration only adds fields, keeping the jobstore mark)
+	// writes its own.
+	fWorkerBeat = "jobstore_heartbeat"
 )
+
+// jobstoreWorker tells whether a worker is a jobstore process, from its
+// hash's mark and beat and its heartbeat key's value.
+func jobstoreWorker(mark, beat, heartbeat string) bool {
+	return mark != "" && beat != "" && beat == heartbeat
+}
 
 // The channels the legacy services publish on, and jobstore with them.
 const (

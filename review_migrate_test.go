@@ -303,7 +303,7 @@ func TestOrphanRecoveredJobIsNamedByBackfillAndSettledByRepair(t *testing.T) {
 // "gpu-1": HMSET worker:gpu-1 ..., SADD workers:active, SETEX
 // worker:gpu-1:heartbeat 60. PublishStage(dual-read) must fail with
 // ErrLegacyAlive; it succeeds.
-func TestReviewLegacyGateMissesLegacyWorkerReusingAnID(t *testing.T) {
+func TestLegacyGateSeesALegacyWorkerReusingAJobstoreID(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		s := newStore(t, b, WithDualWrite(true))
 		registerWorker(t, s, "gpu-1", "comfyui")

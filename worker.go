@@ -53,7 +53,7 @@ func (s *Store) RegisterWorker(ctx context.Context, caps Capabilities) error {
 		w, now, HeartbeatTTL.Milliseconds(),
 		"worker_id", w, "machine_id", machine, "capabilities", string(capsJSON), "status", "idle",
 		"connected_at", now, "last_heartbeat", now, "total_jobs_completed", "0", "total_jobs_failed", "0",
-		fWorkerJobstore, Version).Err()
+		fWorkerJobstore, Version, fWorkerBeat, now).Err()
 	if err != nil {
 		return redisError("register worker", w, err)
 	}
@@ -111,7 +111,7 @@ var heartbeatScript = redis.NewScript(`
 local t = redis.call('TYPE', KEYS[1])['ok']
 if t == 'none' then return 'NOTREG' end
 if t ~= 'hash' then return redis.error_reply('WRONGTYPE ' .. KEYS[1] .. ' is a ' .. t .. ', want a hash') end
-redis.call('HSET', KEYS[1], 'last_heartbeat', ARGV[1])
+redis.call('HSET', KEYS[1], 'last_heartbeat', ARGV[1], '` + fWorkerBeat + `', ARGV[1])
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return 'OK'
 `)
@@ -157,13 +157,13 @@ func (s *Store) KeepAlive(ctx context.Context, caps Capabilities, interval time.
 	// legacy heartbeat lives) must give way to a jobstore registration, or
 	// Workers and LegacyEvidence report this worker as a legacy one.
 	pipe := s.rdb.Pipeline()
-	mark := pipe.HGet(ctx, workerKey(s.prefix, caps.WorkerID), fWorkerJobstore)
-	alive := pipe.Exists(ctx, heartbeatKey(s.prefix, caps.WorkerID))
+	mark := pipe.HMGet(ctx, workerKey(s.prefix, caps.WorkerID), fWorkerJobstore, fWorkerBeat)
+	beat := pipe.Get(ctx, heartbeatKey(s.prefix, caps.WorkerID))
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) && !hasErrorPrefix(err, "WRONGTYPE") {
 		return redisError("keep alive", caps.WorkerID, err)
 	}
 	var err error
-	if mark.Val() != "" && alive.Val() == 1 {
+	if jobstoreWorker(sliceString(mark.Val(), 0), sliceString(mark.Val(), 1), beat.Val()) {
 		err = s.Heartbeat(ctx, caps.WorkerID)
 	} else {
 		err = s.RegisterWorker(ctx, caps)
@@ -472,7 +472,8 @@ type WorkerInfo struct {
 	Status    string // idle or busy
 	CurrentID string // the job it works on, when busy
 	// Jobstore is the jobstore version of a jobstore worker, "" for a
-	// legacy one.
+	// legacy one (one whose heartbeat a jobstore process did not write
+	// last, whatever its hash says).
 	Jobstore string
 	// Alive reports whether its heartbeat exists.
 	Alive bool
@@ -486,25 +487,38 @@ func (s *Store) Workers(ctx context.Context) ([]WorkerInfo, error) {
 	}
 	pipe := s.rdb.Pipeline()
 	hs := make([]*redis.SliceCmd, len(ids))
-	hb := make([]*redis.IntCmd, len(ids))
+	hb := make([]*redis.StringCmd, len(ids))
 	for i, id := range ids {
-		hs[i] = pipe.HMGet(ctx, workerKey(s.prefix, id), "status", "current_job_id", fWorkerJobstore)
-		hb[i] = pipe.Exists(ctx, heartbeatKey(s.prefix, id))
+		hs[i] = pipe.HMGet(ctx, workerKey(s.prefix, id), "status", "current_job_id", fWorkerJobstore, fWorkerBeat)
+		hb[i] = pipe.Get(ctx, heartbeatKey(s.prefix, id))
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) && !hasErrorPrefix(err, "WRONGTYPE") {
 		return nil, redisError("workers", "", err)
 	}
 	out := make([]WorkerInfo, 0, len(ids))
 	for i, id := range ids {
-		wi := WorkerInfo{ID: id, Alive: hb[i].Val() == 1}
-		if v := hs[i].Val(); len(v) == 3 {
+		wi := WorkerInfo{ID: id, Alive: hb[i].Err() == nil}
+		if v := hs[i].Val(); len(v) == 4 {
 			wi.Status, _ = v[0].(string)
 			wi.CurrentID, _ = v[1].(string)
-			wi.Jobstore, _ = v[2].(string)
+			// A dead worker keeps the kind its hash says; a live one is
+			// jobstore's only while its heartbeat is jobstore's.
+			if mark := sliceString(v, 2); !wi.Alive || jobstoreWorker(mark, sliceString(v, 3), hb[i].Val()) {
+				wi.Jobstore = mark
+			}
 		}
 		out = append(out, wi)
 	}
 	return out, nil
+}
+
+// sliceString is v[i] as a string, "" when absent or not a string.
+func sliceString(v []any, i int) string {
+	if i >= len(v) {
+		return ""
+	}
+	str, _ := v[i].(string)
+	return str
 }
 
 func dedupe(xs []string) []string {
