@@ -45,6 +45,9 @@ type write struct {
 	mirror bool
 	debug  bool // the script returns a log of what it mirrored
 
+	// deadline is the caller's, zero when its context has none.
+	deadline time.Time
+
 	res  []any
 	err  error
 	done chan struct{}
@@ -253,6 +256,7 @@ func (s *Store) send(ctx context.Context, w *write) ([]any, error) {
 func (s *Store) enqueue(ctx context.Context, ws ...*write) {
 	for _, w := range ws {
 		w.done = make(chan struct{})
+		w.deadline, _ = ctx.Deadline()
 		s.running[w.st].Add(1)
 	}
 	p := &s.pipe
@@ -391,7 +395,29 @@ func (s *Store) runAll(ctx context.Context, ws []*write) {
 // the submit script (see mergeSubmits). go-redis sends a script again, by
 // SHA, when its reply is lost; every script recognises its own earlier run
 // (see fOpToken).
+//
+// The batch runs under no caller's cancellation (one caller giving up must
+// not fail the others), but under the latest of their deadlines when every
+// one has a deadline: nobody waits for it past that, and with go-redis's
+// ContextTimeoutEnabled a lost reply then frees its pipeline slot at that
+// deadline instead of after the client's ReadTimeout.
 func (s *Store) runBatch(ctx context.Context, batch []*write) {
+	ctx = context.WithoutCancel(ctx)
+	var latest time.Time
+	for _, w := range batch {
+		if w.deadline.IsZero() {
+			latest = time.Time{}
+			break
+		}
+		if w.deadline.After(latest) {
+			latest = w.deadline
+		}
+	}
+	if !latest.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, latest)
+		defer cancel()
+	}
 	defer func() {
 		for _, w := range batch {
 			s.running[w.st].Add(-1)
