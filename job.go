@@ -402,7 +402,8 @@ const maxWorkflowMs = 1e15
 // be objects (it indexes the one and iterates the other); hardware, in
 // either, must be an object; and gpu_memory_gb, cpu_cores and ram_gb in
 // the positive hardware must be numbers or "all" (it compares them with
-// the worker's numbers with <). Lua's truth is the test: only an absent
+// the worker's numbers with <); and models, when a list, must list strings
+// or numbers (it concatenates them into a log line). Lua's truth is the test: only an absent
 // member or false is skipped; null (cjson.null), 0 and "" count as present.
 func checkRequirements(raw json.RawMessage) error {
 	var req map[string]json.RawMessage
@@ -441,6 +442,21 @@ func checkRequirements(raw json.RawMessage) error {
 			var f float64
 			if string(bytes.TrimSpace(n)) == "null" || json.Unmarshal(n, &f) != nil {
 				return bad("hardware."+name, n)
+			}
+		}
+	}
+	// Each model the worker lacks goes into a log line by concatenation,
+	// which fails on anything but a string or a number.
+	if v, ok := pos["models"]; ok {
+		var models []json.RawMessage
+		if b := bytes.TrimSpace(v); len(b) > 0 && b[0] == '[' && json.Unmarshal(b, &models) == nil {
+			for _, m := range models {
+				var str string
+				var f float64
+				if string(bytes.TrimSpace(m)) == "null" || (json.Unmarshal(m, &str) != nil && json.Unmarshal(m, &f) != nil) {
+					return fmt.Errorf("%w: requirements: every model must be a string or a number, not %s (the legacy claim function fails on it)",
+						ErrInvalidPayload, truncate(string(bytes.TrimSpace(m)), 32))
+				}
 			}
 		}
 	}

@@ -34,7 +34,7 @@ import (
 // jobstore; a legacy worker of the service (24 GB GPU, no models) calls
 // findMatchingJob. Either SubmitJob refuses the requirements, or the
 // legacy claim must still work.
-func TestReview3RequirementsModelsBreakLegacyClaim(t *testing.T) {
+func TestRequirementsModelsTheLegacyClaimFailsOnAreRefused(t *testing.T) {
 	e := newInterop(t, true, legacyJS)
 	_, err := e.store.SubmitJob(e.ctx, Job{ID: "plain", Service: "s", Priority: 1})
 	require.NoError(t, err)
