@@ -361,9 +361,10 @@ end
 //	ARGV[10] -> key prefix of progress streams (progress:)
 //	ARGV[11] -> update_job_progress channel, ARGV[12] -> job_claimed channel
 //	ARGV[13] -> worker_status channel
-//	Reply: OK id {field, value, ...} {passed over...} | NONE looked {passed over...}
-//	       | NOHEARTBEAT | WRONGTYPE detail
-var claimScript = redis.NewScript(newScriptText(luaCore, luaTokens, luaMatch, luaValidID, `
+//	ARGV[14..] -> tokens of the worker's earlier claims whose replies were lost
+//	Reply: OK id {field, value, ...} {passed over...} [{tokens still held...}]
+//	       | NONE looked {passed over...} | NOHEARTBEAT | WRONGTYPE detail
+var claimScript = redis.NewScript(newScriptText(luaCore, luaTokens, luaStatus, luaMatch, luaValidID, `
 local tok, worker = ARGV[4], ARGV[6]
 -- The reads it needs anyway check the types of pending and the active
 -- hash; the worker hash gets a probe. All before any write.
@@ -374,12 +375,33 @@ if ids.err then return done('WRONGTYPE', wrongtype(KEYS[1], 'zset')) end
 local bad = wrongtype(KEYS[3], 'hash')
 if bad then return done('WRONGTYPE', bad) end
 
+-- A claim of this call (sent again by go-redis) or of an earlier call of
+-- the worker whose reply was lost (ARGV[14..]) may have taken a job: the
+-- first still held and not finished is handed over, and the reply lists
+-- the tokens of the others, still to hand over. A job found finished (a
+-- legacy cancel raced the lost claim) leaves the hash.
+local toks = {tok}
+for i = 14, #ARGV do toks[#toks + 1] = ARGV[i] end
+local first, others = nil, {}
 for _, id in ipairs(held) do
   local rec = ARGV[8] .. id
-  if redis.call('TYPE', rec)['ok'] == 'hash' and has_token(rec, tok) then
-    return done('OK', id, redis.call('HGETALL', rec), {})
+  if redis.call('TYPE', rec)['ok'] == 'hash' then
+    for _, t in ipairs(toks) do
+      if has_token(rec, t) then
+        if FINISHED[redis.call('HGET', rec, 'status') or ''] then
+          redis.call('HDEL', KEYS[2], id)
+          mirror_field(KEYS[2], KEYS[6], id, false)
+        elseif not first then
+          first = id
+        else
+          others[#others + 1] = t
+        end
+        break
+      end
+    end
   end
 end
+if first then return done('OK', first, redis.call('HGETALL', ARGV[8] .. first), {}, others) end
 if redis.call('EXISTS', KEYS[4]) == 0 then return done('NOHEARTBEAT') end
 
 local caps = cjson.decode(ARGV[5])
@@ -491,9 +513,7 @@ func (s *Store) ClaimJob(ctx context.Context, caps Capabilities) (*Job, error) {
 	}
 	w := caps.WorkerID
 	tok := token()
-	if t, ok := s.unsettled.LoadAndDelete(w); ok {
-		tok = t.(string)
-	}
+	earlier := s.takeUnsettled(w)
 	r, err := s.run(ctx, func(st Stage) spec {
 		mirrorPrefix := ""
 		if mns, ok := st.Mirror(); ok {
@@ -502,16 +522,72 @@ func (s *Store) ClaimJob(ctx context.Context, caps Capabilities) (*Job, error) {
 		return spec{op: opClaim, script: claimScript,
 			keys:   func(k keyspace) []string { return []string{k.pending(), k.active(w)} },
 			shared: []string{workerKey(s.prefix, w), heartbeatKey(s.prefix, w)},
-			args: []any{tok, capsJSON, w, s.window, s.space(st.Primary()).recordPrefix(), mirrorPrefix,
-				progressStreamKey(s.prefix, ""), s.channel(chProgress), s.channel(chJobClaimed), s.channel(chWorkerStatus)}}
+			args: append([]any{tok, capsJSON, w, s.window, s.space(st.Primary()).recordPrefix(), mirrorPrefix,
+				progressStreamKey(s.prefix, ""), s.channel(chProgress), s.channel(chJobClaimed), s.channel(chWorkerStatus)},
+				earlier...)}
 	})
-	if err != nil {
-		// Sending the token again is harmless where the claim was not
-		// applied: the script finds no job holding it, and claims anew.
-		s.unsettled.Store(w, tok)
+	switch {
+	case err != nil:
+		// Sending a token again is harmless where its claim was not
+		// applied: the script finds no job holding it.
+		s.putUnsettled(w, append(earlier, tok)...)
 		return nil, err
+	case r.status == "OK":
+		s.putUnsettled(w, stringsOf(r.list(3))...)
+	case r.status == "WRONGTYPE":
+		s.putUnsettled(w, earlier...) // the script stopped before it looked
 	}
 	return s.decodeClaim(ctx, w, caps.Services, r)
+}
+
+// maxUnsettled bounds the tokens of lost claims a Store keeps per worker:
+// the oldest go first.
+const maxUnsettled = 16
+
+// takeUnsettled removes and returns the worker's tokens of lost claims.
+func (s *Store) takeUnsettled(w string) []any {
+	s.unsettledMu.Lock()
+	defer s.unsettledMu.Unlock()
+	toks := s.unsettled[w]
+	delete(s.unsettled, w)
+	out := make([]any, len(toks))
+	for i, t := range toks {
+		out[i] = t
+	}
+	return out
+}
+
+// putUnsettled adds tokens of lost claims for the worker.
+func (s *Store) putUnsettled(w string, toks ...any) {
+	if len(toks) == 0 {
+		return
+	}
+	s.unsettledMu.Lock()
+	defer s.unsettledMu.Unlock()
+	if s.unsettled == nil {
+		s.unsettled = map[string][]string{}
+	}
+	list := s.unsettled[w]
+	for _, t := range toks {
+		if str, ok := t.(string); ok && str != "" {
+			list = append(list, str)
+		}
+	}
+	if len(list) > maxUnsettled {
+		list = list[len(list)-maxUnsettled:]
+	}
+	s.unsettled[w] = list
+}
+
+// stringsOf returns the strings among xs.
+func stringsOf(xs []any) []any {
+	var out []any
+	for _, x := range xs {
+		if s, ok := x.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // HeldJobs returns the ids of the jobs the worker holds (the fields of

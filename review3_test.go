@@ -72,7 +72,10 @@ func (h *slowEvals) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (h *slowEvals) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(c context.Context, cmd redis.Cmder) error {
 		if h.on.Load() && strings.HasPrefix(strings.ToLower(cmd.Name()), "eval") {
+			// Applied by Redis, the reply late: the caller gives up first.
+			err := next(context.WithoutCancel(c), cmd)
 			time.Sleep(h.delay)
+			return err
 		}
 		return next(c, cmd)
 	}
@@ -81,7 +84,9 @@ func (h *slowEvals) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 func (h *slowEvals) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(c context.Context, cmds []redis.Cmder) error {
 		if h.on.Load() {
+			err := next(context.WithoutCancel(c), cmds)
 			time.Sleep(h.delay)
+			return err
 		}
 		return next(c, cmds)
 	}
@@ -118,7 +123,7 @@ func lostClaim(t *testing.T, s *Store, caps Capabilities, after time.Duration, h
 // 80 ms deadlines: both fail, both are applied (each took a job). Then
 // ClaimJob until ErrNoJob: every job w holds must have come back from one
 // of these claims.
-func TestReview3UnsettledTokenOverwritten(t *testing.T) {
+func TestEveryLostClaimOfAWorkerComesBack(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		hook := &slowEvals{delay: 150 * time.Millisecond}
 		b.rdb.AddHook(hook)
@@ -169,7 +174,7 @@ func TestReview3UnsettledTokenOverwritten(t *testing.T) {
 // Steps: submit j1; a ClaimJob whose deadline ends before its script runs
 // (applied: j1 assigned to w); the legacy API cancels j1; submit j2;
 // ClaimJob must give j2 (or at least a job that is not finished).
-func TestReview3UnsettledTokenReturnsCancelledJob(t *testing.T) {
+func TestALostClaimOfAFinishedJobIsNotHandedOver(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *backend) {
 		hook := &slowEvals{delay: 150 * time.Millisecond}
 		b.rdb.AddHook(hook)
@@ -212,7 +217,7 @@ func TestReview3UnsettledTokenReturnsCancelledJob(t *testing.T) {
 // ReadTimeout 1 min as in TestDeadlinesUnderBlackhole): blackhole; two
 // SubmitJobs with a 100 ms deadline fail; heal; a SubmitJob with a 3 s
 // deadline must succeed.
-func TestReview3WriteSlotsHeldAfterOutage(t *testing.T) {
+func TestWriteSlotsFreedByTheCallersDeadlines(t *testing.T) {
 	via, p, _ := proxiedBackend(t, func(o *redis.Options) {
 		o.ContextTimeoutEnabled = true
 		o.ReadTimeout, o.WriteTimeout, o.DialTimeout = time.Minute, time.Minute, time.Minute

@@ -45,10 +45,11 @@ type Store struct {
 	// that each is logged once; passedCount bounds it (see logPassed).
 	passedOver  sync.Map
 	passedCount atomic.Int64
-	// unsettled holds, per worker, the token of a claim that ended in an
-	// error: Redis may have applied it. The worker's next claim sends the
-	// same token, and so gets that job back if it did (see ClaimJob).
-	unsettled sync.Map
+	// unsettled holds, per worker, the tokens of claims that ended in an
+	// error: Redis may have applied them. The worker's next claim sends
+	// them, and so gets such a job back (see ClaimJob).
+	unsettledMu sync.Mutex
+	unsettled   map[string][]string
 	// mirrorHook, when set by tests, runs inside the mirror code paths so
 	// that they can panic.
 	mirrorHook func(op string)
