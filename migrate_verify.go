@@ -3,6 +3,7 @@ package jobstore
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -453,8 +454,11 @@ type recPair struct {
 	aErr, oErr error // set when the key is not a hash
 	aTTL, oTTL time.Duration
 	// aFinished: the authoritative side's completed or failed hash has
-	// the job, whose record may be gone, removed by the retention TTL.
-	aFinished bool
+	// the job, whose record may be gone, removed by the retention TTL;
+	// finishedAt is the time its entry gives (completed_at, failed_at),
+	// noTime when it gives none.
+	aFinished  bool
+	finishedAt int64
 }
 
 func (p recPair) aHas() bool { return len(p.a) > 0 || p.aErr != nil }
@@ -470,7 +474,9 @@ func (p recPair) oHas() bool { return len(p.o) > 0 || p.oErr != nil }
 // a job that is over.
 func (p recPair) staleInOther() bool {
 	if len(p.a) == 0 && p.aErr == nil && p.aFinished {
-		return true
+		// Unless the other copy was written after the job finished: a
+		// straggler's write, or a new job under a reused id.
+		return p.oErr == nil && (len(p.o) == 0 || recordFreshness(p.o).latest <= p.finishedAt)
 	}
 	if len(p.a) == 0 || p.aErr != nil || p.oErr != nil {
 		return false
@@ -484,13 +490,13 @@ func (v *verifier) readRecords(ctx context.Context, pipe redis.Pipeliner, ids []
 	type cmds struct {
 		a, o       *redis.MapStringStringCmd
 		aTTL, oTTL *redis.DurationCmd
-		done, fail *redis.BoolCmd
+		done, fail *redis.StringCmd
 	}
 	cs := make([]cmds, len(ids))
 	for i, id := range ids {
 		cs[i] = cmds{pipe.HGetAll(ctx, v.a.record(id)), pipe.HGetAll(ctx, v.o.record(id)),
 			pipe.PTTL(ctx, v.a.record(id)), pipe.PTTL(ctx, v.o.record(id)),
-			pipe.HExists(ctx, v.a.completed(), id), pipe.HExists(ctx, v.a.failed(), id)}
+			pipe.HGet(ctx, v.a.completed(), id), pipe.HGet(ctx, v.a.failed(), id)}
 	}
 	return func() ([]recPair, error) {
 		out := make([]recPair, len(ids))
@@ -504,8 +510,25 @@ func (v *verifier) readRecords(ctx context.Context, pipe redis.Pipeliner, ids []
 				}
 			}
 			p.aTTL, p.oTTL = c.aTTL.Val(), c.oTTL.Val()
-			// A completed or failed hash of the wrong type reads as false.
-			p.aFinished = c.done.Val() || c.fail.Val()
+			// A completed or failed hash of the wrong type reads as none.
+			p.finishedAt = noTime
+			for _, e := range []*redis.StringCmd{c.done, c.fail} {
+				if e.Err() != nil {
+					continue
+				}
+				p.aFinished = true
+				var entry struct {
+					CompletedAt string `json:"completed_at"`
+					FailedAt    string `json:"failed_at"`
+				}
+				if json.Unmarshal([]byte(e.Val()), &entry) == nil {
+					for _, at := range []string{entry.CompletedAt, entry.FailedAt} {
+						if ms, ok := parseTimeMs(at); ok && ms > p.finishedAt {
+							p.finishedAt = ms
+						}
+					}
+				}
+			}
 		}
 		return out, nil
 	}

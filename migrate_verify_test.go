@@ -193,7 +193,12 @@ var kindCases = []struct {
 	{"record missing on the step side", del("step:%s"), "step:%[1]s missing; job:%[1]s has it", DiffMissing, ItemRecord},
 	// The job is in jobs:completed: its record may have gone by the
 	// retention TTL, and the step copy is a leftover that blocks nothing.
-	{"record only on the step side, job finished", del("job:%s"), "job:%[1]s missing; step:%[1]s has it", DiffMissing, ItemRecord},
+	{"record only on the step side, job finished", func(t testing.TB, b *backend, id string) {
+		entry := `{"success":true,"completed_at":"2099-01-01T00:00:00.000Z"}`
+		hset("jobs:completed", "%s", entry)(t, b, id)
+		hset("steps:completed", "%s", entry)(t, b, id)
+		del("job:%s")(t, b, id)
+	}, "job:%[1]s missing; step:%[1]s has it", DiffMissing, ItemRecord},
 	{"record only on the step side", func(t testing.TB, b *backend, id string) {
 		del("job:%s")(t, b, id)
 		require.NoError(t, b.rdb.HDel(ctx, b.key("jobs:completed"), id).Err())
@@ -352,4 +357,37 @@ func BenchmarkVerify(b *testing.B) {
 		spent += res.Elapsed
 	}
 	b.ReportMetric(float64(n*b.N)/spent.Seconds(), "records/s")
+}
+
+// The tombstone of a job finished on the authoritative side (its
+// completed or failed entry) makes the other side's older copy stale, but
+// not a copy written after the job finished: a straggler's write, or a
+// new job under a reused id, blocks a cleanup. (From review: the rule
+// first let both through.)
+func TestTombstoneDoesNotHideLaterWrites(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		id := mirroredJob(t, b)
+		// The job finished on the step side; retention removed its record.
+		require.NoError(t, b.rdb.Del(ctx, b.key("step:"+id), b.key("step:"+id+":progress")).Err())
+		require.NoError(t, b.rdb.HSet(ctx, b.key("steps:completed"), id,
+			`{"success":true,"data":null,"completed_at":"2026-11-28T12:00:00.000Z"}`).Err())
+		m := newMigrator(t, b, StageStepOnly)
+		// job:<id> is older than the finish: stale, nothing blocks.
+		require.NoError(t, b.rdb.HSet(ctx, b.key("job:"+id), "status", "pending", "created_at", "2026-11-28T11:00:00.000Z",
+			"completed_at", "").Err())
+		v, err := m.Verify(ctx, VerifyOptions{Rounds: 1, Delay: time.Millisecond})
+		require.NoError(t, err)
+		for _, d := range v.BlockingDiffs {
+			require.NotEqual(t, ItemRecord, d.Item, "an older copy blocks: %v", d)
+		}
+		// Written after the finish: it blocks.
+		require.NoError(t, b.rdb.HSet(ctx, b.key("job:"+id), "created_at", "2026-11-29T09:00:00.000Z").Err())
+		v, err = m.Verify(ctx, VerifyOptions{Rounds: 1, Delay: time.Millisecond})
+		require.NoError(t, err)
+		blocking := false
+		for _, d := range v.BlockingDiffs {
+			blocking = blocking || d.Item == ItemRecord
+		}
+		require.True(t, blocking, "a record written after the job finished blocks: %v", v.Diffs)
+	})
 }
