@@ -97,8 +97,8 @@ type FollowStats struct {
 //	ARGV[4] -> id
 //	ARGV[5] -> jobs:active: prefix, ARGV[6] -> steps:active: prefix
 //	ARGV[7..] -> sub-key suffixes to sync (progress, ...)
-//	Reply: OK changed | WRONGTYPE detail
-var syncJobScript = redis.NewScript(newScriptText(luaCore, `
+//	Reply: OK changed | WRONGTYPE detail | REFUSED stage
+var syncJobScript = redis.NewScript(newScriptText(luaCore, luaFollowStage, `
 local id = ARGV[4]
 for i = 1, 8 do
   local want = (i == 2 or i == 6) and 'zset' or 'hash'
@@ -182,6 +182,24 @@ end
 return done('OK', changed)
 `))
 
+// luaFollowStage ends a sync built for a stage the follower must not run
+// in. The stage check before it has made sure that the stage it was built
+// for (ARGV[3]) is the published one, when one is published; so no sync
+// ever copies job:* over step:* once step:* is authoritative, even if the
+// Go side missed the change.
+const luaFollowStage = `
+if ARGV[3] ~= 'dual-write' and ARGV[3] ~= 'dual-read' then return done('REFUSED', ARGV[3]) end
+`
+
+// followStage reports whether the follower may run in st: job:* is
+// authoritative and step:* is written.
+func followStage(st Stage) bool { return st == StageDualWrite || st == StageDualRead }
+
+// refused is the error that stops a follower in stage st.
+func refused(st Stage) error {
+	return fmt.Errorf("%w: the follower runs in the dual-write and dual-read stages, not %s", ErrNamespaceInUse, st)
+}
+
 // Follow runs a follower until ctx is done, then returns ctx.Err(), or
 // an error that stops it: the notifications cannot be turned on, or the
 // published stage moves to one where job:* is not authoritative
@@ -217,6 +235,10 @@ type follower struct {
 }
 
 const lagRing = 4096
+
+// stageWatchInterval is how often a follower reads the published stage
+// when no sync tells it.
+const stageWatchInterval = time.Second
 
 type dirtyJob struct {
 	id       string
@@ -274,15 +296,49 @@ func (m *Migrator) newFollower(ctx context.Context, opts FollowOptions) (*follow
 }
 
 // checkStage adopts the published stage and refuses the stages the
-// follower does not run in.
+// follower does not run in (an error wrapping ErrNamespaceInUse).
 func (f *follower) checkStage(ctx context.Context) error {
 	if err := f.s.Sync(ctx); err != nil {
 		return err
 	}
-	if st := f.s.Stage(); st != StageDualWrite && st != StageDualRead {
-		return fmt.Errorf("%w: the follower runs in the dual-write and dual-read stages, not %s", ErrNamespaceInUse, st)
+	if st := f.s.Stage(); !followStage(st) {
+		return refused(st)
 	}
 	return nil
+}
+
+// stop makes Follow return err, unless it is already returning another.
+// Every path that finds the follower refused calls it: event syncs,
+// sweeps and the stage watch.
+func (f *follower) stop(err error) {
+	select {
+	case f.fatal <- err:
+	default:
+	}
+}
+
+// watchStage reads the published stage every interval, so that a move
+// out of the stages the follower runs in stops it even while no sync
+// runs; and it stops it as soon as its own Store leaves them (a
+// PublishStage through the same Migrator moves it at once).
+func (f *follower) watchStage(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := f.checkStage(ctx)
+		if errors.Is(err, ErrNamespaceInUse) {
+			f.stop(err)
+			return
+		}
+		if err != nil && ctx.Err() == nil {
+			f.s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: follower: read the published stage", slog.String("error", err.Error()))
+		}
+	}
 }
 
 // notifyFlags are the notification classes the follower needs: keyspace
@@ -341,8 +397,9 @@ func (f *follower) run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); f.syncLoop(ctx, work) }()
 	}
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); f.schedule(ctx, work) }()
+	go func() { defer wg.Done(); f.watchStage(ctx, stageWatchInterval) }()
 	sweepNow := make(chan struct{}, 1)
 	go func() { defer wg.Done(); f.sweepLoop(ctx, sweepNow) }()
 	go func() { defer wg.Done(); f.reportLoop(ctx) }()
@@ -460,10 +517,7 @@ func (f *follower) syncLoop(ctx context.Context, work <-chan []*dirtyJob) {
 			return
 		case batch := <-work:
 			if err := f.syncBatch(ctx, batch, true); err != nil && ctx.Err() == nil {
-				select {
-				case f.fatal <- err:
-				default:
-				}
+				f.stop(err)
 				return
 			}
 		}
@@ -471,9 +525,15 @@ func (f *follower) syncLoop(ctx context.Context, work <-chan []*dirtyJob) {
 }
 
 // syncBatch syncs jobs in one pipeline. With recheck, each job synced
-// after a notification is scheduled for its recheck.
+// after a notification is scheduled for its recheck. It returns an error
+// wrapping ErrNamespaceInUse when the stage, its Store's or the
+// published one, is one the follower must not run in; it then syncs
+// nothing.
 func (f *follower) syncBatch(ctx context.Context, batch []*dirtyJob, recheck bool) error {
 	st := f.s.Stage()
+	if !followStage(st) {
+		return refused(st)
+	}
 	job, step := f.s.space(JobNamespace), f.s.space(StepNamespace)
 	ws := make([]*write, len(batch))
 	for i, d := range batch {
@@ -498,11 +558,18 @@ func (f *follower) syncBatch(ctx context.Context, batch []*dirtyJob, recheck boo
 		switch r.status {
 		case "OK":
 		case "STAGE":
-			if err := f.checkStage(ctx); err != nil {
-				return err
+			// Another stage is published: adopt it (the script names
+			// it), stop if the follower must not run in it, else sync
+			// the job again under it.
+			f.s.adopt(ctx, r.str(0))
+			if st := f.s.Stage(); !followStage(st) {
+				return refused(st)
 			}
 			f.mark(batch[i].id, "", time.Now(), false)
 			continue
+		case "REFUSED":
+			st, _ := ParseStage(r.str(0))
+			return refused(st)
 		case "WRONGTYPE":
 			f.s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: follower cannot sync a job", slog.String("id", w.id), slog.String("why", r.str(0)))
 			continue
@@ -612,7 +679,10 @@ func (f *follower) sweepLoop(ctx context.Context, now <-chan struct{}) {
 		tick = t.C
 	}
 	for {
-		if err := f.sweep(ctx); err != nil && ctx.Err() == nil {
+		if err := f.sweep(ctx); errors.Is(err, ErrNamespaceInUse) {
+			f.stop(err)
+			return
+		} else if err != nil && ctx.Err() == nil {
 			f.s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: follower sweep failed; it runs again later", slog.String("error", err.Error()))
 		} else if err == nil {
 			f.sweeps.Add(1)

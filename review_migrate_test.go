@@ -40,7 +40,9 @@ func runFollower(t *testing.T, m *Migrator, opts FollowOptions) (returned <-chan
 	return ch, stop
 }
 
-// TestReviewFollowerSweepAdoptsStepPrimary
+// TestFollowerStopsWhenASweepFindsStepPrimary
+//
+// Regression: a sweep adopted step-primary, only logged the refusal, and went on copying job:* over step:*.
 //
 // What is wrong: when a follower's sweep (not an event-driven sync) is the
 // first to get the STAGE reply after the published stage moved to
@@ -63,7 +65,7 @@ func runFollower(t *testing.T, m *Migrator, opts FollowOptions) (returned <-chan
 // a 100 ms sweep; publish dual-read, then step-primary. Follow should
 // return ErrNamespaceInUse; it keeps running. Then a stale write lands on
 // job:<id>; the follower copies it over step:<id>.
-func TestReviewFollowerSweepAdoptsStepPrimary(t *testing.T) {
+func TestFollowerStopsWhenASweepFindsStepPrimary(t *testing.T) {
 	b := followerBackend(t)
 	op := newMigrator(t, b, StageLegacy) // the operator
 	require.NoError(t, op.PublishStage(ctx, StageDualWrite, PublishOptions{}))

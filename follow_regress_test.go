@@ -1,0 +1,45 @@
+package jobstore
+
+// Regression tests of the follower (follow.go), next to the reviewer's in
+// review_migrate_test.go.
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestFollowerStopsWhenItsOwnMigratorLeavesItsStages: a Migrator that both
+// follows and publishes moves its own Store at once (PublishStage); the
+// follower stops on that, even with no sync or sweep to notice, and never
+// syncs under step-primary.
+func TestFollowerStopsWhenItsOwnMigratorLeavesItsStages(t *testing.T) {
+	b := followerBackend(t)
+	m := newMigrator(t, b, StageLegacy)
+	require.NoError(t, m.PublishStage(ctx, StageDualWrite, PublishOptions{}))
+	returned, _ := runFollower(t, m, FollowOptions{Configure: true, Sweep: -1})
+	time.Sleep(300 * time.Millisecond)
+
+	require.NoError(t, m.PublishStage(ctx, StageDualRead, PublishOptions{}))
+	time.Sleep(300 * time.Millisecond)
+	select {
+	case err := <-returned:
+		t.Fatalf("Follow stopped in dual-read: %v", err)
+	default:
+	}
+	id := "own-migrator"
+	legacyRecord(t, b, id)
+	followerSynced(t, b, id)
+
+	require.NoError(t, m.PublishStage(ctx, StageStepPrimary, PublishOptions{}))
+	authoritative := b.rdb.HGetAll(ctx, b.key("step:"+id)).Val()
+	require.NoError(t, b.rdb.HSet(ctx, b.key("job:"+id), "payload", `{"stale":true}`).Err())
+	select {
+	case err := <-returned:
+		require.ErrorIs(t, err, ErrNamespaceInUse)
+	case <-time.After(3 * time.Second):
+		t.Fatal("Follow still runs after its own Migrator published step-primary")
+	}
+	require.Equal(t, authoritative, b.rdb.HGetAll(ctx, b.key("step:"+id)).Val(), "a sync ran in step-primary")
+}
