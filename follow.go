@@ -437,29 +437,65 @@ func (f *follower) run(ctx context.Context) error {
 func (f *follower) event(key string) {
 	id, suffix, ok := f.s.space(JobNamespace).parseRecordKey(key)
 	if ok {
-		f.mark(id, suffix, time.Now(), false)
+		f.mark(id, time.Now(), false, suffix)
 	}
 }
 
 // mark schedules a sync of id Debounce from now (a recheck: Recheck from
-// now), adding suffix to its sub-keys.
-func (f *follower) mark(id, suffix string, now time.Time, recheck bool) {
+// now), adding suffixes to its sub-keys.
+func (f *follower) mark(id string, now time.Time, recheck bool, suffixes ...string) {
 	f.mu.Lock()
 	d := f.dirty[id]
 	if d == nil {
-		d = &dirtyJob{id: id, suffixes: map[string]bool{"progress": true}, first: now, index: -1, recheck: recheck}
-		f.dirty[id] = d
+		d = f.newDirty(id, now, recheck)
 	} else if d.recheck && !recheck {
 		d.recheck, d.first = false, now // a new write: its lag counts from now
 	}
-	if suffix != "" {
-		d.suffixes[suffix] = true
+	for _, sfx := range suffixes {
+		if sfx != "" {
+			d.suffixes[sfx] = true
+		}
 	}
 	delay := f.opts.Debounce
 	if recheck {
 		delay = f.opts.Recheck
 	}
-	due := now.Add(delay)
+	f.setDue(d, now.Add(delay))
+	f.mu.Unlock()
+	f.poke()
+}
+
+// requeue schedules the sync of d again at at, after a sync that failed
+// or must run again under a newly published stage. Its sub-keys, its
+// first notification and its kind (a recheck or not) are kept, merged
+// into any round that began meanwhile.
+func (f *follower) requeue(d *dirtyJob, at time.Time) {
+	f.mu.Lock()
+	cur := f.dirty[d.id]
+	if cur == nil {
+		cur = f.newDirty(d.id, d.first, d.recheck)
+	} else if !d.recheck {
+		if cur.recheck || d.first.Before(cur.first) {
+			cur.first = d.first
+		}
+		cur.recheck = false
+	}
+	maps.Copy(cur.suffixes, d.suffixes)
+	f.setDue(cur, at)
+	f.mu.Unlock()
+	f.poke()
+}
+
+// newDirty adds a dirty job, not yet due; f.mu is held.
+func (f *follower) newDirty(id string, first time.Time, recheck bool) *dirtyJob {
+	d := &dirtyJob{id: id, suffixes: map[string]bool{"progress": true}, first: first, index: -1, recheck: recheck}
+	f.dirty[id] = d
+	return d
+}
+
+// setDue puts d in the heap at due, or moves it there if that is later;
+// f.mu is held.
+func (f *follower) setDue(d *dirtyJob, due time.Time) {
 	if d.index < 0 {
 		d.due = due
 		heap.Push(&f.due, d)
@@ -467,7 +503,10 @@ func (f *follower) mark(id, suffix string, now time.Time, recheck bool) {
 		d.due = due
 		heap.Fix(&f.due, d.index)
 	}
-	f.mu.Unlock()
+}
+
+// poke wakes the scheduler.
+func (f *follower) poke() {
 	select {
 	case f.wake <- struct{}{}:
 	default:
@@ -552,7 +591,7 @@ func (f *follower) syncBatch(ctx context.Context, batch []*dirtyJob, recheck boo
 		r, err := f.s.settle(ctx, w, res, err)
 		if err != nil {
 			f.s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: follower sync failed; the job is retried", slog.String("id", w.id), slog.String("error", err.Error()))
-			f.mark(batch[i].id, "", time.Now(), true)
+			f.requeue(batch[i], time.Now().Add(f.opts.Recheck))
 			continue
 		}
 		switch r.status {
@@ -565,7 +604,7 @@ func (f *follower) syncBatch(ctx context.Context, batch []*dirtyJob, recheck boo
 			if st := f.s.Stage(); !followStage(st) {
 				return refused(st)
 			}
-			f.mark(batch[i].id, "", time.Now(), false)
+			f.requeue(batch[i], time.Now())
 			continue
 		case "REFUSED":
 			st, _ := ParseStage(r.str(0))
@@ -583,7 +622,7 @@ func (f *follower) syncBatch(ctx context.Context, batch []*dirtyJob, recheck boo
 			f.addLag(time.Since(batch[i].first))
 		}
 		if recheck && !batch[i].recheck {
-			f.mark(batch[i].id, "", time.Now(), true)
+			f.mark(batch[i].id, time.Now(), true, slices.Collect(maps.Keys(batch[i].suffixes))...)
 		}
 	}
 	return nil

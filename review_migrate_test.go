@@ -699,7 +699,9 @@ func TestReviewCleanupRefusedForTrimmedJobs(t *testing.T) {
 	})
 }
 
-// TestReviewFollowerRetryForgetsSubKeys
+// TestFollowerRetryKeepsSubKeys
+//
+// Regression: a failed or STAGE-bounced sync was rescheduled with only "progress", so other sub-keys it was to copy were never mirrored.
 //
 // What is wrong: when a sync fails (a network error, a timeout, an OOM
 // refusal, a failover), syncBatch reschedules the job with
@@ -718,7 +720,7 @@ func TestReviewCleanupRefusedForTrimmedJobs(t *testing.T) {
 // before the debounce ends the server refuses writes (maxmemory 1,
 // noeviction), then accepts them again. The retry syncs step:X, but
 // step:X:result never appears.
-func TestReviewFollowerRetryForgetsSubKeys(t *testing.T) {
+func TestFollowerRetryKeepsSubKeys(t *testing.T) {
 	b := followerBackend(t)
 	op := newMigrator(t, b, StageLegacy)
 	require.NoError(t, op.PublishStage(ctx, StageDualWrite, PublishOptions{}))
