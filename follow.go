@@ -49,6 +49,11 @@ type FollowOptions struct {
 	// Debounce is how long a changed job must stay quiet before it is
 	// synced; 20 ms when 0.
 	Debounce time.Duration
+	// MaxDelay bounds the wait of a job that never stays quiet (a worker
+	// streaming progress): it is synced at the latest MaxDelay after the
+	// first notification of its round, written or not; 10 × Debounce
+	// when 0, and never less than Debounce.
+	MaxDelay time.Duration
 	// Recheck is when a synced job is synced once more, for the writes
 	// of a legacy operation that came late; 2 s when 0.
 	Recheck time.Duration
@@ -243,10 +248,13 @@ const stageWatchInterval = time.Second
 type dirtyJob struct {
 	id       string
 	suffixes map[string]bool
-	first    time.Time // first notification of this round, for the lag
+	first    time.Time // first notification of this round, for the lag and MaxDelay
 	due      time.Time
-	index    int  // in the heap, -1 when not in it
-	recheck  bool // this round is the recheck of an earlier sync
+	// notBefore is when a sync that failed may be tried again: new
+	// notifications do not bring it earlier.
+	notBefore time.Time
+	index     int  // in the heap, -1 when not in it
+	recheck   bool // this round is the recheck of an earlier sync
 }
 
 // dueHeap orders dirty jobs by when they are due.
@@ -268,6 +276,10 @@ func (m *Migrator) newFollower(ctx context.Context, opts FollowOptions) (*follow
 	if opts.Debounce <= 0 {
 		opts.Debounce = 20 * time.Millisecond
 	}
+	if opts.MaxDelay <= 0 {
+		opts.MaxDelay = 10 * opts.Debounce
+	}
+	opts.MaxDelay = max(opts.MaxDelay, opts.Debounce)
 	if opts.Recheck <= 0 {
 		opts.Recheck = 2 * time.Second
 	}
@@ -441,34 +453,56 @@ func (f *follower) event(key string) {
 	}
 }
 
-// mark schedules a sync of id Debounce from now (a recheck: Recheck from
-// now), adding suffixes to its sub-keys.
+// mark schedules a sync of id, adding suffixes to its sub-keys. A
+// notification (recheck false) makes it due Debounce from now, but no
+// later than MaxDelay after the first notification of the round, so that
+// a job written without pause is still synced; a job that waited for its
+// recheck starts a new round, due at the debounce. A recheck (after a
+// sync) makes it due Recheck from now, unless a new round is already
+// waiting, which gets its own recheck.
 func (f *follower) mark(id string, now time.Time, recheck bool, suffixes ...string) {
 	f.mu.Lock()
 	d := f.dirty[id]
-	if d == nil {
+	fresh := d == nil
+	if fresh {
 		d = f.newDirty(id, now, recheck)
-	} else if d.recheck && !recheck {
-		d.recheck, d.first = false, now // a new write: its lag counts from now
 	}
 	for _, sfx := range suffixes {
 		if sfx != "" {
 			d.suffixes[sfx] = true
 		}
 	}
-	delay := f.opts.Debounce
-	if recheck {
-		delay = f.opts.Recheck
+	switch {
+	case recheck && (fresh || d.recheck):
+		f.setDue(d, later(d.due, now.Add(f.opts.Recheck)))
+	case recheck:
+		// A new round waits; its sync is followed by its own recheck.
+	default:
+		if d.recheck {
+			d.recheck, d.first = false, now // a new write: its lag counts from now
+		}
+		due := now.Add(f.opts.Debounce)
+		if bound := d.first.Add(f.opts.MaxDelay); bound.Before(due) {
+			due = bound
+		}
+		f.setDue(d, later(due, d.notBefore))
 	}
-	f.setDue(d, now.Add(delay))
 	f.mu.Unlock()
 	f.poke()
+}
+
+// later returns the later of two times.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // requeue schedules the sync of d again at at, after a sync that failed
 // or must run again under a newly published stage. Its sub-keys, its
 // first notification and its kind (a recheck or not) are kept, merged
-// into any round that began meanwhile.
+// into any round that began meanwhile; it is not synced before at.
 func (f *follower) requeue(d *dirtyJob, at time.Time) {
 	f.mu.Lock()
 	cur := f.dirty[d.id]
@@ -481,26 +515,26 @@ func (f *follower) requeue(d *dirtyJob, at time.Time) {
 		cur.recheck = false
 	}
 	maps.Copy(cur.suffixes, d.suffixes)
-	f.setDue(cur, at)
+	cur.notBefore = at
+	f.setDue(cur, later(cur.due, at))
 	f.mu.Unlock()
 	f.poke()
 }
 
-// newDirty adds a dirty job, not yet due; f.mu is held.
+// newDirty adds a dirty job, not yet in the heap; f.mu is held.
 func (f *follower) newDirty(id string, first time.Time, recheck bool) *dirtyJob {
 	d := &dirtyJob{id: id, suffixes: map[string]bool{"progress": true}, first: first, index: -1, recheck: recheck}
 	f.dirty[id] = d
 	return d
 }
 
-// setDue puts d in the heap at due, or moves it there if that is later;
+// setDue puts d in the heap at due, or moves it there, earlier or later;
 // f.mu is held.
 func (f *follower) setDue(d *dirtyJob, due time.Time) {
+	d.due = due
 	if d.index < 0 {
-		d.due = due
 		heap.Push(&f.due, d)
-	} else if due.After(d.due) {
-		d.due = due
+	} else {
 		heap.Fix(&f.due, d.index)
 	}
 }

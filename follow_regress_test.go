@@ -4,6 +4,7 @@ package jobstore
 // review_migrate_test.go.
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -42,4 +43,27 @@ func TestFollowerStopsWhenItsOwnMigratorLeavesItsStages(t *testing.T) {
 		t.Fatal("Follow still runs after its own Migrator published step-primary")
 	}
 	require.Equal(t, authoritative, b.rdb.HGetAll(ctx, b.key("step:"+id)).Val(), "a sync ran in step-primary")
+}
+
+// TestFollowerSyncsANewWriteAtTheDebounceDuringARecheckWait: a write to a
+// job already synced and waiting for its recheck is synced after the
+// debounce, not at the recheck (mark only ever moved a due time later).
+func TestFollowerSyncsANewWriteAtTheDebounceDuringARecheckWait(t *testing.T) {
+	b := followerBackend(t)
+	op := newMigrator(t, b, StageLegacy)
+	require.NoError(t, op.PublishStage(ctx, StageDualWrite, PublishOptions{}))
+	_, stop := runFollower(t, newMigrator(t, b, StageDualWrite), FollowOptions{Configure: true, Sweep: -1,
+		Recheck: 5 * time.Second})
+	time.Sleep(300 * time.Millisecond)
+
+	id := "recheck-wait"
+	rec := legacyRecord(t, b, id)
+	followerSynced(t, b, id) // synced; its recheck is due in 5 s
+	time.Sleep(100 * time.Millisecond)
+	require.NoError(t, b.rdb.HSet(ctx, rec, "status", "assigned", "worker_id", "lw").Err())
+	start := time.Now()
+	ok := assertEventually(func() bool { return b.rdb.HGet(ctx, b.key("step:"+id), "status").Val() == "assigned" }, 4*time.Second)
+	took := time.Since(start)
+	require.ErrorIs(t, stop(), context.Canceled)
+	require.True(t, ok && took < time.Second, "the second write reached step:%s after %v (mirrored: %v)", id, took, ok)
 }

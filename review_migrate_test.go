@@ -366,7 +366,9 @@ func TestReviewCleanupDeletesAfterTheStageMovedBack(t *testing.T) {
 	})
 }
 
-// TestReviewFollowerDebounceStarvesABusyJob
+// TestFollowerSyncsABusyJobWithinMaxDelay
+//
+// Regression: each notification pushed the sync Debounce further, without bound, so a job written faster than every 20 ms was never synced while the writes went on.
 //
 // What is wrong: follower.mark pushes a dirty job's due time to
 // now+Debounce on every notification, with no bound on the total wait.
@@ -387,7 +389,7 @@ func TestReviewCleanupDeletesAfterTheStageMovedBack(t *testing.T) {
 // jobs:active:lw), then progress written back to back for 2 s. Within 1 s
 // step:X should say assigned; it does not appear at all until the
 // progress stops.
-func TestReviewFollowerDebounceStarvesABusyJob(t *testing.T) {
+func TestFollowerSyncsABusyJobWithinMaxDelay(t *testing.T) {
 	b := followerBackend(t)
 	op := newMigrator(t, b, StageLegacy)
 	require.NoError(t, op.PublishStage(ctx, StageDualWrite, PublishOptions{}))
