@@ -354,9 +354,13 @@ func (f *follower) watchStage(ctx context.Context, interval time.Duration) {
 }
 
 // notifyFlags are the notification classes the follower needs: keyspace
-// events (K) of generic commands (g: DEL, EXPIRE, COPY...), strings ($),
-// hashes (h), sorted sets (z) and expiries (x).
-const notifyFlags = "Kg$hzx"
+// events (K) of generic commands (g: DEL, EXPIRE, COPY, RENAME...) and of
+// every type a job's keys may have, as Backfill and Verify copy them:
+// strings ($), lists (l), sets (s), hashes (h), sorted sets (z) and
+// streams (t); and expiries (x) and evictions (e), which change the job
+// side too. A sub-key of a type whose class is off would never be heard
+// of. "A" stands for all the classes.
+const notifyFlags = "Kg$lshztxe"
 
 func (f *follower) notifications(ctx context.Context) error {
 	cur, err := f.s.rdb.ConfigGet(ctx, "notify-keyspace-events").Result()

@@ -5,6 +5,7 @@ package jobstore
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -66,4 +67,28 @@ func TestFollowerSyncsANewWriteAtTheDebounceDuringARecheckWait(t *testing.T) {
 	took := time.Since(start)
 	require.ErrorIs(t, stop(), context.Canceled)
 	require.True(t, ok && took < time.Second, "the second write reached step:%s after %v (mirrored: %v)", id, took, ok)
+}
+
+// TestFollowerAddsNotificationClassesOnly: Configure adds the classes the
+// follower needs (every type a job's sub-keys may have) to what the
+// server's other users set, and removes none.
+func TestFollowerAddsNotificationClassesOnly(t *testing.T) {
+	b := followerBackend(t)
+	require.NoError(t, b.rdb.ConfigSet(ctx, "notify-keyspace-events", "Ex").Err())
+	m := newMigrator(t, b, StageLegacy)
+	require.NoError(t, m.PublishStage(ctx, StageDualWrite, PublishOptions{}))
+	_, stop := runFollower(t, m, FollowOptions{Configure: true, Sweep: -1})
+	require.Eventually(t, func() bool {
+		return len(b.rdb.ConfigGet(ctx, "notify-keyspace-events").Val()["notify-keyspace-events"]) > 2
+	}, 3*time.Second, 20*time.Millisecond)
+	require.ErrorIs(t, stop(), context.Canceled)
+	flags := b.rdb.ConfigGet(ctx, "notify-keyspace-events").Val()["notify-keyspace-events"]
+	for _, c := range "EKx" {
+		require.Contains(t, flags, string(c), "kept or added: %q", flags)
+	}
+	if !strings.ContainsRune(flags, 'A') {
+		for _, c := range "g$lshzte" {
+			require.Contains(t, flags, string(c), "added: %q", flags)
+		}
+	}
 }

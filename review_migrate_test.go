@@ -128,7 +128,9 @@ func followerSynced(t testing.TB, b *backend, id string) {
 	}, 5*time.Second, 20*time.Millisecond, "the follower mirrors job:%s", id)
 }
 
-// TestReviewFollowerMissesListSetStreamSubKeys
+// TestFollowerMirrorsListSetStreamSubKeys
+//
+// Regression: the follower turned on only Kg$hzx, so RPUSH/SADD/XADD on a job's sub-keys raised no event and were never mirrored.
 //
 // What is wrong: the follower learns which sub-keys of a job changed only
 // from keyspace notifications, and it turns on the classes "Kg$hzx"
@@ -150,7 +152,7 @@ func followerSynced(t testing.TB, b *backend, id string) {
 // then a legacy process writes job:X and RPUSH job:X:log, SADD job:X:tags,
 // XADD job:X:events. The record reaches step:X; the three sub-keys never
 // reach step:X:*, not even after the 2 s recheck.
-func TestReviewFollowerMissesListSetStreamSubKeys(t *testing.T) {
+func TestFollowerMirrorsListSetStreamSubKeys(t *testing.T) {
 	b := followerBackend(t)
 	op := newMigrator(t, b, StageLegacy)
 	require.NoError(t, op.PublishStage(ctx, StageDualWrite, PublishOptions{}))
