@@ -111,10 +111,20 @@ for i = 1, 8 do
   if bad then return done('WRONGTYPE', bad) end
 end
 local changed = 0
-local function pttl_class(k)
-  local t = redis.call('PTTL', k)
-  if t < 0 then return t end
-  return 1
+-- sync_ttl gives dst the TTL of src, within TTL_SLACK ms (a TTL renewed
+-- on the job side must reach the step side, or the copy expires first),
+-- and counts a change.
+local TTL_SLACK = 1000
+local function sync_ttl(src, dst)
+  local t1, t2 = redis.call('PTTL', src), redis.call('PTTL', dst)
+  if t2 == -2 then return end
+  if t1 > 0 and (t2 < 0 or math.abs(t1 - t2) > TTL_SLACK) then
+    redis.call('PEXPIRE', dst, t1)
+    changed = changed + 1
+  elseif t1 == -1 and t2 >= 0 then
+    redis.call('PERSIST', dst)
+    changed = changed + 1
+  end
 end
 local function same_hash(a, b)
   local x, y = redis.call('HGETALL', a), redis.call('HGETALL', b)
@@ -124,7 +134,7 @@ local function same_hash(a, b)
   for k = 1, #y, 2 do
     if m[y[k]] ~= y[k + 1] then return false end
   end
-  return pttl_class(a) == pttl_class(b)
+  return true
 end
 local workers = {}
 local function note_workers(key)
@@ -142,6 +152,8 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   if not same_hash(KEYS[1], KEYS[5]) then
     redis.call('COPY', KEYS[1], KEYS[5], 'REPLACE')
     changed = changed + 1
+  else
+    sync_ttl(KEYS[1], KEYS[5])
   end
 elseif redis.call('DEL', KEYS[5]) == 1 then
   changed = changed + 1
@@ -150,9 +162,11 @@ end
 for i = 7, #ARGV do
   local src, dst = KEYS[1] .. ':' .. ARGV[i], KEYS[5] .. ':' .. ARGV[i]
   if redis.call('EXISTS', src) == 1 then
-    if redis.call('DUMP', src) ~= redis.pcall('DUMP', dst) or pttl_class(src) ~= pttl_class(dst) then
+    if redis.call('DUMP', src) ~= redis.pcall('DUMP', dst) then
       redis.call('COPY', src, dst, 'REPLACE')
       changed = changed + 1
+    else
+      sync_ttl(src, dst)
     end
   elseif redis.call('DEL', dst) == 1 then
     changed = changed + 1
@@ -173,11 +187,7 @@ local function sync_entry(src, dst, with_ttl)
     if v1 then redis.call('HSET', dst, id, v1) else redis.call('HDEL', dst, id) end
     changed = changed + 1
   end
-  if with_ttl and redis.call('EXISTS', dst) == 1 then
-    local t1, t2 = redis.call('PTTL', src), redis.call('PTTL', dst)
-    if t1 > 0 and (t2 < 0 or math.abs(t1 - t2) > 1000) then redis.call('PEXPIRE', dst, t1)
-    elseif t1 == -1 and t2 >= 0 then redis.call('PERSIST', dst) end
-  end
+  if with_ttl then sync_ttl(src, dst) end
 end
 sync_entry(KEYS[3], KEYS[7], true)
 sync_entry(KEYS[4], KEYS[8], true)

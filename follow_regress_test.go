@@ -92,3 +92,29 @@ func TestFollowerAddsNotificationClassesOnly(t *testing.T) {
 		}
 	}
 }
+
+// TestFollowerMirrorsARecordTTLRenewal: a record's renewed TTL (a
+// non-mirroring jobstore process with WithRecordRetention) reaches the
+// step record; the sync compared only whether both sides had a TTL.
+func TestFollowerMirrorsARecordTTLRenewal(t *testing.T) {
+	b := followerBackend(t)
+	op := newMigrator(t, b, StageLegacy)
+	require.NoError(t, op.PublishStage(ctx, StageDualWrite, PublishOptions{}))
+	_, stop := runFollower(t, newMigrator(t, b, StageDualWrite), FollowOptions{Configure: true, Sweep: -1,
+		Recheck: 200 * time.Millisecond})
+	time.Sleep(300 * time.Millisecond)
+
+	id := "record-ttl"
+	rec := legacyRecord(t, b, id)
+	require.NoError(t, b.rdb.Expire(ctx, rec, 2*time.Second).Err())
+	require.Eventually(t, func() bool { return b.rdb.PTTL(ctx, b.key("step:"+id)).Val() > 0 },
+		3*time.Second, 20*time.Millisecond, "the record and its TTL are mirrored")
+	require.NoError(t, b.rdb.Expire(ctx, rec, time.Hour).Err()) // the renewal
+	require.Eventually(t, func() bool { return b.rdb.PTTL(ctx, b.key("step:"+id)).Val() > 50*time.Minute },
+		3*time.Second, 20*time.Millisecond, "the renewal is mirrored")
+	// And back to no TTL at all.
+	require.NoError(t, b.rdb.Persist(ctx, rec).Err())
+	require.Eventually(t, func() bool { return b.rdb.PTTL(ctx, b.key("step:"+id)).Val() == -1 },
+		3*time.Second, 20*time.Millisecond, "PERSIST is mirrored")
+	require.ErrorIs(t, stop(), context.Canceled)
+}

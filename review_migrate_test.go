@@ -175,7 +175,9 @@ func TestFollowerMirrorsListSetStreamSubKeys(t *testing.T) {
 	}
 }
 
-// TestReviewFollowerIgnoresSubKeyTTLRenewal
+// TestFollowerMirrorsASubKeyTTLRenewal
+//
+// Regression: the sync compared DUMP and only whether both sides had a TTL, so a renewed TTL never reached step:* and the copy expired first.
 //
 // What is wrong: syncJobScript copies a sub-key only when its DUMP differs
 // or its "TTL class" differs (pttl_class: none, missing, or "has one").
@@ -196,7 +198,7 @@ func TestFollowerMirrorsListSetStreamSubKeys(t *testing.T) {
 // HSET job:X:progress, EXPIRE job:X:progress 2; the follower mirrors it.
 // Then EXPIRE job:X:progress 3600. After 2.5 s step:X:progress is gone
 // while job:X:progress lives for an hour.
-func TestReviewFollowerIgnoresSubKeyTTLRenewal(t *testing.T) {
+func TestFollowerMirrorsASubKeyTTLRenewal(t *testing.T) {
 	b := followerBackend(t)
 	op := newMigrator(t, b, StageLegacy)
 	require.NoError(t, op.PublishStage(ctx, StageDualWrite, PublishOptions{}))
