@@ -91,6 +91,39 @@ type FollowStats struct {
 	LastLegacyWrite time.Time `json:"last_legacy_write,omitzero"`
 }
 
+// syncActiveScript makes a worker's step active hash equal to its job
+// active hash: it is the mirror of that hash in the stages the follower
+// runs in, whoever wrote it. This catches what a job's sync cannot: an
+// entry removed after neither record names the worker any more (the
+// legacy orphan recovery's late HDEL).
+//
+//	KEYS[1] -> jobs:active:<w>, KEYS[2] -> steps:active:<w>
+//	KEYS[3] -> jobstore:stage; ARGV[1..3] -> '0', '0', stage
+//	Reply: OK changed | WRONGTYPE detail | REFUSED stage
+var syncActiveScript = redis.NewScript(newScriptText(luaCore, luaFollowStage, `
+local bad = wrongtype(KEYS[1], 'hash') or wrongtype(KEYS[2], 'hash')
+if bad then return done('WRONGTYPE', bad) end
+local changed = 0
+local src, dst = redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])
+local have, kept = {}, {}
+for i = 1, #dst, 2 do have[dst[i]] = dst[i + 1] end
+for i = 1, #src, 2 do
+  local f, v = src[i], src[i + 1]
+  kept[f] = true
+  if have[f] ~= v then
+    redis.call('HSET', KEYS[2], f, v)
+    changed = changed + 1
+  end
+end
+for i = 1, #dst, 2 do
+  if not kept[dst[i]] then
+    redis.call('HDEL', KEYS[2], dst[i])
+    changed = changed + 1
+  end
+end
+return done('OK', changed)
+`))
+
 // syncJobScript makes the step side of one job equal to its job side
 // (see above), and counts what it changed.
 //
@@ -238,7 +271,7 @@ type follower struct {
 	id   string
 
 	mu      sync.Mutex
-	dirty   map[string]*dirtyJob // by id
+	dirty   map[string]*dirtyJob // by target key
 	due     dueHeap
 	wake    chan struct{}
 	fatal   chan error
@@ -255,8 +288,24 @@ const lagRing = 4096
 // when no sync tells it.
 const stageWatchInterval = time.Second
 
+// target is what a sync makes equal: a job (id), or a worker's active
+// hash (worker), whose changes the follower hears as events on
+// jobs:active:<worker> itself. Ids never hold ':', so the keys of the two
+// kinds never meet.
+type target struct {
+	id     string
+	worker string
+}
+
+func (t target) key() string {
+	if t.worker != "" {
+		return "active:" + t.worker
+	}
+	return t.id
+}
+
 type dirtyJob struct {
-	id       string
+	target
 	suffixes map[string]bool
 	first    time.Time // first notification of this round, for the lag and MaxDelay
 	due      time.Time
@@ -457,13 +506,16 @@ func (f *follower) run(ctx context.Context) error {
 	}
 }
 
-// event marks the job of a changed key dirty. Queue keys name no job:
-// their changes are caught by syncing the jobs whose records changed with
-// them, and by sweeps.
+// event marks the job of a changed key dirty, or, for a worker's active
+// hash, that hash. The other queue keys name no job: their changes are
+// caught by syncing the jobs whose records changed with them, by the
+// recheck, and by sweeps.
 func (f *follower) event(key string) {
-	id, suffix, ok := f.s.space(JobNamespace).parseRecordKey(key)
-	if ok {
-		f.mark(id, time.Now(), false, suffix)
+	job := f.s.space(JobNamespace)
+	if id, suffix, ok := job.parseRecordKey(key); ok {
+		f.mark(target{id: id}, time.Now(), false, suffix)
+	} else if w, ok := job.workerFromActive(key); ok {
+		f.mark(target{worker: w}, time.Now(), false)
 	}
 }
 
@@ -474,12 +526,12 @@ func (f *follower) event(key string) {
 // recheck starts a new round, due at the debounce. A recheck (after a
 // sync) makes it due Recheck from now, unless a new round is already
 // waiting, which gets its own recheck.
-func (f *follower) mark(id string, now time.Time, recheck bool, suffixes ...string) {
+func (f *follower) mark(t target, now time.Time, recheck bool, suffixes ...string) {
 	f.mu.Lock()
-	d := f.dirty[id]
+	d := f.dirty[t.key()]
 	fresh := d == nil
 	if fresh {
-		d = f.newDirty(id, now, recheck)
+		d = f.newDirty(t, now, recheck)
 	}
 	for _, sfx := range suffixes {
 		if sfx != "" {
@@ -519,9 +571,9 @@ func later(a, b time.Time) time.Time {
 // into any round that began meanwhile; it is not synced before at.
 func (f *follower) requeue(d *dirtyJob, at time.Time) {
 	f.mu.Lock()
-	cur := f.dirty[d.id]
+	cur := f.dirty[d.key()]
 	if cur == nil {
-		cur = f.newDirty(d.id, d.first, d.recheck)
+		cur = f.newDirty(d.target, d.first, d.recheck)
 	} else if !d.recheck {
 		if cur.recheck || d.first.Before(cur.first) {
 			cur.first = d.first
@@ -535,10 +587,20 @@ func (f *follower) requeue(d *dirtyJob, at time.Time) {
 	f.poke()
 }
 
-// newDirty adds a dirty job, not yet in the heap; f.mu is held.
-func (f *follower) newDirty(id string, first time.Time, recheck bool) *dirtyJob {
-	d := &dirtyJob{id: id, suffixes: map[string]bool{"progress": true}, first: first, index: -1, recheck: recheck}
-	f.dirty[id] = d
+// newDirty adds a dirty target, not yet in the heap; f.mu is held.
+func (f *follower) newDirty(t target, first time.Time, recheck bool) *dirtyJob {
+	d := newDirtyJob(t, first, recheck)
+	f.dirty[t.key()] = d
+	return d
+}
+
+// newDirtyJob returns a dirty target; a job's sub-keys start with its
+// progress hash.
+func newDirtyJob(t target, first time.Time, recheck bool) *dirtyJob {
+	d := &dirtyJob{target: t, suffixes: map[string]bool{}, first: first, index: -1, recheck: recheck}
+	if t.worker == "" {
+		d.suffixes["progress"] = true
+	}
 	return d
 }
 
@@ -571,7 +633,7 @@ func (f *follower) schedule(ctx context.Context, work chan<- []*dirtyJob) {
 		now := time.Now()
 		for len(f.due) > 0 && !f.due[0].due.After(now) && len(batch) < 100 {
 			d := heap.Pop(&f.due).(*dirtyJob)
-			delete(f.dirty, d.id)
+			delete(f.dirty, d.key())
 			batch = append(batch, d)
 		}
 		next := time.Hour
@@ -624,6 +686,12 @@ func (f *follower) syncBatch(ctx context.Context, batch []*dirtyJob, recheck boo
 	job, step := f.s.space(JobNamespace), f.s.space(StepNamespace)
 	ws := make([]*write, len(batch))
 	for i, d := range batch {
+		if d.worker != "" {
+			ws[i] = &write{op: "follow", id: job.active(d.worker), st: st, script: syncActiveScript,
+				argv: []any{"0", "0", st.String()},
+				keys: []string{job.active(d.worker), step.active(d.worker), stageKey(f.s.prefix)}}
+			continue
+		}
 		args := []any{"0", "0", st.String(), d.id, job.activePrefix(), step.activePrefix()}
 		for _, sfx := range slices.Sorted(maps.Keys(d.suffixes)) {
 			args = append(args, sfx)
@@ -669,8 +737,10 @@ func (f *follower) syncBatch(ctx context.Context, batch []*dirtyJob, recheck boo
 			f.lastLegacy.Store(now.UnixMilli())
 			f.addLag(time.Since(batch[i].first))
 		}
-		if recheck && !batch[i].recheck {
-			f.mark(batch[i].id, time.Now(), true, slices.Collect(maps.Keys(batch[i].suffixes))...)
+		// A job's recheck catches the queue writes of its operation that
+		// came late; an active hash's own writes are heard.
+		if recheck && !batch[i].recheck && batch[i].worker == "" {
+			f.mark(batch[i].target, time.Now(), true, slices.Collect(maps.Keys(batch[i].suffixes))...)
 		}
 	}
 	return nil
@@ -787,35 +857,32 @@ func (f *follower) sweepLoop(ctx context.Context, now <-chan struct{}) {
 // ids in its queues (ZSCAN, HSCAN), in batches, at SweepRate. Jobs
 // already equal cost a comparison and write nothing.
 func (f *follower) sweep(ctx context.Context) error {
-	job := f.s.space(JobNamespace)
+	job, step := f.s.space(JobNamespace), f.s.space(StepNamespace)
 	pace := newPacer(f.opts.SweepRate)
-	ids := map[string]map[string]bool{}
+	var pending []*dirtyJob
+	byID := map[string]*dirtyJob{}
 	flush := func() error {
-		if len(ids) == 0 {
+		if len(pending) == 0 {
 			return nil
 		}
-		batch := make([]*dirtyJob, 0, len(ids))
-		for id, sfx := range ids {
-			d := &dirtyJob{id: id, suffixes: map[string]bool{"progress": true}, first: time.Now(), index: -1, recheck: true}
-			for s := range sfx {
-				d.suffixes[s] = true
-			}
-			batch = append(batch, d)
-		}
-		clear(ids)
+		batch := pending
+		pending, byID = nil, map[string]*dirtyJob{}
 		if err := f.syncBatch(ctx, batch, false); err != nil {
 			return err
 		}
 		return pace.wait(ctx, len(batch))
 	}
-	add := func(id, suffix string) error {
-		if ids[id] == nil {
-			ids[id] = map[string]bool{}
+	add := func(t target, suffix string) error {
+		d := byID[t.key()]
+		if d == nil {
+			d = newDirtyJob(t, time.Now(), true)
+			byID[t.key()] = d
+			pending = append(pending, d)
 		}
 		if suffix != "" {
-			ids[id][suffix] = true
+			d.suffixes[suffix] = true
 		}
-		if len(ids) >= 100 {
+		if len(pending) >= 100 {
 			return flush()
 		}
 		return nil
@@ -824,7 +891,7 @@ func (f *follower) sweep(ctx context.Context) error {
 	iter := f.s.rdb.Scan(ctx, 0, job.recordPattern(), 500).Iterator()
 	for iter.Next(ctx) {
 		if id, suffix, ok := job.parseRecordKey(iter.Val()); ok {
-			if err := add(id, suffix); err != nil {
+			if err := add(target{id: id}, suffix); err != nil {
 				return err
 			}
 		}
@@ -832,15 +899,28 @@ func (f *follower) sweep(ctx context.Context) error {
 	if err := iter.Err(); err != nil {
 		return err
 	}
-	// Entries whose record is gone.
+	// The workers' active hashes, of either side: one the job side lost
+	// (its last entry removed) may still hold entries on the step side.
 	queues := []string{job.pending(), job.completed(), job.failed()}
-	aiter := f.s.rdb.Scan(ctx, 0, job.activePattern(), 500).Iterator()
-	for aiter.Next(ctx) {
-		queues = append(queues, aiter.Val())
+	workers := map[string]bool{}
+	for _, sp := range []keyspace{job, step} {
+		aiter := f.s.rdb.Scan(ctx, 0, sp.activePattern(), 500).Iterator()
+		for aiter.Next(ctx) {
+			if w, ok := sp.workerFromActive(aiter.Val()); ok && !workers[w] {
+				workers[w] = true
+				if sp.ns == JobNamespace {
+					queues = append(queues, aiter.Val())
+				}
+				if err := add(target{worker: w}, ""); err != nil {
+					return err
+				}
+			}
+		}
+		if err := aiter.Err(); err != nil {
+			return err
+		}
 	}
-	if err := aiter.Err(); err != nil {
-		return err
-	}
+	// Entries whose record is gone.
 	for i, q := range queues {
 		var it *redis.ScanIterator
 		if i == 0 {
@@ -850,7 +930,7 @@ func (f *follower) sweep(ctx context.Context) error {
 		}
 		for n := 0; it.Next(ctx); n++ {
 			if n%2 == 0 && validateID(it.Val()) == nil { // members/fields; scores and values between
-				if err := add(it.Val(), ""); err != nil {
+				if err := add(target{id: it.Val()}, ""); err != nil {
 					return err
 				}
 			}

@@ -118,3 +118,22 @@ func TestFollowerMirrorsARecordTTLRenewal(t *testing.T) {
 		3*time.Second, 20*time.Millisecond, "PERSIST is mirrored")
 	require.ErrorIs(t, stop(), context.Canceled)
 }
+
+// TestFollowerSweepEmptiesAnActiveHashTheJobSideLost: an entry removed
+// from jobs:active:<w> while no follower listened, after the records
+// stopped naming <w>, goes from steps:active:<w> at the next sweep (sweeps
+// walked only the job side's active hashes, where <w> is gone).
+func TestFollowerSweepEmptiesAnActiveHashTheJobSideLost(t *testing.T) {
+	b := followerBackend(t)
+	op := newMigrator(t, b, StageLegacy)
+	require.NoError(t, op.PublishStage(ctx, StageDualWrite, PublishOptions{}))
+	id := "lost-entry"
+	rec := legacyRecord(t, b, id)
+	require.NoError(t, b.rdb.Copy(ctx, rec, b.key("step:"+id), 0, false).Err())
+	require.NoError(t, b.rdb.HSet(ctx, b.key("steps:active:gone"), id, `{"id":"lost-entry"}`).Err())
+
+	_, stop := runFollower(t, newMigrator(t, b, StageDualWrite), FollowOptions{Configure: true, Sweep: -1})
+	require.Eventually(t, func() bool { return b.rdb.Exists(ctx, b.key("steps:active:gone")).Val() == 0 },
+		3*time.Second, 20*time.Millisecond, "the start sweep syncs steps:active:gone")
+	require.ErrorIs(t, stop(), context.Canceled)
+}

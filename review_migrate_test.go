@@ -511,7 +511,9 @@ func assertEventually(cond func() bool, d time.Duration) bool {
 	return cond()
 }
 
-// TestReviewFollowerNeverDropsALateActiveHDEL
+// TestFollowerMirrorsALateActiveHDEL
+//
+// Regression: a late HDEL on jobs:active:<w>, after neither record named <w>, was never mirrored: active-hash events were ignored and sweeps skipped the step side.
 //
 // What is wrong: the follower finds a job's entries in the active hashes
 // only through the workers its two records name (worker_id,
@@ -536,7 +538,7 @@ func assertEventually(cond func() bool, d time.Duration) bool {
 // claimed by lw through the legacy path is mirrored. The orphan recovery
 // runs with 100 ms between its commands. After recheck and several sweeps,
 // jobs:active:lw is gone but steps:active:lw still holds the job.
-func TestReviewFollowerNeverDropsALateActiveHDEL(t *testing.T) {
+func TestFollowerMirrorsALateActiveHDEL(t *testing.T) {
 	b := followerBackend(t)
 	op := newMigrator(t, b, StageLegacy)
 	require.NoError(t, op.PublishStage(ctx, StageDualWrite, PublishOptions{}))
