@@ -82,6 +82,10 @@ type FollowStats struct {
 	Backlog  int    `json:"backlog"`  // jobs waiting to be synced
 	Sweeps   uint64 `json:"sweeps"`   // full re-checks finished
 	Restarts uint64 `json:"restarts"` // (re)subscriptions, each followed by a sweep
+	// WrongType counts the keys of the wrong type (a jobs:active:<w> that
+	// is not a hash, ...) that syncs passed over, each once; each is
+	// logged once, at level Warn.
+	WrongType uint64 `json:"wrong_type"`
 	// LagP50 and LagP99 are the time from a job's first notification to
 	// the end of its sync, over the last 4096 syncs that changed
 	// something (Debounce included).
@@ -135,14 +139,20 @@ return done('OK', changed)
 //	ARGV[4] -> id
 //	ARGV[5] -> jobs:active: prefix, ARGV[6] -> steps:active: prefix
 //	ARGV[7..] -> sub-key suffixes to sync (progress, ...)
-//	Reply: OK changed | WRONGTYPE detail | REFUSED stage
+//	Reply: OK changed passed-over... | WRONGTYPE detail | REFUSED stage
+//
+// A queue key of the wrong type (a jobs:active:<w> that is a string, say)
+// is passed over and named in the reply; the rest of the job is synced.
+// A record of the wrong type stops the job's sync (WRONGTYPE).
 var syncJobScript = redis.NewScript(newScriptText(luaCore, luaFollowStage, `
 local id = ARGV[4]
-for i = 1, 8 do
-  local want = (i == 2 or i == 6) and 'zset' or 'hash'
-  local bad = wrongtype(KEYS[i], want)
-  if bad then return done('WRONGTYPE', bad) end
+local bad = {}
+local function usable(key, want)
+  local b = wrongtype(key, want)
+  if b then bad[#bad + 1] = b end
+  return not b
 end
+if not (usable(KEYS[1], 'hash') and usable(KEYS[5], 'hash')) then return done('WRONGTYPE', bad[1]) end
 local changed = 0
 -- sync_ttl gives dst the TTL of src, within TTL_SLACK ms (a TTL renewed
 -- on the job side must reach the step side, or the copy expires first),
@@ -206,16 +216,18 @@ for i = 7, #ARGV do
   end
 end
 -- The pending entry.
-local s1, s2 = redis.call('ZSCORE', KEYS[2], id), redis.call('ZSCORE', KEYS[6], id)
-if s1 ~= s2 then
-  if s1 then redis.call('ZADD', KEYS[6], s1, id) else redis.call('ZREM', KEYS[6], id) end
-  changed = changed + 1
+if usable(KEYS[2], 'zset') and usable(KEYS[6], 'zset') then
+  local s1, s2 = redis.call('ZSCORE', KEYS[2], id), redis.call('ZSCORE', KEYS[6], id)
+  if s1 ~= s2 then
+    if s1 then redis.call('ZADD', KEYS[6], s1, id) else redis.call('ZREM', KEYS[6], id) end
+    changed = changed + 1
+  end
 end
 -- Hash entries: the result hashes (with their whole-key TTL) and the
 -- active hashes of the workers the records name.
 local function sync_entry(src, dst, with_ttl)
-  local v1, v2 = redis.call('HGET', src, id), redis.pcall('HGET', dst, id)
-  if type(v2) == 'table' then return end
+  if not (usable(src, 'hash') and usable(dst, 'hash')) then return end
+  local v1, v2 = redis.call('HGET', src, id), redis.call('HGET', dst, id)
   if v1 ~= v2 then
     if v1 then redis.call('HSET', dst, id, v1) else redis.call('HDEL', dst, id) end
     changed = changed + 1
@@ -227,7 +239,7 @@ sync_entry(KEYS[4], KEYS[8], true)
 for w in pairs(workers) do
   sync_entry(ARGV[5] .. w, ARGV[6] .. w, false)
 end
-return done('OK', changed)
+return done('OK', changed, unpack(bad))
 `))
 
 // luaFollowStage ends a sync built for a stage the follower must not run
@@ -279,7 +291,9 @@ type follower struct {
 	lagNext int
 
 	events, synced, changed, sweeps, restarts atomic.Uint64
-	lastLegacy                                atomic.Int64 // Unix ms
+	wrongType                                 atomic.Uint64
+	passedOver                                map[string]bool // under mu: the wrong-type keys already logged
+	lastLegacy                                atomic.Int64    // Unix ms
 }
 
 const lagRing = 4096
@@ -356,7 +370,7 @@ func (m *Migrator) newFollower(ctx context.Context, opts FollowOptions) (*follow
 		return nil, fmt.Errorf("%w: the follower needs a *redis.Client (single node or Sentinel) for keyspace notifications", ErrInvalidArgument)
 	}
 	f := &follower{m: m, s: m.s, opts: opts, db: c.Options().DB, id: processID(),
-		dirty: map[string]*dirtyJob{}, wake: make(chan struct{}, 1), fatal: make(chan error, 1)}
+		dirty: map[string]*dirtyJob{}, passedOver: map[string]bool{}, wake: make(chan struct{}, 1), fatal: make(chan error, 1)}
 	if err := f.checkStage(ctx); err != nil {
 		return nil, err
 	}
@@ -712,6 +726,9 @@ func (f *follower) syncBatch(ctx context.Context, batch []*dirtyJob, recheck boo
 		}
 		switch r.status {
 		case "OK":
+			for j := 1; j < len(r.data); j++ {
+				f.passOver(ctx, r.str(j))
+			}
 		case "STAGE":
 			// Another stage is published: adopt it (the script names
 			// it), stop if the follower must not run in it, else sync
@@ -726,7 +743,7 @@ func (f *follower) syncBatch(ctx context.Context, batch []*dirtyJob, recheck boo
 			st, _ := ParseStage(r.str(0))
 			return refused(st)
 		case "WRONGTYPE":
-			f.s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: follower cannot sync a job", slog.String("id", w.id), slog.String("why", r.str(0)))
+			f.passOver(ctx, r.str(0))
 			continue
 		default:
 			return unexpected("follow", w.id, r)
@@ -744,6 +761,27 @@ func (f *follower) syncBatch(ctx context.Context, batch []*dirtyJob, recheck boo
 		}
 	}
 	return nil
+}
+
+// maxPassedOver bounds the wrong-type keys remembered, and so logged
+// once each; beyond it they are neither logged nor counted.
+const maxPassedOver = 10000
+
+// passOver counts and logs, once per key, a key of the wrong type that a
+// sync passed over (why names the key and its type). Retrying would not
+// help: the key stays what it is until someone fixes it.
+func (f *follower) passOver(ctx context.Context, why string) {
+	f.mu.Lock()
+	seen := f.passedOver[why] || len(f.passedOver) >= maxPassedOver
+	if !seen {
+		f.passedOver[why] = true
+	}
+	f.mu.Unlock()
+	if !seen {
+		f.wrongType.Add(1)
+		f.s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: follower passes over a key of the wrong type; fix or delete it",
+			slog.String("why", why))
+	}
 }
 
 func (f *follower) addLag(d time.Duration) {
@@ -764,7 +802,7 @@ func (f *follower) stats() FollowStats {
 	backlog := len(f.dirty)
 	f.mu.Unlock()
 	st := FollowStats{Events: f.events.Load(), Synced: f.synced.Load(), Changed: f.changed.Load(),
-		Backlog: backlog, Sweeps: f.sweeps.Load(), Restarts: f.restarts.Load()}
+		Backlog: backlog, Sweeps: f.sweeps.Load(), Restarts: f.restarts.Load(), WrongType: f.wrongType.Load()}
 	if ms := f.lastLegacy.Load(); ms > 0 {
 		st.LastLegacyWrite = time.UnixMilli(ms).UTC()
 	}

@@ -5,7 +5,9 @@ package jobstore
 
 import (
 	"context"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -136,4 +138,48 @@ func TestFollowerSweepEmptiesAnActiveHashTheJobSideLost(t *testing.T) {
 	require.Eventually(t, func() bool { return b.rdb.Exists(ctx, b.key("steps:active:gone")).Val() == 0 },
 		3*time.Second, 20*time.Millisecond, "the start sweep syncs steps:active:gone")
 	require.ErrorIs(t, stop(), context.Canceled)
+}
+
+// TestFollowerPassesOverWrongTypeKeys: a jobs:active:<w> that is not a
+// hash, or a result hash of the wrong type on either side, is passed over
+// (counted and logged once); the rest of each job naming it is synced. The
+// sync script used to fail on it, and the job was retried every Recheck,
+// for ever, logging each time.
+func TestFollowerPassesOverWrongTypeKeys(t *testing.T) {
+	b := followerBackend(t)
+	op := newMigrator(t, b, StageLegacy)
+	require.NoError(t, op.PublishStage(ctx, StageDualWrite, PublishOptions{}))
+	require.NoError(t, b.rdb.Set(ctx, b.key("jobs:active:junk"), "not a hash", 0).Err())
+	require.NoError(t, b.rdb.Set(ctx, b.key("steps:failed"), "not a hash either", 0).Err())
+	sink := &logSink{level: slog.LevelWarn}
+	m, err := NewMigrator(b.rdb, WithKeyPrefix(b.prefix), WithClock(b.clock.Now), WithStage(StageDualWrite), WithLogger(slogLogger(sink)))
+	require.NoError(t, err)
+	var mu sync.Mutex
+	var last FollowStats
+	_, stop := runFollower(t, m, FollowOptions{Configure: true, Sweep: -1, Recheck: 100 * time.Millisecond,
+		Report: func(st FollowStats) { mu.Lock(); last = st; mu.Unlock() }})
+	time.Sleep(300 * time.Millisecond)
+
+	for _, id := range []string{"names-junk-1", "names-junk-2"} {
+		rec := legacyRecord(t, b, id)
+		require.NoError(t, b.rdb.HSet(ctx, rec, "status", "assigned", "worker_id", "junk").Err())
+		require.NoError(t, b.rdb.HSet(ctx, b.key("jobs:failed"), id, `{"error":"x"}`).Err())
+		require.NoError(t, b.rdb.ZAdd(ctx, b.key("jobs:pending"), redisZ(1, id)).Err())
+		followerSynced(t, b, id)
+		require.Eventually(t, func() bool { return b.rdb.ZScore(ctx, b.key("steps:pending"), id).Err() == nil },
+			3*time.Second, 20*time.Millisecond, "the rest of %s is synced", id)
+	}
+	time.Sleep(1200 * time.Millisecond) // rechecks, and a report
+	require.ErrorIs(t, stop(), context.Canceled)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Zero(t, last.Backlog, "nothing is retried for ever: %+v", last)
+	require.EqualValues(t, 2, last.WrongType, "two keys passed over: %+v", last)
+	var warned int
+	for _, l := range sink.lines() {
+		if strings.Contains(l, "junk") || strings.Contains(l, "steps:failed") {
+			warned++
+		}
+	}
+	require.Equal(t, 2, warned, "each key is logged once: %q", sink.lines())
 }
