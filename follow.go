@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -374,7 +375,7 @@ func (m *Migrator) newFollower(ctx context.Context, opts FollowOptions) (*follow
 	if err := f.checkStage(ctx); err != nil {
 		return nil, err
 	}
-	if err := f.notifications(ctx); err != nil {
+	if _, err := f.notifications(ctx); err != nil {
 		return nil, err
 	}
 	return f, nil
@@ -402,11 +403,11 @@ func (f *follower) stop(err error) {
 	}
 }
 
-// watchStage reads the published stage every interval, so that a move
-// out of the stages the follower runs in stops it even while no sync
-// runs; and it stops it as soon as its own Store leaves them (a
-// PublishStage through the same Migrator moves it at once).
-func (f *follower) watchStage(ctx context.Context, interval time.Duration) {
+// watch reads the published stage every interval. A move out of the
+// stages the follower runs in stops it even while no sync runs, and so
+// does its own Store leaving them (a PublishStage through the same
+// Migrator moves it at once).
+func (f *follower) watch(ctx context.Context, interval time.Duration, sweepNow chan<- struct{}) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -435,10 +436,15 @@ func (f *follower) watchStage(ctx context.Context, interval time.Duration) {
 // of. "A" stands for all the classes.
 const notifyFlags = "Kg$lshztxe"
 
-func (f *follower) notifications(ctx context.Context) error {
+// notifications checks that the server sends the notifications the
+// follower needs, and, with Configure, turns on those missing, adding to
+// what is set and removing nothing. It reports whether it had to turn any
+// on. Without Configure, missing ones are an error wrapping
+// ErrInvalidConfig that names the command to run.
+func (f *follower) notifications(ctx context.Context) (changed bool, err error) {
 	cur, err := f.s.rdb.ConfigGet(ctx, "notify-keyspace-events").Result()
 	if err != nil {
-		return redisError("follow: CONFIG GET notify-keyspace-events", "", err)
+		return false, redisError("follow: CONFIG GET notify-keyspace-events", "", err)
 	}
 	have := cur["notify-keyspace-events"]
 	want := have
@@ -454,68 +460,128 @@ func (f *follower) notifications(ctx context.Context) error {
 		}
 	}
 	if want == have {
-		return nil
+		return false, nil
 	}
 	if !f.opts.Configure {
-		return fmt.Errorf("%w: the follower needs keyspace notifications: run CONFIG SET notify-keyspace-events %s (now %q), or let it (--configure)",
+		return false, fmt.Errorf("%w: the follower needs keyspace notifications: run CONFIG SET notify-keyspace-events %s (now %q), or let it (--configure)",
 			ErrInvalidConfig, want, have)
 	}
 	if err := f.s.rdb.ConfigSet(ctx, "notify-keyspace-events", want).Err(); err != nil {
-		return redisError("follow: CONFIG SET notify-keyspace-events "+want, "", err)
+		return false, redisError("follow: CONFIG SET notify-keyspace-events "+want, "", err)
 	}
 	f.s.log.LogAttrs(ctx, slog.LevelInfo, "jobstore: turned on keyspace notifications", slog.String("from", have), slog.String("to", want))
-	return nil
+	return true, nil
+}
+
+// signal sends on a channel of capacity 1 without waiting.
+func signal(c chan<- struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
 }
 
 func (f *follower) channelPrefix() string { return fmt.Sprintf("__keyspace@%d__:", f.db) }
+
+// The follower reads its subscription itself (ReceiveTimeout), rather
+// than through go-redis's Channel, whose goroutine drops a message,
+// silently but for a log line, when the channel stays full. Read here,
+// every notification reaches mark or stays on the server: a follower
+// falling that far behind overflows its connection's pub/sub output
+// buffer (client-output-buffer-limit pubsub), Redis closes it, and the
+// reconnection is counted (Restarts) and followed by a sweep.
+const (
+	// pingAfter is how long a quiet subscription waits before a PING,
+	// which finds a connection that died without a word, as go-redis's
+	// Channel does.
+	pingAfter = 3 * time.Second
+	// subscribeTimeout bounds the wait for the first confirmations.
+	subscribeTimeout = 10 * time.Second
+)
 
 func (f *follower) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	job := f.s.space(JobNamespace)
-	ps := f.s.rdb.PSubscribe(ctx, f.channelPrefix()+job.recordPattern(), f.channelPrefix()+job.queuePrefix()+"*")
-	defer ps.Close()
-	if _, err := ps.Receive(ctx); err != nil {
-		return redisError("follow: subscribe", "", err)
+	patterns := []string{f.channelPrefix() + job.recordPattern(), f.channelPrefix() + job.queuePrefix() + "*"}
+	ps := f.s.rdb.PSubscribe(ctx, patterns...)
+	// Every pattern's confirmation, before anything else: each one after
+	// these is a resubscription, after a reconnection.
+	for confirmed := 0; confirmed < len(patterns); {
+		msg, err := ps.ReceiveTimeout(ctx, subscribeTimeout)
+		if err != nil {
+			_ = ps.Close()
+			return redisError("follow: subscribe", "", err)
+		}
+		if sub, ok := msg.(*redis.Subscription); ok && sub.Kind == "psubscribe" {
+			confirmed = sub.Count
+		} else {
+			f.receive(msg, len(patterns), nil)
+		}
 	}
 	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
 	work := make(chan []*dirtyJob)
 	for range f.opts.Workers {
-		wg.Add(1)
-		go func() { defer wg.Done(); f.syncLoop(ctx, work) }()
+		wg.Go(func() { f.syncLoop(ctx, work) })
 	}
-	wg.Add(4)
-	go func() { defer wg.Done(); f.schedule(ctx, work) }()
-	go func() { defer wg.Done(); f.watchStage(ctx, stageWatchInterval) }()
 	sweepNow := make(chan struct{}, 1)
-	go func() { defer wg.Done(); f.sweepLoop(ctx, sweepNow) }()
-	go func() { defer wg.Done(); f.reportLoop(ctx) }()
-	msgs := ps.ChannelWithSubscriptions(redis.WithChannelSize(10000))
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case err := <-f.fatal:
-			return err
-		case msg, ok := <-msgs:
-			if !ok {
-				return ctx.Err()
+	wg.Go(func() { f.schedule(ctx, work) })
+	wg.Go(func() { f.watch(ctx, stageWatchInterval, sweepNow) })
+	wg.Go(func() { f.sweepLoop(ctx, sweepNow) })
+	wg.Go(func() { f.reportLoop(ctx) })
+	wg.Go(func() { f.listen(ctx, ps, len(patterns), sweepNow) })
+	var err error
+	select {
+	case <-ctx.Done():
+		err = ctx.Err()
+	case err = <-f.fatal:
+	}
+	cancel()
+	_ = ps.Close() // ends a read under way in listen
+	wg.Wait()
+	return err
+}
+
+// listen reads the subscription until ctx is done.
+func (f *follower) listen(ctx context.Context, ps *redis.PubSub, patterns int, sweepNow chan<- struct{}) {
+	failures := 0
+	for ctx.Err() == nil {
+		msg, err := ps.ReceiveTimeout(ctx, pingAfter)
+		var ne net.Error
+		switch {
+		case err == nil:
+			failures = 0
+			f.receive(msg, patterns, sweepNow)
+		case ctx.Err() != nil || errors.Is(err, redis.ErrClosed):
+			return
+		case errors.As(err, &ne) && ne.Timeout():
+			// Quiet: a PING, whose failure makes go-redis reconnect.
+			pctx, cancel := context.WithTimeout(ctx, pingAfter)
+			_ = ps.Ping(pctx)
+			cancel()
+		default:
+			// go-redis reconnects on the next read; do not spin while
+			// the server is away.
+			if failures++; failures > 1 {
+				_ = sleepCtx(ctx, 100*time.Millisecond)
 			}
-			switch m := msg.(type) {
-			case *redis.Subscription:
-				// Subscribed again after a reconnection: writes made
-				// meanwhile went unseen; sweep.
-				f.restarts.Add(1)
-				select {
-				case sweepNow <- struct{}{}:
-				default:
-				}
-			case *redis.Message:
-				f.events.Add(1)
-				f.event(strings.TrimPrefix(m.Channel, f.channelPrefix()))
-			}
+		}
+	}
+}
+
+// receive handles one message of the subscription: a notification, or
+// the last confirmation of a resubscription (go-redis resubscribes every
+// pattern after it reconnects), which calls for a sweep: writes made
+// meanwhile went unseen.
+func (f *follower) receive(msg any, patterns int, sweepNow chan<- struct{}) {
+	switch m := msg.(type) {
+	case *redis.Message:
+		f.events.Add(1)
+		f.event(strings.TrimPrefix(m.Channel, f.channelPrefix()))
+	case *redis.Subscription:
+		if m.Kind == "psubscribe" && m.Count == patterns && sweepNow != nil {
+			f.restarts.Add(1)
+			signal(sweepNow)
 		}
 	}
 }
@@ -865,28 +931,39 @@ func (f *follower) publish(ctx context.Context) {
 }
 
 // sweepLoop sweeps at start, when told (after a reconnection), and every
-// Sweep interval.
-func (f *follower) sweepLoop(ctx context.Context, now <-chan struct{}) {
+// Sweep interval; a sweep that failed runs again after a back-off.
+func (f *follower) sweepLoop(ctx context.Context, now chan struct{}) {
 	var tick <-chan time.Time
 	if f.opts.Sweep > 0 {
 		t := time.NewTicker(f.opts.Sweep)
 		defer t.Stop()
 		tick = t.C
 	}
+	var retry <-chan time.Time
+	backoff := time.Second
 	for {
+		retry = nil
 		if err := f.sweep(ctx); errors.Is(err, ErrNamespaceInUse) {
 			f.stop(err)
 			return
 		} else if err != nil && ctx.Err() == nil {
-			f.s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: follower sweep failed; it runs again later", slog.String("error", err.Error()))
+			// Run it again soon: what it was to catch up with (a
+			// reconnection's gap) is otherwise missed until the next
+			// Sweep, or for good with Sweep < 0.
+			f.s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: follower sweep failed; it runs again", slog.String("error", err.Error()),
+				slog.Duration("in", backoff))
+			retry = time.After(backoff)
+			backoff = min(2*backoff, 30*time.Second)
 		} else if err == nil {
 			f.sweeps.Add(1)
+			backoff = time.Second
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-now:
 		case <-tick:
+		case <-retry:
 		}
 	}
 }

@@ -5,6 +5,7 @@ package jobstore
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -14,6 +15,33 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// follow runs m.Follow until the test ends. Unlike runFollower, its
+// result can be awaited (returned) and still be had from stop.
+func follow(t *testing.T, m *Migrator, opts FollowOptions) (returned func(d time.Duration) (error, bool), stop func() error) {
+	t.Helper()
+	fctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	var err error
+	go func() { err = m.Follow(fctx, opts); close(done) }()
+	returned = func(d time.Duration) (error, bool) {
+		select {
+		case <-done:
+			return err, true
+		case <-time.After(d):
+			return nil, false
+		}
+	}
+	stop = func() error {
+		cancel()
+		if e, ok := returned(10 * time.Second); ok {
+			return e
+		}
+		return errors.New("the follower did not stop within 10s")
+	}
+	t.Cleanup(func() { _ = stop() })
+	return returned, stop
+}
+
 // TestFollowerStopsWhenItsOwnMigratorLeavesItsStages: a Migrator that both
 // follows and publishes moves its own Store at once (PublishStage); the
 // follower stops on that, even with no sync or sweep to notice, and never
@@ -22,15 +50,12 @@ func TestFollowerStopsWhenItsOwnMigratorLeavesItsStages(t *testing.T) {
 	b := followerBackend(t)
 	m := newMigrator(t, b, StageLegacy)
 	require.NoError(t, m.PublishStage(ctx, StageDualWrite, PublishOptions{}))
-	returned, _ := runFollower(t, m, FollowOptions{Configure: true, Sweep: -1})
+	returned, _ := follow(t, m, FollowOptions{Configure: true, Sweep: -1})
 	time.Sleep(300 * time.Millisecond)
 
 	require.NoError(t, m.PublishStage(ctx, StageDualRead, PublishOptions{}))
-	time.Sleep(300 * time.Millisecond)
-	select {
-	case err := <-returned:
+	if err, ok := returned(300 * time.Millisecond); ok {
 		t.Fatalf("Follow stopped in dual-read: %v", err)
-	default:
 	}
 	id := "own-migrator"
 	legacyRecord(t, b, id)
@@ -39,12 +64,9 @@ func TestFollowerStopsWhenItsOwnMigratorLeavesItsStages(t *testing.T) {
 	require.NoError(t, m.PublishStage(ctx, StageStepPrimary, PublishOptions{}))
 	authoritative := b.rdb.HGetAll(ctx, b.key("step:"+id)).Val()
 	require.NoError(t, b.rdb.HSet(ctx, b.key("job:"+id), "payload", `{"stale":true}`).Err())
-	select {
-	case err := <-returned:
-		require.ErrorIs(t, err, ErrNamespaceInUse)
-	case <-time.After(3 * time.Second):
-		t.Fatal("Follow still runs after its own Migrator published step-primary")
-	}
+	err, ok := returned(3 * time.Second)
+	require.True(t, ok, "Follow still runs after its own Migrator published step-primary")
+	require.ErrorIs(t, err, ErrNamespaceInUse)
 	require.Equal(t, authoritative, b.rdb.HGetAll(ctx, b.key("step:"+id)).Val(), "a sync ran in step-primary")
 }
 
@@ -182,4 +204,33 @@ func TestFollowerPassesOverWrongTypeKeys(t *testing.T) {
 		}
 	}
 	require.Equal(t, 2, warned, "each key is logged once: %q", sink.lines())
+}
+
+// followerStats runs a follower on m whose reports land in the returned
+// function.
+func followerStats(t *testing.T, m *Migrator, opts FollowOptions) (returned <-chan error, stop func() error, last func() FollowStats) {
+	t.Helper()
+	var mu sync.Mutex
+	var st FollowStats
+	opts.Report = func(s FollowStats) { mu.Lock(); st = s; mu.Unlock() }
+	returned, stop = runFollower(t, m, opts)
+	return returned, stop, func() FollowStats { mu.Lock(); defer mu.Unlock(); return st }
+}
+
+// TestFollowerCountsOneRestartPerReconnection: a lost subscription
+// connection is one restart and one sweep (each of the two patterns'
+// confirmations counted as one: two per reconnection).
+func TestFollowerCountsOneRestartPerReconnection(t *testing.T) {
+	b := followerBackend(t)
+	op := newMigrator(t, b, StageLegacy)
+	require.NoError(t, op.PublishStage(ctx, StageDualWrite, PublishOptions{}))
+	_, stop, last := followerStats(t, newMigrator(t, b, StageDualWrite), FollowOptions{Configure: true, Sweep: -1})
+	require.Eventually(t, func() bool { return last().Sweeps == 1 }, 3*time.Second, 20*time.Millisecond)
+
+	require.NoError(t, b.rdb.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err())
+	require.Eventually(t, func() bool { return last().Sweeps >= 2 }, 10*time.Second, 20*time.Millisecond, "a sweep after the reconnection")
+	time.Sleep(1500 * time.Millisecond) // any extra sweep, and a report
+	require.ErrorIs(t, stop(), context.Canceled)
+	require.EqualValues(t, 1, last().Restarts, "%+v", last())
+	require.EqualValues(t, 2, last().Sweeps, "%+v", last())
 }

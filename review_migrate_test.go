@@ -596,7 +596,9 @@ func TestReviewVerifyMissesEmptyMember(t *testing.T) {
 	})
 }
 
-// TestReviewFollowerCountsARestartAtStart
+// TestFollowerCountsNoRestartAtStart
+//
+// Regression: the second pattern's confirmation of the one PSUBSCRIBE was counted as a reconnection (Restarts 1, a second sweep at start).
 //
 // What is wrong: Follow subscribes to two patterns in one PSUBSCRIBE and
 // reads only the first confirmation with ps.Receive; the second reaches
@@ -611,7 +613,7 @@ func TestReviewVerifyMissesEmptyMember(t *testing.T) {
 //
 // Steps: start a follower on an idle server, wait for a report: Restarts
 // is 1 and Sweeps 2 (Sweep -1: only the start sweep should run).
-func TestReviewFollowerCountsARestartAtStart(t *testing.T) {
+func TestFollowerCountsNoRestartAtStart(t *testing.T) {
 	b := followerBackend(t)
 	op := newMigrator(t, b, StageLegacy)
 	require.NoError(t, op.PublishStage(ctx, StageDualWrite, PublishOptions{}))
