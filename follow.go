@@ -403,10 +403,11 @@ func (f *follower) stop(err error) {
 	}
 }
 
-// watch reads the published stage every interval. A move out of the
-// stages the follower runs in stops it even while no sync runs, and so
-// does its own Store leaving them (a PublishStage through the same
-// Migrator moves it at once).
+// watch reads the published stage and the server's notification
+// setting every interval. A move out of the stages the follower runs in
+// stops it even while no sync runs, and so does its own Store leaving
+// them (a PublishStage through the same Migrator moves it at once).
+// Notifications found off are turned on again (see renotify).
 func (f *follower) watch(ctx context.Context, interval time.Duration, sweepNow chan<- struct{}) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -423,6 +424,10 @@ func (f *follower) watch(ctx context.Context, interval time.Duration, sweepNow c
 		}
 		if err != nil && ctx.Err() == nil {
 			f.s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: follower: read the published stage", slog.String("error", err.Error()))
+		}
+		if err := f.renotify(ctx, sweepNow); err != nil {
+			f.stop(err)
+			return
 		}
 	}
 }
@@ -471,6 +476,28 @@ func (f *follower) notifications(ctx context.Context) (changed bool, err error) 
 	}
 	f.s.log.LogAttrs(ctx, slog.LevelInfo, "jobstore: turned on keyspace notifications", slog.String("from", have), slog.String("to", want))
 	return true, nil
+}
+
+// renotify checks the notifications again while the follower runs: a
+// server restarted or failed over to a replica has its own setting, and
+// another user of the server may replace it. It returns an error only
+// when they are off and the follower may not turn them on; Follow then
+// fails rather than run deaf. When it had to turn them on, writes may
+// have gone unheard: it asks for a sweep.
+func (f *follower) renotify(ctx context.Context, sweepNow chan<- struct{}) error {
+	changed, err := f.notifications(ctx)
+	switch {
+	case errors.Is(err, ErrInvalidConfig):
+		return fmt.Errorf("jobstore: follow: the server's keyspace notifications went off (a restart, a failover, another user?): %w", err)
+	case err != nil:
+		if ctx.Err() == nil {
+			f.s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: follower: check keyspace notifications", slog.String("error", err.Error()))
+		}
+	case changed:
+		f.s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: follower found keyspace notifications off and turned them on again; sweeping for the writes it missed")
+		signal(sweepNow)
+	}
+	return nil
 }
 
 // signal sends on a channel of capacity 1 without waiting.
@@ -930,8 +957,11 @@ func (f *follower) publish(ctx context.Context) {
 	}
 }
 
-// sweepLoop sweeps at start, when told (after a reconnection), and every
-// Sweep interval; a sweep that failed runs again after a back-off.
+// sweepLoop sweeps at start, when told (after a reconnection, or
+// notifications found off), and every Sweep interval. Before a sweep
+// other than the first, it checks the notifications, so that a server
+// that came back without them is heard from again before the sweep
+// catches up with what was missed.
 func (f *follower) sweepLoop(ctx context.Context, now chan struct{}) {
 	var tick <-chan time.Time
 	if f.opts.Sweep > 0 {
@@ -941,8 +971,18 @@ func (f *follower) sweepLoop(ctx context.Context, now chan struct{}) {
 	}
 	var retry <-chan time.Time
 	backoff := time.Second
-	for {
+	for first := true; ; first = false {
 		retry = nil
+		if !first {
+			if err := f.renotify(ctx, now); err != nil {
+				f.stop(err)
+				return
+			}
+			select { // the sweep about to run covers a request just made
+			case <-now:
+			default:
+			}
+		}
 		if err := f.sweep(ctx); errors.Is(err, ErrNamespaceInUse) {
 			f.stop(err)
 			return

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 )
 
@@ -233,4 +234,44 @@ func TestFollowerCountsOneRestartPerReconnection(t *testing.T) {
 	require.ErrorIs(t, stop(), context.Canceled)
 	require.EqualValues(t, 1, last().Restarts, "%+v", last())
 	require.EqualValues(t, 2, last().Sweeps, "%+v", last())
+}
+
+// TestFollowerFailsWhenNotificationsGoOffAndItMayNotSetThem: without
+// Configure, a follower that finds the notifications off after a server
+// restart stops with ErrInvalidConfig instead of running deaf.
+func TestFollowerFailsWhenNotificationsGoOffAndItMayNotSetThem(t *testing.T) {
+	srv := startTestServer(t)
+	b := srv.Backend(&redis.Options{DB: 3})
+	b.prefix = "f:"
+	require.NoError(t, b.rdb.ConfigSet(ctx, "notify-keyspace-events", "KA").Err())
+	op := newMigrator(t, b, StageLegacy)
+	require.NoError(t, op.PublishStage(ctx, StageDualWrite, PublishOptions{}))
+	returned, _ := follow(t, newMigrator(t, b, StageDualWrite), FollowOptions{Sweep: -1})
+	time.Sleep(300 * time.Millisecond)
+
+	srv.Restart() // the notifications are off again
+	require.NoError(t, op.PublishStage(ctx, StageDualWrite, PublishOptions{Force: true}))
+	err, ok := returned(10 * time.Second)
+	require.True(t, ok, "Follow runs on, deaf, with the notifications off")
+	require.ErrorIs(t, err, ErrInvalidConfig)
+	require.ErrorContains(t, err, "CONFIG SET notify-keyspace-events")
+}
+
+// TestFollowerTurnsNotificationsBackOn: another user of the server that
+// replaces notify-keyspace-events does not leave a Configure follower
+// deaf: it sets its classes again and sweeps for what it missed.
+func TestFollowerTurnsNotificationsBackOn(t *testing.T) {
+	b := followerBackend(t)
+	op := newMigrator(t, b, StageLegacy)
+	require.NoError(t, op.PublishStage(ctx, StageDualWrite, PublishOptions{}))
+	_, stop := runFollower(t, newMigrator(t, b, StageDualWrite), FollowOptions{Configure: true, Sweep: -1})
+	time.Sleep(300 * time.Millisecond)
+
+	require.NoError(t, b.rdb.ConfigSet(ctx, "notify-keyspace-events", "Ex").Err())
+	legacyRecord(t, b, "unheard") // written while the follower is deaf
+	followerSynced(t, b, "unheard")
+	legacyRecord(t, b, "heard")
+	followerSynced(t, b, "heard")
+	require.ErrorIs(t, stop(), context.Canceled)
+	require.Contains(t, b.rdb.ConfigGet(ctx, "notify-keyspace-events").Val()["notify-keyspace-events"], "E", "the other user's classes stay")
 }

@@ -451,7 +451,9 @@ func TestFollowerSyncsABusyJobWithinMaxDelay(t *testing.T) {
 		"step:%s did not get the claim within 1s while its progress kept changing (seen after %v; -1: never during the 2s stream)", id, seen)
 }
 
-// TestReviewFollowerDeafAfterServerRestart
+// TestFollowerHearsAgainAfterServerRestart
+//
+// Regression: after a restart the follower resubscribed and swept but never set notify-keyspace-events again, and stayed deaf.
 //
 // What is wrong: the follower turns keyspace notifications on once, in
 // newFollower (CONFIG SET notify-keyspace-events, which only changes the
@@ -472,7 +474,7 @@ func TestFollowerSyncsABusyJobWithinMaxDelay(t *testing.T) {
 // default again, notifications off), republish the stage, wait for the
 // follower to resubscribe. A legacy HSET job:X should reach step:X within
 // 3 s; it never does.
-func TestReviewFollowerDeafAfterServerRestart(t *testing.T) {
+func TestFollowerHearsAgainAfterServerRestart(t *testing.T) {
 	srv := startTestServer(t)
 	b := srv.Backend(&redis.Options{DB: 3})
 	b.prefix = "f:"
