@@ -6,6 +6,7 @@ package jobstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -274,4 +275,35 @@ func TestFollowerTurnsNotificationsBackOn(t *testing.T) {
 	followerSynced(t, b, "heard")
 	require.ErrorIs(t, stop(), context.Canceled)
 	require.Contains(t, b.rdb.ConfigGet(ctx, "notify-keyspace-events").Val()["notify-keyspace-events"], "E", "the other user's classes stay")
+}
+
+// TestFollowerCatchesUpAfterFallingBehind: notifications the follower
+// cannot take in time are never dropped in silence. It reads its
+// subscription itself (go-redis's Channel drops a message when its buffer
+// stays full); one that falls too far behind overflows its pub/sub output
+// buffer, Redis closes its connection, and the reconnection's sweep
+// mirrors what it missed. Here the buffer limit is tiny, and a burst of
+// legacy writes overflows it.
+func TestFollowerCatchesUpAfterFallingBehind(t *testing.T) {
+	b := followerBackend(t)
+	require.NoError(t, b.rdb.ConfigSet(ctx, "client-output-buffer-limit", "pubsub 1024 0 0").Err())
+	op := newMigrator(t, b, StageLegacy)
+	require.NoError(t, op.PublishStage(ctx, StageDualWrite, PublishOptions{}))
+	_, stop, last := followerStats(t, newMigrator(t, b, StageDualWrite), FollowOptions{Configure: true, Sweep: -1})
+	require.Eventually(t, func() bool { return last().Sweeps == 1 }, 3*time.Second, 20*time.Millisecond)
+
+	const n = 3000
+	pipe := b.rdb.Pipeline()
+	for i := range n {
+		id := fmt.Sprint("burst-", i)
+		pipe.HSet(ctx, b.key("job:"+id), "id", id, "status", "pending")
+	}
+	_, err := pipe.Exec(ctx)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		return len(scanKeys(t, b.rdb, b.key("step:burst-*"))) == n
+	}, 15*time.Second, 100*time.Millisecond, "every write of the burst is mirrored")
+	require.Eventually(t, func() bool { return last().Restarts >= 1 }, 3*time.Second, 50*time.Millisecond,
+		"the overflow was a reconnection: %+v", last())
+	require.ErrorIs(t, stop(), context.Canceled)
 }
