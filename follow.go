@@ -77,19 +77,25 @@ type FollowOptions struct {
 
 // FollowStats counts what a follower did since it started.
 type FollowStats struct {
-	Events   uint64 `json:"events"`   // keyspace notifications received
-	Synced   uint64 `json:"synced"`   // job syncs run
-	Changed  uint64 `json:"changed"`  // syncs that found the step side behind: writes nobody mirrored
-	Backlog  int    `json:"backlog"`  // jobs waiting to be synced
-	Sweeps   uint64 `json:"sweeps"`   // full re-checks finished
-	Restarts uint64 `json:"restarts"` // (re)subscriptions, each followed by a sweep
+	Events  uint64 `json:"events"`  // keyspace notifications received
+	Synced  uint64 `json:"synced"`  // job syncs run
+	Changed uint64 `json:"changed"` // syncs that found the step side behind: writes nobody mirrored
+	// SweepChanged is the part of Changed that sweeps found: writes made
+	// while the follower was not listening (before it started, while it
+	// reconnected), or whose notification it never had. Their time is
+	// unknown, so they have no lag.
+	SweepChanged uint64 `json:"sweep_changed"`
+	Backlog      int    `json:"backlog"`  // jobs waiting to be synced
+	Sweeps       uint64 `json:"sweeps"`   // full re-checks finished
+	Restarts     uint64 `json:"restarts"` // (re)subscriptions, each followed by a sweep
 	// WrongType counts the keys of the wrong type (a jobs:active:<w> that
 	// is not a hash, ...) that syncs passed over, each once; each is
 	// logged once, at level Warn.
 	WrongType uint64 `json:"wrong_type"`
 	// LagP50 and LagP99 are the time from a job's first notification to
-	// the end of its sync, over the last 4096 syncs that changed
-	// something (Debounce included).
+	// the end of its sync, over the last 4096 syncs after a notification
+	// that changed something (Debounce included); sweeps' catch-ups are
+	// not in them (SweepChanged). Zero when there was none.
 	LagP50 time.Duration `json:"lag_p50_ns"`
 	LagP99 time.Duration `json:"lag_p99_ns"`
 	// LastLegacyWrite is when a sync last found the step side behind.
@@ -292,7 +298,7 @@ type follower struct {
 	lagNext int
 
 	events, synced, changed, sweeps, restarts atomic.Uint64
-	wrongType                                 atomic.Uint64
+	sweepChanged, wrongType                   atomic.Uint64
 	passedOver                                map[string]bool // under mu: the wrong-type keys already logged
 	lastLegacy                                atomic.Int64    // Unix ms
 }
@@ -329,6 +335,7 @@ type dirtyJob struct {
 	notBefore time.Time
 	index     int  // in the heap, -1 when not in it
 	recheck   bool // this round is the recheck of an earlier sync
+	swept     bool // a sweep found it, not a notification: no lag
 }
 
 // dueHeap orders dirty jobs by when they are due.
@@ -652,7 +659,7 @@ func (f *follower) mark(t target, now time.Time, recheck bool, suffixes ...strin
 		// A new round waits; its sync is followed by its own recheck.
 	default:
 		if d.recheck {
-			d.recheck, d.first = false, now // a new write: its lag counts from now
+			d.recheck, d.swept, d.first = false, false, now // a new write: its lag counts from now
 		}
 		due := now.Add(f.opts.Debounce)
 		if bound := d.first.Add(f.opts.MaxDelay); bound.Before(due) {
@@ -681,11 +688,12 @@ func (f *follower) requeue(d *dirtyJob, at time.Time) {
 	cur := f.dirty[d.key()]
 	if cur == nil {
 		cur = f.newDirty(d.target, d.first, d.recheck)
+		cur.swept = d.swept
 	} else if !d.recheck {
 		if cur.recheck || d.first.Before(cur.first) {
 			cur.first = d.first
 		}
-		cur.recheck = false
+		cur.recheck, cur.swept = false, false
 	}
 	maps.Copy(cur.suffixes, d.suffixes)
 	cur.notBefore = at
@@ -772,7 +780,7 @@ func (f *follower) syncLoop(ctx context.Context, work <-chan []*dirtyJob) {
 		case <-ctx.Done():
 			return
 		case batch := <-work:
-			if err := f.syncBatch(ctx, batch, true); err != nil && ctx.Err() == nil {
+			if err := f.syncBatch(ctx, batch); err != nil && ctx.Err() == nil {
 				f.stop(err)
 				return
 			}
@@ -780,12 +788,12 @@ func (f *follower) syncLoop(ctx context.Context, work <-chan []*dirtyJob) {
 	}
 }
 
-// syncBatch syncs jobs in one pipeline. With recheck, each job synced
-// after a notification is scheduled for its recheck. It returns an error
+// syncBatch syncs jobs in one pipeline. Each job synced after a
+// notification is scheduled for its recheck. It returns an error
 // wrapping ErrNamespaceInUse when the stage, its Store's or the
 // published one, is one the follower must not run in; it then syncs
 // nothing.
-func (f *follower) syncBatch(ctx context.Context, batch []*dirtyJob, recheck bool) error {
+func (f *follower) syncBatch(ctx context.Context, batch []*dirtyJob) error {
 	st := f.s.Stage()
 	if !followStage(st) {
 		return refused(st)
@@ -845,11 +853,15 @@ func (f *follower) syncBatch(ctx context.Context, batch []*dirtyJob, recheck boo
 		if r.int(0) > 0 {
 			f.changed.Add(1)
 			f.lastLegacy.Store(now.UnixMilli())
-			f.addLag(time.Since(batch[i].first))
+			if batch[i].swept {
+				f.sweepChanged.Add(1)
+			} else {
+				f.addLag(time.Since(batch[i].first))
+			}
 		}
 		// A job's recheck catches the queue writes of its operation that
 		// came late; an active hash's own writes are heard.
-		if recheck && !batch[i].recheck && batch[i].worker == "" {
+		if !batch[i].recheck && !batch[i].swept && batch[i].worker == "" {
 			f.mark(batch[i].target, time.Now(), true, slices.Collect(maps.Keys(batch[i].suffixes))...)
 		}
 	}
@@ -895,7 +907,8 @@ func (f *follower) stats() FollowStats {
 	backlog := len(f.dirty)
 	f.mu.Unlock()
 	st := FollowStats{Events: f.events.Load(), Synced: f.synced.Load(), Changed: f.changed.Load(),
-		Backlog: backlog, Sweeps: f.sweeps.Load(), Restarts: f.restarts.Load(), WrongType: f.wrongType.Load()}
+		Backlog: backlog, Sweeps: f.sweeps.Load(), Restarts: f.restarts.Load(), WrongType: f.wrongType.Load(),
+		SweepChanged: f.sweepChanged.Load()}
 	if ms := f.lastLegacy.Load(); ms > 0 {
 		st.LastLegacyWrite = time.UnixMilli(ms).UTC()
 	}
@@ -1022,7 +1035,7 @@ func (f *follower) sweep(ctx context.Context) error {
 		}
 		batch := pending
 		pending, byID = nil, map[string]*dirtyJob{}
-		if err := f.syncBatch(ctx, batch, false); err != nil {
+		if err := f.syncBatch(ctx, batch); err != nil {
 			return err
 		}
 		return pace.wait(ctx, len(batch))
@@ -1031,6 +1044,7 @@ func (f *follower) sweep(ctx context.Context) error {
 		d := byID[t.key()]
 		if d == nil {
 			d = newDirtyJob(t, time.Now(), true)
+			d.swept = true
 			byID[t.key()] = d
 			pending = append(pending, d)
 		}
