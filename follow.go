@@ -24,26 +24,44 @@ import (
 // the last such process is gone.
 //
 // How it works. Redis keyspace notifications tell it which job:<id> key
-// (record or sub-key) changed; every legacy operation writes the record,
-// so every changed job is seen, though not which queue entries changed
-// with it. A changed job is synced after a short quiet time (Debounce), so
-// that the rest of a legacy operation's commands, which follow the record
-// write within milliseconds, have landed, and once more after Recheck for
-// any that were slower. Syncing a job makes its step side equal to its job
-// side, in one atomic script: the record, the sub-keys seen, its pending
-// entry, its entries in the completed and failed hashes (with their
-// TTLs) and its entries in the active hashes of the workers its records
-// name. The job side is authoritative in the stages the follower runs in,
-// and the script copies the job side as it is when the script runs, so a
-// sync never puts back older data than the step side has: a dual-writing
-// process that changed the job meanwhile changed both sides at once.
+// (record or sub-key, of any type) changed; every legacy operation writes
+// the record, so every changed job is seen, though not which queue
+// entries changed with it. A changed job is synced after a short quiet
+// time (Debounce), so that the rest of a legacy operation's commands,
+// which follow the record write within milliseconds, have landed, but no
+// later than MaxDelay after its first notification, so that a job written
+// without pause is synced too; and once more after Recheck for any that
+// were slower. Syncing a job makes its step side equal to its job side,
+// in one atomic script: the record and the sub-keys seen (content and
+// TTL), its pending entry, its entries in the completed and failed hashes
+// (with their TTLs) and its entries in the active hashes of the workers
+// its records name. A worker's active hash also changes on its own (an
+// entry removed once no record names the worker): its notifications make
+// the whole step hash equal to the job hash. Keys of the wrong type are
+// passed over, counted and logged once. The job side is authoritative in
+// the stages the follower runs in, and the script copies the job side as
+// it is when the script runs, so a sync never puts back older data than
+// the step side has: a dual-writing process that changed the job
+// meanwhile changed both sides at once.
+//
+// The stage. The follower runs in dual-write and dual-read only. Each
+// sync is built for its Store's stage and refused, by Go and by the
+// script, in any other; the script's stage check refuses one built for a
+// stage no longer published. Whichever path sees the stage leave them
+// first (a sync, a sweep, the watch that reads the published stage every
+// second, or the Store moved by its own Migrator's PublishStage) stops
+// Follow with ErrNamespaceInUse.
 //
 // Notifications are fire-and-forget: while the follower is disconnected,
 // or before it starts, writes go unseen. So it sweeps: when it starts,
 // after every reconnection, and every Sweep interval, it walks every
-// record and queue entry of the job namespace and syncs what differs.
-// Two followers, or a follower and a backfill, can run side by side: each
-// sync is atomic and idempotent.
+// record and queue entry of the job namespace, and the active hashes of
+// both namespaces, and syncs what differs. A restarted or failed-over
+// server comes back without the notification setting, and another user of
+// the server may replace it: the follower checks it after every
+// reconnection and every second, sets it again (Configure) and sweeps,
+// or fails. Two followers, or a follower and a backfill, can run side by
+// side: each sync is atomic and idempotent.
 
 // FollowOptions configure Migrator.Follow. The zero value works.
 type FollowOptions struct {
