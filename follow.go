@@ -286,12 +286,14 @@ func refused(st Stage) error {
 }
 
 // Follow runs a follower until ctx is done, then returns ctx.Err(), or
-// an error that stops it: the notifications cannot be turned on, or the
-// published stage moves to one where job:* is not authoritative
-// (step-primary or step-only), where legacy writers must be gone and a
-// follower would copy stale data. It runs in the dual-write and dual-read
-// stages (the Migrator's own, or the published one). It needs a
-// *redis.Client (single node or Sentinel).
+// an error that stops it: the notifications are off and it may not turn
+// them on (ErrInvalidConfig; at start, or later after a restart or a
+// failover), or the stage, published or the Migrator's own, leaves
+// dual-write and dual-read (ErrNamespaceInUse): in step-primary and
+// step-only job:* is not authoritative, legacy writers must be gone and a
+// follower would copy stale data; in legacy nothing reads step:*. No sync
+// runs under a refused stage. It needs a *redis.Client (single node or
+// Sentinel).
 func (m *Migrator) Follow(ctx context.Context, opts FollowOptions) error {
 	f, err := m.newFollower(ctx, opts)
 	if err != nil {
@@ -324,7 +326,7 @@ type follower struct {
 const lagRing = 4096
 
 // stageWatchInterval is how often a follower reads the published stage
-// when no sync tells it.
+// (when no sync tells it) and the server's notification setting.
 const stageWatchInterval = time.Second
 
 // target is what a sync makes equal: a job (id), or a worker's active
@@ -542,14 +544,72 @@ func (f *follower) channelPrefix() string { return fmt.Sprintf("__keyspace@%d__:
 // falling that far behind overflows its connection's pub/sub output
 // buffer (client-output-buffer-limit pubsub), Redis closes it, and the
 // reconnection is counted (Restarts) and followed by a sweep.
+//
+// A connection that goes silent without being closed (a peer gone
+// without a word) is found by a PING: go-redis replaces a connection only
+// when a read or a write fails, which on a dead route takes the kernel
+// many minutes; the follower replaces its subscription as soon as a PING
+// goes unanswered.
 const (
-	// pingAfter is how long a quiet subscription waits before a PING,
-	// which finds a connection that died without a word, as go-redis's
-	// Channel does.
+	// pingAfter is how long a quiet subscription waits before a PING, and
+	// then for its answer.
 	pingAfter = 3 * time.Second
 	// subscribeTimeout bounds the wait for the first confirmations.
 	subscribeTimeout = 10 * time.Second
 )
+
+// subscription is the follower's current PubSub, which listen replaces
+// when its connection goes silent, and run closes at the end.
+type subscription struct {
+	mu     sync.Mutex
+	ps     *redis.PubSub
+	closed bool
+}
+
+func (s *subscription) get() *redis.PubSub {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ps
+}
+
+// replace closes the current PubSub and installs ps; once the
+// subscription is closed, it closes ps instead and reports false.
+func (s *subscription) replace(ps *redis.PubSub) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		_ = ps.Close()
+		return false
+	}
+	_ = s.ps.Close()
+	s.ps = ps
+	return true
+}
+
+// close closes the current PubSub, ending a read under way.
+func (s *subscription) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	_ = s.ps.Close()
+}
+
+// confirm reads ps until every pattern is confirmed, handling the
+// notifications that come meanwhile.
+func (f *follower) confirm(ctx context.Context, ps *redis.PubSub, patterns int, timeout time.Duration) error {
+	for confirmed := 0; confirmed < patterns; {
+		msg, err := ps.ReceiveTimeout(ctx, timeout)
+		if err != nil {
+			return err
+		}
+		if sub, ok := msg.(*redis.Subscription); ok && sub.Kind == "psubscribe" {
+			confirmed = sub.Count
+		} else {
+			f.receive(msg, patterns, nil)
+		}
+	}
+	return nil
+}
 
 func (f *follower) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
@@ -559,18 +619,11 @@ func (f *follower) run(ctx context.Context) error {
 	ps := f.s.rdb.PSubscribe(ctx, patterns...)
 	// Every pattern's confirmation, before anything else: each one after
 	// these is a resubscription, after a reconnection.
-	for confirmed := 0; confirmed < len(patterns); {
-		msg, err := ps.ReceiveTimeout(ctx, subscribeTimeout)
-		if err != nil {
-			_ = ps.Close()
-			return redisError("follow: subscribe", "", err)
-		}
-		if sub, ok := msg.(*redis.Subscription); ok && sub.Kind == "psubscribe" {
-			confirmed = sub.Count
-		} else {
-			f.receive(msg, len(patterns), nil)
-		}
+	if err := f.confirm(ctx, ps, len(patterns), subscribeTimeout); err != nil {
+		_ = ps.Close()
+		return redisError("follow: subscribe", "", err)
 	}
+	sub := &subscription{ps: ps}
 	var wg sync.WaitGroup
 	work := make(chan []*dirtyJob)
 	for range f.opts.Workers {
@@ -581,7 +634,7 @@ func (f *follower) run(ctx context.Context) error {
 	wg.Go(func() { f.watch(ctx, stageWatchInterval, sweepNow) })
 	wg.Go(func() { f.sweepLoop(ctx, sweepNow) })
 	wg.Go(func() { f.reportLoop(ctx) })
-	wg.Go(func() { f.listen(ctx, ps, len(patterns), sweepNow) })
+	wg.Go(func() { f.listen(ctx, sub, patterns, sweepNow) })
 	var err error
 	select {
 	case <-ctx.Done():
@@ -589,28 +642,39 @@ func (f *follower) run(ctx context.Context) error {
 	case err = <-f.fatal:
 	}
 	cancel()
-	_ = ps.Close() // ends a read under way in listen
+	sub.close() // ends a read under way in listen
 	wg.Wait()
 	return err
 }
 
 // listen reads the subscription until ctx is done.
-func (f *follower) listen(ctx context.Context, ps *redis.PubSub, patterns int, sweepNow chan<- struct{}) {
-	failures := 0
+func (f *follower) listen(ctx context.Context, sub *subscription, patterns []string, sweepNow chan<- struct{}) {
+	failures, pinged := 0, false
 	for ctx.Err() == nil {
+		ps := sub.get()
 		msg, err := ps.ReceiveTimeout(ctx, pingAfter)
 		var ne net.Error
 		switch {
 		case err == nil:
-			failures = 0
-			f.receive(msg, patterns, sweepNow)
+			failures, pinged = 0, false
+			f.receive(msg, len(patterns), sweepNow)
 		case ctx.Err() != nil || errors.Is(err, redis.ErrClosed):
 			return
-		case errors.As(err, &ne) && ne.Timeout():
-			// Quiet: a PING, whose failure makes go-redis reconnect.
+		case errors.As(err, &ne) && ne.Timeout() && !pinged:
+			// Quiet: a PING, answered within pingAfter by a live
+			// connection (a failed write makes go-redis reconnect).
 			pctx, cancel := context.WithTimeout(ctx, pingAfter)
 			_ = ps.Ping(pctx)
 			cancel()
+			pinged = true
+		case errors.As(err, &ne) && ne.Timeout():
+			f.s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: follower's subscription does not answer; subscribing again on a new connection")
+			if !f.resubscribe(ctx, sub, patterns) {
+				return
+			}
+			failures, pinged = 0, false
+			f.restarts.Add(1)
+			signal(sweepNow)
 		default:
 			// go-redis reconnects on the next read; do not spin while
 			// the server is away.
@@ -619,6 +683,27 @@ func (f *follower) listen(ctx context.Context, ps *redis.PubSub, patterns int, s
 			}
 		}
 	}
+}
+
+// resubscribe replaces the subscription with a new one, on a new
+// connection, and returns once its every pattern is confirmed; false when
+// ctx ends first.
+func (f *follower) resubscribe(ctx context.Context, sub *subscription, patterns []string) bool {
+	for backoff := 100 * time.Millisecond; ctx.Err() == nil; backoff = min(2*backoff, 5*time.Second) {
+		ps := f.s.rdb.PSubscribe(ctx, patterns...)
+		if !sub.replace(ps) {
+			return false
+		}
+		err := f.confirm(ctx, ps, len(patterns), pingAfter)
+		if err == nil {
+			return true
+		}
+		if ctx.Err() == nil {
+			f.s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: follower: subscribe again", slog.String("error", err.Error()))
+			_ = sleepCtx(ctx, backoff)
+		}
+	}
+	return false
 }
 
 // receive handles one message of the subscription: a notification, or

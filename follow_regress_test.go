@@ -336,3 +336,35 @@ func TestFollowerKeepsSweepCatchUpsOutOfTheLag(t *testing.T) {
 	require.EqualValues(t, 20, st.SweepChanged, "%+v", st)
 	require.GreaterOrEqual(t, st.LagP50, 20*time.Millisecond, "the one notification's lag, Debounce included: %+v", st)
 }
+
+// TestFollowerResubscribesWhenItsConnectionGoesSilent: a subscription
+// whose connection stops answering without being closed (a peer gone
+// without a word, as in a failover that leaves no RST; here a proxy that
+// swallows every byte) is replaced once a PING goes unanswered, and the
+// new subscription's sweep mirrors what was written meanwhile. Before,
+// the follower waited on the dead connection (go-redis reconnects only
+// when a write fails), and the notifications swallowed were lost for good.
+func TestFollowerResubscribesWhenItsConnectionGoesSilent(t *testing.T) {
+	srv := startTestServer(t)
+	b := srv.Backend(&redis.Options{DB: 3})
+	b.prefix = "f:"
+	op := newMigrator(t, b, StageLegacy)
+	require.NoError(t, op.PublishStage(ctx, StageDualWrite, PublishOptions{}))
+	proxy := startFaultProxy(t, srv.Addr())
+	frdb := redis.NewClient(&redis.Options{Addr: proxy.Addr(), DB: 3})
+	t.Cleanup(func() { _ = frdb.Close() })
+	fm, err := NewMigrator(frdb, WithKeyPrefix(b.prefix), WithClock(b.clock.Now), WithStage(StageDualWrite))
+	require.NoError(t, err)
+	_, stop, last := followerStats(t, fm, FollowOptions{Configure: true, Sweep: -1})
+	require.Eventually(t, func() bool { return last().Sweeps == 1 }, 3*time.Second, 20*time.Millisecond)
+
+	proxy.SetBlackhole(true)
+	legacyRecord(t, b, "unheard") // its notification is swallowed
+	time.Sleep(8 * time.Second)   // a quiet read, a PING, no answer, and a new subscription that cannot confirm
+	proxy.Heal()
+	followerSynced(t, b, "unheard")
+	require.Eventually(t, func() bool { return last().Restarts >= 1 }, 3*time.Second, 20*time.Millisecond, "%+v", last())
+	legacyRecord(t, b, "heard")
+	followerSynced(t, b, "heard")
+	require.ErrorIs(t, stop(), context.Canceled)
+}
