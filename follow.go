@@ -272,9 +272,9 @@ return done('OK', changed, unpack(bad))
 // for (ARGV[3]) is the published one, when one is published; so no sync
 // ever copies job:* over step:* once step:* is authoritative, even if the
 // Go side missed the change.
-const luaFollowStage = `
-if ARGV[3] ~= 'dual-write' and ARGV[3] ~= 'dual-read' then return done('REFUSED', ARGV[3]) end
-`
+var luaFollowStage = fmt.Sprintf(`
+if ARGV[3] ~= %q and ARGV[3] ~= %q then return done('REFUSED', ARGV[3]) end
+`, StageDualWrite, StageDualRead)
 
 // followStage reports whether the follower may run in st: job:* is
 // authoritative and step:* is written.
