@@ -368,3 +368,25 @@ func TestFollowerResubscribesWhenItsConnectionGoesSilent(t *testing.T) {
 	followerSynced(t, b, "heard")
 	require.ErrorIs(t, stop(), context.Canceled)
 }
+
+// TestFollowerSyncScriptsRefuseOtherStages: the scripts themselves refuse
+// a sync built for a stage the follower must not run in, whatever the Go
+// side checked, and write nothing.
+func TestFollowerSyncScriptsRefuseOtherStages(t *testing.T) {
+	b := followerBackend(t)
+	id := "refused"
+	legacyRecord(t, b, id)
+	require.NoError(t, b.rdb.HSet(ctx, b.key("jobs:active:w"), id, "{}").Err())
+	for _, st := range []Stage{StageLegacy, StageStepPrimary, StageStepOnly} {
+		res, err := syncJobScript.Run(ctx, b.rdb, []string{b.key("job:" + id), b.key("jobs:pending"), b.key("jobs:completed"),
+			b.key("jobs:failed"), b.key("step:" + id), b.key("steps:pending"), b.key("steps:completed"), b.key("steps:failed"),
+			b.key("jobstore:stage")}, "0", "0", st.String(), id, b.key("jobs:active:"), b.key("steps:active:"), "progress").Slice()
+		require.NoError(t, err)
+		require.Equal(t, "REFUSED", res[0], st)
+		res, err = syncActiveScript.Run(ctx, b.rdb, []string{b.key("jobs:active:w"), b.key("steps:active:w"), b.key("jobstore:stage")},
+			"0", "0", st.String()).Slice()
+		require.NoError(t, err)
+		require.Equal(t, "REFUSED", res[0], st)
+	}
+	requireNoKeys(t, b, b.key("step*"))
+}
