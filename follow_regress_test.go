@@ -388,5 +388,5 @@ func TestFollowerSyncScriptsRefuseOtherStages(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, "REFUSED", res[0], st)
 	}
-	requireNoKeys(t, b, b.key("step*"))
+	requireNoKeys(t, b, "step*")
 }
