@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,32 +24,55 @@ import (
 // the last such process is gone.
 //
 // How it works. Redis keyspace notifications tell it which job:<id> key
-// (record or sub-key) changed; every legacy operation writes the record,
-// so every changed job is seen, though not which queue entries changed
-// with it. A changed job is synced after a short quiet time (Debounce), so
-// that the rest of a legacy operation's commands, which follow the record
-// write within milliseconds, have landed, and once more after Recheck for
-// any that were slower. Syncing a job makes its step side equal to its job
-// side, in one atomic script: the record, the sub-keys seen, its pending
-// entry, its entries in the completed and failed hashes (with their
-// TTLs) and its entries in the active hashes of the workers its records
-// name. The job side is authoritative in the stages the follower runs in,
-// and the script copies the job side as it is when the script runs, so a
-// sync never puts back older data than the step side has: a dual-writing
-// process that changed the job meanwhile changed both sides at once.
+// (record or sub-key, of any type) changed; every legacy operation writes
+// the record, so every changed job is seen, though not which queue
+// entries changed with it. A changed job is synced after a short quiet
+// time (Debounce), so that the rest of a legacy operation's commands,
+// which follow the record write within milliseconds, have landed, but no
+// later than MaxDelay after its first notification, so that a job written
+// without pause is synced too; and once more after Recheck for any that
+// were slower. Syncing a job makes its step side equal to its job side,
+// in one atomic script: the record and the sub-keys seen (content and
+// TTL), its pending entry, its entries in the completed and failed hashes
+// (with their TTLs) and its entries in the active hashes of the workers
+// its records name. A worker's active hash also changes on its own (an
+// entry removed once no record names the worker): its notifications make
+// the whole step hash equal to the job hash. Keys of the wrong type are
+// passed over, counted and logged once. The job side is authoritative in
+// the stages the follower runs in, and the script copies the job side as
+// it is when the script runs, so a sync never puts back older data than
+// the step side has: a dual-writing process that changed the job
+// meanwhile changed both sides at once.
+//
+// The stage. The follower runs in dual-write and dual-read only. Each
+// sync is built for its Store's stage and refused, by Go and by the
+// script, in any other; the script's stage check refuses one built for a
+// stage no longer published. Whichever path sees the stage leave them
+// first (a sync, a sweep, the watch that reads the published stage every
+// second, or the Store moved by its own Migrator's PublishStage) stops
+// Follow with ErrNamespaceInUse.
 //
 // Notifications are fire-and-forget: while the follower is disconnected,
 // or before it starts, writes go unseen. So it sweeps: when it starts,
 // after every reconnection, and every Sweep interval, it walks every
-// record and queue entry of the job namespace and syncs what differs.
-// Two followers, or a follower and a backfill, can run side by side: each
-// sync is atomic and idempotent.
+// record and queue entry of the job namespace, and the active hashes of
+// both namespaces, and syncs what differs. A restarted or failed-over
+// server comes back without the notification setting, and another user of
+// the server may replace it: the follower checks it after every
+// reconnection and every second, sets it again (Configure) and sweeps,
+// or fails. Two followers, or a follower and a backfill, can run side by
+// side: each sync is atomic and idempotent.
 
 // FollowOptions configure Migrator.Follow. The zero value works.
 type FollowOptions struct {
 	// Debounce is how long a changed job must stay quiet before it is
 	// synced; 20 ms when 0.
 	Debounce time.Duration
+	// MaxDelay bounds the wait of a job that never stays quiet (a worker
+	// streaming progress): it is synced at the latest MaxDelay after the
+	// first notification of its round, written or not; 10 × Debounce
+	// when 0, and never less than Debounce.
+	MaxDelay time.Duration
 	// Recheck is when a synced job is synced once more, for the writes
 	// of a legacy operation that came late; 2 s when 0.
 	Recheck time.Duration
@@ -71,20 +95,63 @@ type FollowOptions struct {
 
 // FollowStats counts what a follower did since it started.
 type FollowStats struct {
-	Events   uint64 `json:"events"`   // keyspace notifications received
-	Synced   uint64 `json:"synced"`   // job syncs run
-	Changed  uint64 `json:"changed"`  // syncs that found the step side behind: writes nobody mirrored
-	Backlog  int    `json:"backlog"`  // jobs waiting to be synced
-	Sweeps   uint64 `json:"sweeps"`   // full re-checks finished
-	Restarts uint64 `json:"restarts"` // (re)subscriptions, each followed by a sweep
+	Events  uint64 `json:"events"`  // keyspace notifications received
+	Synced  uint64 `json:"synced"`  // job syncs run
+	Changed uint64 `json:"changed"` // syncs that found the step side behind: writes nobody mirrored
+	// SweepChanged is the part of Changed that sweeps found: writes made
+	// while the follower was not listening (before it started, while it
+	// reconnected), or whose notification it never had. Their time is
+	// unknown, so they have no lag.
+	SweepChanged uint64 `json:"sweep_changed"`
+	Backlog      int    `json:"backlog"`  // jobs waiting to be synced
+	Sweeps       uint64 `json:"sweeps"`   // full re-checks finished
+	Restarts     uint64 `json:"restarts"` // (re)subscriptions, each followed by a sweep
+	// WrongType counts the keys of the wrong type (a jobs:active:<w> that
+	// is not a hash, ...) that syncs passed over, each once; each is
+	// logged once, at level Warn.
+	WrongType uint64 `json:"wrong_type"`
 	// LagP50 and LagP99 are the time from a job's first notification to
-	// the end of its sync, over the last 4096 syncs that changed
-	// something (Debounce included).
+	// the end of its sync, over the last 4096 syncs after a notification
+	// that changed something (Debounce included); sweeps' catch-ups are
+	// not in them (SweepChanged). Zero when there was none.
 	LagP50 time.Duration `json:"lag_p50_ns"`
 	LagP99 time.Duration `json:"lag_p99_ns"`
 	// LastLegacyWrite is when a sync last found the step side behind.
 	LastLegacyWrite time.Time `json:"last_legacy_write,omitzero"`
 }
+
+// syncActiveScript makes a worker's step active hash equal to its job
+// active hash: it is the mirror of that hash in the stages the follower
+// runs in, whoever wrote it. This catches what a job's sync cannot: an
+// entry removed after neither record names the worker any more (the
+// legacy orphan recovery's late HDEL).
+//
+//	KEYS[1] -> jobs:active:<w>, KEYS[2] -> steps:active:<w>
+//	KEYS[3] -> jobstore:stage; ARGV[1..3] -> '0', '0', stage
+//	Reply: OK changed | WRONGTYPE detail | REFUSED stage
+var syncActiveScript = redis.NewScript(newScriptText(luaCore, luaFollowStage, `
+local bad = wrongtype(KEYS[1], 'hash') or wrongtype(KEYS[2], 'hash')
+if bad then return done('WRONGTYPE', bad) end
+local changed = 0
+local src, dst = redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])
+local have, kept = {}, {}
+for i = 1, #dst, 2 do have[dst[i]] = dst[i + 1] end
+for i = 1, #src, 2 do
+  local f, v = src[i], src[i + 1]
+  kept[f] = true
+  if have[f] ~= v then
+    redis.call('HSET', KEYS[2], f, v)
+    changed = changed + 1
+  end
+end
+for i = 1, #dst, 2 do
+  if not kept[dst[i]] then
+    redis.call('HDEL', KEYS[2], dst[i])
+    changed = changed + 1
+  end
+end
+return done('OK', changed)
+`))
 
 // syncJobScript makes the step side of one job equal to its job side
 // (see above), and counts what it changed.
@@ -97,19 +164,35 @@ type FollowStats struct {
 //	ARGV[4] -> id
 //	ARGV[5] -> jobs:active: prefix, ARGV[6] -> steps:active: prefix
 //	ARGV[7..] -> sub-key suffixes to sync (progress, ...)
-//	Reply: OK changed | WRONGTYPE detail
-var syncJobScript = redis.NewScript(newScriptText(luaCore, `
+//	Reply: OK changed passed-over... | WRONGTYPE detail | REFUSED stage
+//
+// A queue key of the wrong type (a jobs:active:<w> that is a string, say)
+// is passed over and named in the reply; the rest of the job is synced.
+// A record of the wrong type stops the job's sync (WRONGTYPE).
+var syncJobScript = redis.NewScript(newScriptText(luaCore, luaFollowStage, `
 local id = ARGV[4]
-for i = 1, 8 do
-  local want = (i == 2 or i == 6) and 'zset' or 'hash'
-  local bad = wrongtype(KEYS[i], want)
-  if bad then return done('WRONGTYPE', bad) end
+local bad = {}
+local function usable(key, want)
+  local b = wrongtype(key, want)
+  if b then bad[#bad + 1] = b end
+  return not b
 end
+if not (usable(KEYS[1], 'hash') and usable(KEYS[5], 'hash')) then return done('WRONGTYPE', bad[1]) end
 local changed = 0
-local function pttl_class(k)
-  local t = redis.call('PTTL', k)
-  if t < 0 then return t end
-  return 1
+-- sync_ttl gives dst the TTL of src, within TTL_SLACK ms (a TTL renewed
+-- on the job side must reach the step side, or the copy expires first),
+-- and counts a change.
+local TTL_SLACK = 1000
+local function sync_ttl(src, dst)
+  local t1, t2 = redis.call('PTTL', src), redis.call('PTTL', dst)
+  if t2 == -2 then return end
+  if t1 > 0 and (t2 < 0 or math.abs(t1 - t2) > TTL_SLACK) then
+    redis.call('PEXPIRE', dst, t1)
+    changed = changed + 1
+  elseif t1 == -1 and t2 >= 0 then
+    redis.call('PERSIST', dst)
+    changed = changed + 1
+  end
 end
 local function same_hash(a, b)
   local x, y = redis.call('HGETALL', a), redis.call('HGETALL', b)
@@ -119,7 +202,7 @@ local function same_hash(a, b)
   for k = 1, #y, 2 do
     if m[y[k]] ~= y[k + 1] then return false end
   end
-  return pttl_class(a) == pttl_class(b)
+  return true
 end
 local workers = {}
 local function note_workers(key)
@@ -137,6 +220,8 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   if not same_hash(KEYS[1], KEYS[5]) then
     redis.call('COPY', KEYS[1], KEYS[5], 'REPLACE')
     changed = changed + 1
+  else
+    sync_ttl(KEYS[1], KEYS[5])
   end
 elseif redis.call('DEL', KEYS[5]) == 1 then
   changed = changed + 1
@@ -145,50 +230,70 @@ end
 for i = 7, #ARGV do
   local src, dst = KEYS[1] .. ':' .. ARGV[i], KEYS[5] .. ':' .. ARGV[i]
   if redis.call('EXISTS', src) == 1 then
-    if redis.call('DUMP', src) ~= redis.pcall('DUMP', dst) or pttl_class(src) ~= pttl_class(dst) then
+    if redis.call('DUMP', src) ~= redis.pcall('DUMP', dst) then
       redis.call('COPY', src, dst, 'REPLACE')
       changed = changed + 1
+    else
+      sync_ttl(src, dst)
     end
   elseif redis.call('DEL', dst) == 1 then
     changed = changed + 1
   end
 end
 -- The pending entry.
-local s1, s2 = redis.call('ZSCORE', KEYS[2], id), redis.call('ZSCORE', KEYS[6], id)
-if s1 ~= s2 then
-  if s1 then redis.call('ZADD', KEYS[6], s1, id) else redis.call('ZREM', KEYS[6], id) end
-  changed = changed + 1
+if usable(KEYS[2], 'zset') and usable(KEYS[6], 'zset') then
+  local s1, s2 = redis.call('ZSCORE', KEYS[2], id), redis.call('ZSCORE', KEYS[6], id)
+  if s1 ~= s2 then
+    if s1 then redis.call('ZADD', KEYS[6], s1, id) else redis.call('ZREM', KEYS[6], id) end
+    changed = changed + 1
+  end
 end
 -- Hash entries: the result hashes (with their whole-key TTL) and the
 -- active hashes of the workers the records name.
 local function sync_entry(src, dst, with_ttl)
-  local v1, v2 = redis.call('HGET', src, id), redis.pcall('HGET', dst, id)
-  if type(v2) == 'table' then return end
+  if not (usable(src, 'hash') and usable(dst, 'hash')) then return end
+  local v1, v2 = redis.call('HGET', src, id), redis.call('HGET', dst, id)
   if v1 ~= v2 then
     if v1 then redis.call('HSET', dst, id, v1) else redis.call('HDEL', dst, id) end
     changed = changed + 1
   end
-  if with_ttl and redis.call('EXISTS', dst) == 1 then
-    local t1, t2 = redis.call('PTTL', src), redis.call('PTTL', dst)
-    if t1 > 0 and (t2 < 0 or math.abs(t1 - t2) > 1000) then redis.call('PEXPIRE', dst, t1)
-    elseif t1 == -1 and t2 >= 0 then redis.call('PERSIST', dst) end
-  end
+  if with_ttl then sync_ttl(src, dst) end
 end
 sync_entry(KEYS[3], KEYS[7], true)
 sync_entry(KEYS[4], KEYS[8], true)
 for w in pairs(workers) do
   sync_entry(ARGV[5] .. w, ARGV[6] .. w, false)
 end
-return done('OK', changed)
+return done('OK', changed, unpack(bad))
 `))
 
+// luaFollowStage ends a sync built for a stage the follower must not run
+// in. The stage check before it has made sure that the stage it was built
+// for (ARGV[3]) is the published one, when one is published; so no sync
+// ever copies job:* over step:* once step:* is authoritative, even if the
+// Go side missed the change.
+var luaFollowStage = fmt.Sprintf(`
+if ARGV[3] ~= %q and ARGV[3] ~= %q then return done('REFUSED', ARGV[3]) end
+`, StageDualWrite, StageDualRead)
+
+// followStage reports whether the follower may run in st: job:* is
+// authoritative and step:* is written.
+func followStage(st Stage) bool { return st == StageDualWrite || st == StageDualRead }
+
+// refused is the error that stops a follower in stage st.
+func refused(st Stage) error {
+	return fmt.Errorf("%w: the follower runs in the dual-write and dual-read stages, not %s", ErrNamespaceInUse, st)
+}
+
 // Follow runs a follower until ctx is done, then returns ctx.Err(), or
-// an error that stops it: the notifications cannot be turned on, or the
-// published stage moves to one where job:* is not authoritative
-// (step-primary or step-only), where legacy writers must be gone and a
-// follower would copy stale data. It runs in the dual-write and dual-read
-// stages (the Migrator's own, or the published one). It needs a
-// *redis.Client (single node or Sentinel).
+// an error that stops it: the notifications are off and it may not turn
+// them on (ErrInvalidConfig; at start, or later after a restart or a
+// failover), or the stage, published or the Migrator's own, leaves
+// dual-write and dual-read (ErrNamespaceInUse): in step-primary and
+// step-only job:* is not authoritative, legacy writers must be gone and a
+// follower would copy stale data; in legacy nothing reads step:*. No sync
+// runs under a refused stage. It needs a *redis.Client (single node or
+// Sentinel).
 func (m *Migrator) Follow(ctx context.Context, opts FollowOptions) error {
 	f, err := m.newFollower(ctx, opts)
 	if err != nil {
@@ -205,7 +310,7 @@ type follower struct {
 	id   string
 
 	mu      sync.Mutex
-	dirty   map[string]*dirtyJob // by id
+	dirty   map[string]*dirtyJob // by target key
 	due     dueHeap
 	wake    chan struct{}
 	fatal   chan error
@@ -213,18 +318,44 @@ type follower struct {
 	lagNext int
 
 	events, synced, changed, sweeps, restarts atomic.Uint64
-	lastLegacy                                atomic.Int64 // Unix ms
+	sweepChanged, wrongType                   atomic.Uint64
+	passedOver                                map[string]bool // under mu: the wrong-type keys already logged
+	lastLegacy                                atomic.Int64    // Unix ms
 }
 
 const lagRing = 4096
 
+// stageWatchInterval is how often a follower reads the published stage
+// (when no sync tells it) and the server's notification setting.
+const stageWatchInterval = time.Second
+
+// target is what a sync makes equal: a job (id), or a worker's active
+// hash (worker), whose changes the follower hears as events on
+// jobs:active:<worker> itself. Ids never hold ':', so the keys of the two
+// kinds never meet.
+type target struct {
+	id     string
+	worker string
+}
+
+func (t target) key() string {
+	if t.worker != "" {
+		return "active:" + t.worker
+	}
+	return t.id
+}
+
 type dirtyJob struct {
-	id       string
+	target
 	suffixes map[string]bool
-	first    time.Time // first notification of this round, for the lag
+	first    time.Time // first notification of this round, for the lag and MaxDelay
 	due      time.Time
-	index    int  // in the heap, -1 when not in it
-	recheck  bool // this round is the recheck of an earlier sync
+	// notBefore is when a sync that failed may be tried again: new
+	// notifications do not bring it earlier.
+	notBefore time.Time
+	index     int  // in the heap, -1 when not in it
+	recheck   bool // this round is the recheck of an earlier sync
+	swept     bool // a sweep found it, not a notification: no lag
 }
 
 // dueHeap orders dirty jobs by when they are due.
@@ -246,6 +377,10 @@ func (m *Migrator) newFollower(ctx context.Context, opts FollowOptions) (*follow
 	if opts.Debounce <= 0 {
 		opts.Debounce = 20 * time.Millisecond
 	}
+	if opts.MaxDelay <= 0 {
+		opts.MaxDelay = 10 * opts.Debounce
+	}
+	opts.MaxDelay = max(opts.MaxDelay, opts.Debounce)
 	if opts.Recheck <= 0 {
 		opts.Recheck = 2 * time.Second
 	}
@@ -263,37 +398,85 @@ func (m *Migrator) newFollower(ctx context.Context, opts FollowOptions) (*follow
 		return nil, fmt.Errorf("%w: the follower needs a *redis.Client (single node or Sentinel) for keyspace notifications", ErrInvalidArgument)
 	}
 	f := &follower{m: m, s: m.s, opts: opts, db: c.Options().DB, id: processID(),
-		dirty: map[string]*dirtyJob{}, wake: make(chan struct{}, 1), fatal: make(chan error, 1)}
+		dirty: map[string]*dirtyJob{}, passedOver: map[string]bool{}, wake: make(chan struct{}, 1), fatal: make(chan error, 1)}
 	if err := f.checkStage(ctx); err != nil {
 		return nil, err
 	}
-	if err := f.notifications(ctx); err != nil {
+	if _, err := f.notifications(ctx); err != nil {
 		return nil, err
 	}
 	return f, nil
 }
 
 // checkStage adopts the published stage and refuses the stages the
-// follower does not run in.
+// follower does not run in (an error wrapping ErrNamespaceInUse).
 func (f *follower) checkStage(ctx context.Context) error {
 	if err := f.s.Sync(ctx); err != nil {
 		return err
 	}
-	if st := f.s.Stage(); st != StageDualWrite && st != StageDualRead {
-		return fmt.Errorf("%w: the follower runs in the dual-write and dual-read stages, not %s", ErrNamespaceInUse, st)
+	if st := f.s.Stage(); !followStage(st) {
+		return refused(st)
 	}
 	return nil
 }
 
-// notifyFlags are the notification classes the follower needs: keyspace
-// events (K) of generic commands (g: DEL, EXPIRE, COPY...), strings ($),
-// hashes (h), sorted sets (z) and expiries (x).
-const notifyFlags = "Kg$hzx"
+// stop makes Follow return err, unless it is already returning another.
+// Every path that finds the follower refused calls it: event syncs,
+// sweeps and the stage watch.
+func (f *follower) stop(err error) {
+	select {
+	case f.fatal <- err:
+	default:
+	}
+}
 
-func (f *follower) notifications(ctx context.Context) error {
+// watch reads the published stage and the server's notification
+// setting every interval. A move out of the stages the follower runs in
+// stops it even while no sync runs, and so does its own Store leaving
+// them (a PublishStage through the same Migrator moves it at once).
+// Notifications found off are turned on again (see renotify).
+func (f *follower) watch(ctx context.Context, interval time.Duration, sweepNow chan<- struct{}) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := f.checkStage(ctx)
+		if errors.Is(err, ErrNamespaceInUse) {
+			f.stop(err)
+			return
+		}
+		if err != nil && ctx.Err() == nil {
+			f.s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: follower: read the published stage", slog.String("error", err.Error()))
+		}
+		if err := f.renotify(ctx, sweepNow); err != nil {
+			f.stop(err)
+			return
+		}
+	}
+}
+
+// notifyFlags are the notification classes the follower needs: keyspace
+// events (K) of generic commands (g: DEL, EXPIRE, COPY, RENAME...) and of
+// every type a job's keys may have, as Backfill and Verify copy them:
+// strings ($), lists (l), sets (s), hashes (h), sorted sets (z) and
+// streams (t); and expiries (x) and evictions (e), which change the job
+// side too. A sub-key of a type whose class is off would never be heard
+// of. "A" stands for all the classes.
+const notifyFlags = "Kg$lshztxe"
+
+// notifications checks that the server sends the notifications the
+// follower needs, and, with Configure, turns on those missing, adding to
+// what is set and removing nothing. It reports whether it had to turn any
+// on. Without Configure, missing ones are an error wrapping
+// ErrInvalidConfig that names the command to run.
+func (f *follower) notifications(ctx context.Context) (changed bool, err error) {
 	cur, err := f.s.rdb.ConfigGet(ctx, "notify-keyspace-events").Result()
 	if err != nil {
-		return redisError("follow: CONFIG GET notify-keyspace-events", "", err)
+		return false, redisError("follow: CONFIG GET notify-keyspace-events", "", err)
 	}
 	have := cur["notify-keyspace-events"]
 	want := have
@@ -309,108 +492,349 @@ func (f *follower) notifications(ctx context.Context) error {
 		}
 	}
 	if want == have {
-		return nil
+		return false, nil
 	}
 	if !f.opts.Configure {
-		return fmt.Errorf("%w: the follower needs keyspace notifications: run CONFIG SET notify-keyspace-events %s (now %q), or let it (--configure)",
+		return false, fmt.Errorf("%w: the follower needs keyspace notifications: run CONFIG SET notify-keyspace-events %s (now %q), or let it (--configure)",
 			ErrInvalidConfig, want, have)
 	}
 	if err := f.s.rdb.ConfigSet(ctx, "notify-keyspace-events", want).Err(); err != nil {
-		return redisError("follow: CONFIG SET notify-keyspace-events "+want, "", err)
+		return false, redisError("follow: CONFIG SET notify-keyspace-events "+want, "", err)
 	}
 	f.s.log.LogAttrs(ctx, slog.LevelInfo, "jobstore: turned on keyspace notifications", slog.String("from", have), slog.String("to", want))
+	return true, nil
+}
+
+// renotify checks the notifications again while the follower runs: a
+// server restarted or failed over to a replica has its own setting, and
+// another user of the server may replace it. It returns an error only
+// when they are off and the follower may not turn them on; Follow then
+// fails rather than run deaf. When it had to turn them on, writes may
+// have gone unheard: it asks for a sweep.
+func (f *follower) renotify(ctx context.Context, sweepNow chan<- struct{}) error {
+	changed, err := f.notifications(ctx)
+	switch {
+	case errors.Is(err, ErrInvalidConfig):
+		return fmt.Errorf("jobstore: follow: the server's keyspace notifications went off (a restart, a failover, another user?): %w", err)
+	case err != nil:
+		if ctx.Err() == nil {
+			f.s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: follower: check keyspace notifications", slog.String("error", err.Error()))
+		}
+	case changed:
+		f.s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: follower found keyspace notifications off and turned them on again; sweeping for the writes it missed")
+		signal(sweepNow)
+	}
 	return nil
 }
 
+// signal sends on a channel of capacity 1 without waiting.
+func signal(c chan<- struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
 func (f *follower) channelPrefix() string { return fmt.Sprintf("__keyspace@%d__:", f.db) }
+
+// The follower reads its subscription itself (ReceiveTimeout), rather
+// than through go-redis's Channel, whose goroutine drops a message,
+// silently but for a log line, when the channel stays full. Read here,
+// every notification reaches mark or stays on the server: a follower
+// falling that far behind overflows its connection's pub/sub output
+// buffer (client-output-buffer-limit pubsub), Redis closes it, and the
+// reconnection is counted (Restarts) and followed by a sweep.
+//
+// A connection that goes silent without being closed (a peer gone
+// without a word) is found by a PING: go-redis replaces a connection only
+// when a read or a write fails, which on a dead route takes the kernel
+// many minutes; the follower replaces its subscription as soon as a PING
+// goes unanswered.
+const (
+	// pingAfter is how long a quiet subscription waits before a PING, and
+	// then for its answer.
+	pingAfter = 3 * time.Second
+	// subscribeTimeout bounds the wait for the first confirmations.
+	subscribeTimeout = 10 * time.Second
+)
+
+// subscription is the follower's current PubSub, which listen replaces
+// when its connection goes silent, and run closes at the end.
+type subscription struct {
+	mu     sync.Mutex
+	ps     *redis.PubSub
+	closed bool
+}
+
+func (s *subscription) get() *redis.PubSub {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ps
+}
+
+// replace closes the current PubSub and installs ps; once the
+// subscription is closed, it closes ps instead and reports false.
+func (s *subscription) replace(ps *redis.PubSub) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		_ = ps.Close()
+		return false
+	}
+	_ = s.ps.Close()
+	s.ps = ps
+	return true
+}
+
+// close closes the current PubSub, ending a read under way.
+func (s *subscription) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	_ = s.ps.Close()
+}
+
+// confirm reads ps until every pattern is confirmed, handling the
+// notifications that come meanwhile.
+func (f *follower) confirm(ctx context.Context, ps *redis.PubSub, patterns int, timeout time.Duration) error {
+	for confirmed := 0; confirmed < patterns; {
+		msg, err := ps.ReceiveTimeout(ctx, timeout)
+		if err != nil {
+			return err
+		}
+		if sub, ok := msg.(*redis.Subscription); ok && sub.Kind == "psubscribe" {
+			confirmed = sub.Count
+		} else {
+			f.receive(msg, patterns, nil)
+		}
+	}
+	return nil
+}
 
 func (f *follower) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	job := f.s.space(JobNamespace)
-	ps := f.s.rdb.PSubscribe(ctx, f.channelPrefix()+job.recordPattern(), f.channelPrefix()+job.queuePrefix()+"*")
-	defer ps.Close()
-	if _, err := ps.Receive(ctx); err != nil {
+	patterns := []string{f.channelPrefix() + job.recordPattern(), f.channelPrefix() + job.queuePrefix() + "*"}
+	ps := f.s.rdb.PSubscribe(ctx, patterns...)
+	// Every pattern's confirmation, before anything else: each one after
+	// these is a resubscription, after a reconnection.
+	if err := f.confirm(ctx, ps, len(patterns), subscribeTimeout); err != nil {
+		_ = ps.Close()
 		return redisError("follow: subscribe", "", err)
 	}
+	sub := &subscription{ps: ps}
 	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
 	work := make(chan []*dirtyJob)
 	for range f.opts.Workers {
-		wg.Add(1)
-		go func() { defer wg.Done(); f.syncLoop(ctx, work) }()
+		wg.Go(func() { f.syncLoop(ctx, work) })
 	}
-	wg.Add(3)
-	go func() { defer wg.Done(); f.schedule(ctx, work) }()
 	sweepNow := make(chan struct{}, 1)
-	go func() { defer wg.Done(); f.sweepLoop(ctx, sweepNow) }()
-	go func() { defer wg.Done(); f.reportLoop(ctx) }()
-	msgs := ps.ChannelWithSubscriptions(redis.WithChannelSize(10000))
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case err := <-f.fatal:
-			return err
-		case msg, ok := <-msgs:
-			if !ok {
-				return ctx.Err()
+	wg.Go(func() { f.schedule(ctx, work) })
+	wg.Go(func() { f.watch(ctx, stageWatchInterval, sweepNow) })
+	wg.Go(func() { f.sweepLoop(ctx, sweepNow) })
+	wg.Go(func() { f.reportLoop(ctx) })
+	wg.Go(func() { f.listen(ctx, sub, patterns, sweepNow) })
+	var err error
+	select {
+	case <-ctx.Done():
+		err = ctx.Err()
+	case err = <-f.fatal:
+	}
+	cancel()
+	sub.close() // ends a read under way in listen
+	wg.Wait()
+	return err
+}
+
+// listen reads the subscription until ctx is done.
+func (f *follower) listen(ctx context.Context, sub *subscription, patterns []string, sweepNow chan<- struct{}) {
+	failures, pinged := 0, false
+	for ctx.Err() == nil {
+		ps := sub.get()
+		msg, err := ps.ReceiveTimeout(ctx, pingAfter)
+		var ne net.Error
+		switch {
+		case err == nil:
+			failures, pinged = 0, false
+			f.receive(msg, len(patterns), sweepNow)
+		case ctx.Err() != nil || errors.Is(err, redis.ErrClosed):
+			return
+		case errors.As(err, &ne) && ne.Timeout() && !pinged:
+			// Quiet: a PING, answered within pingAfter by a live
+			// connection (a failed write makes go-redis reconnect).
+			pctx, cancel := context.WithTimeout(ctx, pingAfter)
+			_ = ps.Ping(pctx)
+			cancel()
+			pinged = true
+		case errors.As(err, &ne) && ne.Timeout():
+			f.s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: follower's subscription does not answer; subscribing again on a new connection")
+			if !f.resubscribe(ctx, sub, patterns) {
+				return
 			}
-			switch m := msg.(type) {
-			case *redis.Subscription:
-				// Subscribed again after a reconnection: writes made
-				// meanwhile went unseen; sweep.
-				f.restarts.Add(1)
-				select {
-				case sweepNow <- struct{}{}:
-				default:
-				}
-			case *redis.Message:
-				f.events.Add(1)
-				f.event(strings.TrimPrefix(m.Channel, f.channelPrefix()))
+			failures, pinged = 0, false
+			f.restarts.Add(1)
+			signal(sweepNow)
+		default:
+			// go-redis reconnects on the next read; do not spin while
+			// the server is away.
+			if failures++; failures > 1 {
+				_ = sleepCtx(ctx, 100*time.Millisecond)
 			}
 		}
 	}
 }
 
-// event marks the job of a changed key dirty. Queue keys name no job:
-// their changes are caught by syncing the jobs whose records changed with
-// them, and by sweeps.
-func (f *follower) event(key string) {
-	id, suffix, ok := f.s.space(JobNamespace).parseRecordKey(key)
-	if ok {
-		f.mark(id, suffix, time.Now(), false)
+// resubscribe replaces the subscription with a new one, on a new
+// connection, and returns once its every pattern is confirmed; false when
+// ctx ends first.
+func (f *follower) resubscribe(ctx context.Context, sub *subscription, patterns []string) bool {
+	for backoff := 100 * time.Millisecond; ctx.Err() == nil; backoff = min(2*backoff, 5*time.Second) {
+		ps := f.s.rdb.PSubscribe(ctx, patterns...)
+		if !sub.replace(ps) {
+			return false
+		}
+		err := f.confirm(ctx, ps, len(patterns), pingAfter)
+		if err == nil {
+			return true
+		}
+		if ctx.Err() == nil {
+			f.s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: follower: subscribe again", slog.String("error", err.Error()))
+			_ = sleepCtx(ctx, backoff)
+		}
+	}
+	return false
+}
+
+// receive handles one message of the subscription: a notification, or
+// the last confirmation of a resubscription (go-redis resubscribes every
+// pattern after it reconnects), which calls for a sweep: writes made
+// meanwhile went unseen.
+func (f *follower) receive(msg any, patterns int, sweepNow chan<- struct{}) {
+	switch m := msg.(type) {
+	case *redis.Message:
+		f.events.Add(1)
+		f.event(strings.TrimPrefix(m.Channel, f.channelPrefix()))
+	case *redis.Subscription:
+		if m.Kind == "psubscribe" && m.Count == patterns && sweepNow != nil {
+			f.restarts.Add(1)
+			signal(sweepNow)
+		}
 	}
 }
 
-// mark schedules a sync of id Debounce from now (a recheck: Recheck from
-// now), adding suffix to its sub-keys.
-func (f *follower) mark(id, suffix string, now time.Time, recheck bool) {
+// event marks the job of a changed key dirty, or, for a worker's active
+// hash, that hash. The other queue keys name no job: their changes are
+// caught by syncing the jobs whose records changed with them, by the
+// recheck, and by sweeps.
+func (f *follower) event(key string) {
+	job := f.s.space(JobNamespace)
+	if id, suffix, ok := job.parseRecordKey(key); ok {
+		f.mark(target{id: id}, time.Now(), false, suffix)
+	} else if w, ok := job.workerFromActive(key); ok {
+		f.mark(target{worker: w}, time.Now(), false)
+	}
+}
+
+// mark schedules a sync of id, adding suffixes to its sub-keys. A
+// notification (recheck false) makes it due Debounce from now, but no
+// later than MaxDelay after the first notification of the round, so that
+// a job written without pause is still synced; a job that waited for its
+// recheck starts a new round, due at the debounce. A recheck (after a
+// sync) makes it due Recheck from now, unless a new round is already
+// waiting, which gets its own recheck.
+func (f *follower) mark(t target, now time.Time, recheck bool, suffixes ...string) {
 	f.mu.Lock()
-	d := f.dirty[id]
-	if d == nil {
-		d = &dirtyJob{id: id, suffixes: map[string]bool{"progress": true}, first: now, index: -1, recheck: recheck}
-		f.dirty[id] = d
-	} else if d.recheck && !recheck {
-		d.recheck, d.first = false, now // a new write: its lag counts from now
+	d := f.dirty[t.key()]
+	fresh := d == nil
+	if fresh {
+		d = f.newDirty(t, now, recheck)
 	}
-	if suffix != "" {
-		d.suffixes[suffix] = true
+	for _, sfx := range suffixes {
+		if sfx != "" {
+			d.suffixes[sfx] = true
+		}
 	}
-	delay := f.opts.Debounce
-	if recheck {
-		delay = f.opts.Recheck
-	}
-	due := now.Add(delay)
-	if d.index < 0 {
-		d.due = due
-		heap.Push(&f.due, d)
-	} else if due.After(d.due) {
-		d.due = due
-		heap.Fix(&f.due, d.index)
+	switch {
+	case recheck && (fresh || d.recheck):
+		f.setDue(d, later(d.due, now.Add(f.opts.Recheck)))
+	case recheck:
+		// A new round waits; its sync is followed by its own recheck.
+	default:
+		if d.recheck {
+			d.recheck, d.swept, d.first = false, false, now // a new write: its lag counts from now
+		}
+		due := now.Add(f.opts.Debounce)
+		if bound := d.first.Add(f.opts.MaxDelay); bound.Before(due) {
+			due = bound
+		}
+		f.setDue(d, later(due, d.notBefore))
 	}
 	f.mu.Unlock()
+	f.poke()
+}
+
+// later returns the later of two times.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// requeue schedules the sync of d again at at, after a sync that failed
+// or must run again under a newly published stage. Its sub-keys, its
+// first notification and its kind (a recheck or not) are kept, merged
+// into any round that began meanwhile; it is not synced before at.
+func (f *follower) requeue(d *dirtyJob, at time.Time) {
+	f.mu.Lock()
+	cur := f.dirty[d.key()]
+	if cur == nil {
+		cur = f.newDirty(d.target, d.first, d.recheck)
+		cur.swept = d.swept
+	} else if !d.recheck {
+		if cur.recheck || d.first.Before(cur.first) {
+			cur.first = d.first
+		}
+		cur.recheck, cur.swept = false, false
+	}
+	maps.Copy(cur.suffixes, d.suffixes)
+	cur.notBefore = at
+	f.setDue(cur, later(cur.due, at))
+	f.mu.Unlock()
+	f.poke()
+}
+
+// newDirty adds a dirty target, not yet in the heap; f.mu is held.
+func (f *follower) newDirty(t target, first time.Time, recheck bool) *dirtyJob {
+	d := newDirtyJob(t, first, recheck)
+	f.dirty[t.key()] = d
+	return d
+}
+
+// newDirtyJob returns a dirty target; a job's sub-keys start with its
+// progress hash.
+func newDirtyJob(t target, first time.Time, recheck bool) *dirtyJob {
+	d := &dirtyJob{target: t, suffixes: map[string]bool{}, first: first, index: -1, recheck: recheck}
+	if t.worker == "" {
+		d.suffixes["progress"] = true
+	}
+	return d
+}
+
+// setDue puts d in the heap at due, or moves it there, earlier or later;
+// f.mu is held.
+func (f *follower) setDue(d *dirtyJob, due time.Time) {
+	d.due = due
+	if d.index < 0 {
+		heap.Push(&f.due, d)
+	} else {
+		heap.Fix(&f.due, d.index)
+	}
+}
+
+// poke wakes the scheduler.
+func (f *follower) poke() {
 	select {
 	case f.wake <- struct{}{}:
 	default:
@@ -427,7 +851,7 @@ func (f *follower) schedule(ctx context.Context, work chan<- []*dirtyJob) {
 		now := time.Now()
 		for len(f.due) > 0 && !f.due[0].due.After(now) && len(batch) < 100 {
 			d := heap.Pop(&f.due).(*dirtyJob)
-			delete(f.dirty, d.id)
+			delete(f.dirty, d.key())
 			batch = append(batch, d)
 		}
 		next := time.Hour
@@ -459,24 +883,33 @@ func (f *follower) syncLoop(ctx context.Context, work <-chan []*dirtyJob) {
 		case <-ctx.Done():
 			return
 		case batch := <-work:
-			if err := f.syncBatch(ctx, batch, true); err != nil && ctx.Err() == nil {
-				select {
-				case f.fatal <- err:
-				default:
-				}
+			if err := f.syncBatch(ctx, batch); err != nil && ctx.Err() == nil {
+				f.stop(err)
 				return
 			}
 		}
 	}
 }
 
-// syncBatch syncs jobs in one pipeline. With recheck, each job synced
-// after a notification is scheduled for its recheck.
-func (f *follower) syncBatch(ctx context.Context, batch []*dirtyJob, recheck bool) error {
+// syncBatch syncs jobs in one pipeline. Each job synced after a
+// notification is scheduled for its recheck. It returns an error
+// wrapping ErrNamespaceInUse when the stage, its Store's or the
+// published one, is one the follower must not run in; it then syncs
+// nothing.
+func (f *follower) syncBatch(ctx context.Context, batch []*dirtyJob) error {
 	st := f.s.Stage()
+	if !followStage(st) {
+		return refused(st)
+	}
 	job, step := f.s.space(JobNamespace), f.s.space(StepNamespace)
 	ws := make([]*write, len(batch))
 	for i, d := range batch {
+		if d.worker != "" {
+			ws[i] = &write{op: "follow", id: job.active(d.worker), st: st, script: syncActiveScript,
+				argv: []any{"0", "0", st.String()},
+				keys: []string{job.active(d.worker), step.active(d.worker), stageKey(f.s.prefix)}}
+			continue
+		}
 		args := []any{"0", "0", st.String(), d.id, job.activePrefix(), step.activePrefix()}
 		for _, sfx := range slices.Sorted(maps.Keys(d.suffixes)) {
 			args = append(args, sfx)
@@ -492,19 +925,29 @@ func (f *follower) syncBatch(ctx context.Context, batch []*dirtyJob, recheck boo
 		r, err := f.s.settle(ctx, w, res, err)
 		if err != nil {
 			f.s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: follower sync failed; the job is retried", slog.String("id", w.id), slog.String("error", err.Error()))
-			f.mark(batch[i].id, "", time.Now(), true)
+			f.requeue(batch[i], time.Now().Add(f.opts.Recheck))
 			continue
 		}
 		switch r.status {
 		case "OK":
-		case "STAGE":
-			if err := f.checkStage(ctx); err != nil {
-				return err
+			for j := 1; j < len(r.data); j++ {
+				f.passOver(ctx, r.str(j))
 			}
-			f.mark(batch[i].id, "", time.Now(), false)
+		case "STAGE":
+			// Another stage is published: adopt it (the script names
+			// it), stop if the follower must not run in it, else sync
+			// the job again under it.
+			f.s.adopt(ctx, r.str(0))
+			if st := f.s.Stage(); !followStage(st) {
+				return refused(st)
+			}
+			f.requeue(batch[i], time.Now())
 			continue
+		case "REFUSED":
+			st, _ := ParseStage(r.str(0))
+			return refused(st)
 		case "WRONGTYPE":
-			f.s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: follower cannot sync a job", slog.String("id", w.id), slog.String("why", r.str(0)))
+			f.passOver(ctx, r.str(0))
 			continue
 		default:
 			return unexpected("follow", w.id, r)
@@ -513,13 +956,40 @@ func (f *follower) syncBatch(ctx context.Context, batch []*dirtyJob, recheck boo
 		if r.int(0) > 0 {
 			f.changed.Add(1)
 			f.lastLegacy.Store(now.UnixMilli())
-			f.addLag(time.Since(batch[i].first))
+			if batch[i].swept {
+				f.sweepChanged.Add(1)
+			} else {
+				f.addLag(time.Since(batch[i].first))
+			}
 		}
-		if recheck && !batch[i].recheck {
-			f.mark(batch[i].id, "", time.Now(), true)
+		// A job's recheck catches the queue writes of its operation that
+		// came late; an active hash's own writes are heard.
+		if !batch[i].recheck && !batch[i].swept && batch[i].worker == "" {
+			f.mark(batch[i].target, time.Now(), true, slices.Collect(maps.Keys(batch[i].suffixes))...)
 		}
 	}
 	return nil
+}
+
+// maxPassedOver bounds the wrong-type keys remembered, and so logged
+// once each; beyond it they are neither logged nor counted.
+const maxPassedOver = 10000
+
+// passOver counts and logs, once per key, a key of the wrong type that a
+// sync passed over (why names the key and its type). Retrying would not
+// help: the key stays what it is until someone fixes it.
+func (f *follower) passOver(ctx context.Context, why string) {
+	f.mu.Lock()
+	seen := f.passedOver[why] || len(f.passedOver) >= maxPassedOver
+	if !seen {
+		f.passedOver[why] = true
+	}
+	f.mu.Unlock()
+	if !seen {
+		f.wrongType.Add(1)
+		f.s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: follower passes over a key of the wrong type; fix or delete it",
+			slog.String("why", why))
+	}
 }
 
 func (f *follower) addLag(d time.Duration) {
@@ -540,7 +1010,8 @@ func (f *follower) stats() FollowStats {
 	backlog := len(f.dirty)
 	f.mu.Unlock()
 	st := FollowStats{Events: f.events.Load(), Synced: f.synced.Load(), Changed: f.changed.Load(),
-		Backlog: backlog, Sweeps: f.sweeps.Load(), Restarts: f.restarts.Load()}
+		Backlog: backlog, Sweeps: f.sweeps.Load(), Restarts: f.restarts.Load(), WrongType: f.wrongType.Load(),
+		SweepChanged: f.sweepChanged.Load()}
 	if ms := f.lastLegacy.Load(); ms > 0 {
 		st.LastLegacyWrite = time.UnixMilli(ms).UTC()
 	}
@@ -602,26 +1073,53 @@ func (f *follower) publish(ctx context.Context) {
 	}
 }
 
-// sweepLoop sweeps at start, when told (after a reconnection), and every
-// Sweep interval.
-func (f *follower) sweepLoop(ctx context.Context, now <-chan struct{}) {
+// sweepLoop sweeps at start, when told (after a reconnection, or
+// notifications found off), and every Sweep interval. Before a sweep
+// other than the first, it checks the notifications, so that a server
+// that came back without them is heard from again before the sweep
+// catches up with what was missed.
+func (f *follower) sweepLoop(ctx context.Context, now chan struct{}) {
 	var tick <-chan time.Time
 	if f.opts.Sweep > 0 {
 		t := time.NewTicker(f.opts.Sweep)
 		defer t.Stop()
 		tick = t.C
 	}
-	for {
-		if err := f.sweep(ctx); err != nil && ctx.Err() == nil {
-			f.s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: follower sweep failed; it runs again later", slog.String("error", err.Error()))
+	var retry <-chan time.Time
+	backoff := time.Second
+	for first := true; ; first = false {
+		retry = nil
+		if !first {
+			if err := f.renotify(ctx, now); err != nil {
+				f.stop(err)
+				return
+			}
+			select { // the sweep about to run covers a request just made
+			case <-now:
+			default:
+			}
+		}
+		if err := f.sweep(ctx); errors.Is(err, ErrNamespaceInUse) {
+			f.stop(err)
+			return
+		} else if err != nil && ctx.Err() == nil {
+			// Run it again soon: what it was to catch up with (a
+			// reconnection's gap) is otherwise missed until the next
+			// Sweep, or for good with Sweep < 0.
+			f.s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: follower sweep failed; it runs again", slog.String("error", err.Error()),
+				slog.Duration("in", backoff))
+			retry = time.After(backoff)
+			backoff = min(2*backoff, 30*time.Second)
 		} else if err == nil {
 			f.sweeps.Add(1)
+			backoff = time.Second
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-now:
 		case <-tick:
+		case <-retry:
 		}
 	}
 }
@@ -630,35 +1128,33 @@ func (f *follower) sweepLoop(ctx context.Context, now <-chan struct{}) {
 // ids in its queues (ZSCAN, HSCAN), in batches, at SweepRate. Jobs
 // already equal cost a comparison and write nothing.
 func (f *follower) sweep(ctx context.Context) error {
-	job := f.s.space(JobNamespace)
+	job, step := f.s.space(JobNamespace), f.s.space(StepNamespace)
 	pace := newPacer(f.opts.SweepRate)
-	ids := map[string]map[string]bool{}
+	var pending []*dirtyJob
+	byID := map[string]*dirtyJob{}
 	flush := func() error {
-		if len(ids) == 0 {
+		if len(pending) == 0 {
 			return nil
 		}
-		batch := make([]*dirtyJob, 0, len(ids))
-		for id, sfx := range ids {
-			d := &dirtyJob{id: id, suffixes: map[string]bool{"progress": true}, first: time.Now(), index: -1, recheck: true}
-			for s := range sfx {
-				d.suffixes[s] = true
-			}
-			batch = append(batch, d)
-		}
-		clear(ids)
-		if err := f.syncBatch(ctx, batch, false); err != nil {
+		batch := pending
+		pending, byID = nil, map[string]*dirtyJob{}
+		if err := f.syncBatch(ctx, batch); err != nil {
 			return err
 		}
 		return pace.wait(ctx, len(batch))
 	}
-	add := func(id, suffix string) error {
-		if ids[id] == nil {
-			ids[id] = map[string]bool{}
+	add := func(t target, suffix string) error {
+		d := byID[t.key()]
+		if d == nil {
+			d = newDirtyJob(t, time.Now(), true)
+			d.swept = true
+			byID[t.key()] = d
+			pending = append(pending, d)
 		}
 		if suffix != "" {
-			ids[id][suffix] = true
+			d.suffixes[suffix] = true
 		}
-		if len(ids) >= 100 {
+		if len(pending) >= 100 {
 			return flush()
 		}
 		return nil
@@ -667,7 +1163,7 @@ func (f *follower) sweep(ctx context.Context) error {
 	iter := f.s.rdb.Scan(ctx, 0, job.recordPattern(), 500).Iterator()
 	for iter.Next(ctx) {
 		if id, suffix, ok := job.parseRecordKey(iter.Val()); ok {
-			if err := add(id, suffix); err != nil {
+			if err := add(target{id: id}, suffix); err != nil {
 				return err
 			}
 		}
@@ -675,15 +1171,28 @@ func (f *follower) sweep(ctx context.Context) error {
 	if err := iter.Err(); err != nil {
 		return err
 	}
-	// Entries whose record is gone.
+	// The workers' active hashes, of either side: one the job side lost
+	// (its last entry removed) may still hold entries on the step side.
 	queues := []string{job.pending(), job.completed(), job.failed()}
-	aiter := f.s.rdb.Scan(ctx, 0, job.activePattern(), 500).Iterator()
-	for aiter.Next(ctx) {
-		queues = append(queues, aiter.Val())
+	workers := map[string]bool{}
+	for _, sp := range []keyspace{job, step} {
+		aiter := f.s.rdb.Scan(ctx, 0, sp.activePattern(), 500).Iterator()
+		for aiter.Next(ctx) {
+			if w, ok := sp.workerFromActive(aiter.Val()); ok && !workers[w] {
+				workers[w] = true
+				if sp.ns == JobNamespace {
+					queues = append(queues, aiter.Val())
+				}
+				if err := add(target{worker: w}, ""); err != nil {
+					return err
+				}
+			}
+		}
+		if err := aiter.Err(); err != nil {
+			return err
+		}
 	}
-	if err := aiter.Err(); err != nil {
-		return err
-	}
+	// Entries whose record is gone.
 	for i, q := range queues {
 		var it *redis.ScanIterator
 		if i == 0 {
@@ -693,7 +1202,7 @@ func (f *follower) sweep(ctx context.Context) error {
 		}
 		for n := 0; it.Next(ctx); n++ {
 			if n%2 == 0 && validateID(it.Val()) == nil { // members/fields; scores and values between
-				if err := add(it.Val(), ""); err != nil {
+				if err := add(target{id: it.Val()}, ""); err != nil {
 					return err
 				}
 			}

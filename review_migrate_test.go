@@ -40,7 +40,9 @@ func runFollower(t *testing.T, m *Migrator, opts FollowOptions) (returned <-chan
 	return ch, stop
 }
 
-// TestReviewFollowerSweepAdoptsStepPrimary
+// TestFollowerStopsWhenASweepFindsStepPrimary
+//
+// Regression: a sweep adopted step-primary, only logged the refusal, and went on copying job:* over step:*.
 //
 // What is wrong: when a follower's sweep (not an event-driven sync) is the
 // first to get the STAGE reply after the published stage moved to
@@ -63,7 +65,7 @@ func runFollower(t *testing.T, m *Migrator, opts FollowOptions) (returned <-chan
 // a 100 ms sweep; publish dual-read, then step-primary. Follow should
 // return ErrNamespaceInUse; it keeps running. Then a stale write lands on
 // job:<id>; the follower copies it over step:<id>.
-func TestReviewFollowerSweepAdoptsStepPrimary(t *testing.T) {
+func TestFollowerStopsWhenASweepFindsStepPrimary(t *testing.T) {
 	b := followerBackend(t)
 	op := newMigrator(t, b, StageLegacy) // the operator
 	require.NoError(t, op.PublishStage(ctx, StageDualWrite, PublishOptions{}))
@@ -126,7 +128,9 @@ func followerSynced(t testing.TB, b *backend, id string) {
 	}, 5*time.Second, 20*time.Millisecond, "the follower mirrors job:%s", id)
 }
 
-// TestReviewFollowerMissesListSetStreamSubKeys
+// TestFollowerMirrorsListSetStreamSubKeys
+//
+// Regression: the follower turned on only Kg$hzx, so RPUSH/SADD/XADD on a job's sub-keys raised no event and were never mirrored.
 //
 // What is wrong: the follower learns which sub-keys of a job changed only
 // from keyspace notifications, and it turns on the classes "Kg$hzx"
@@ -148,7 +152,7 @@ func followerSynced(t testing.TB, b *backend, id string) {
 // then a legacy process writes job:X and RPUSH job:X:log, SADD job:X:tags,
 // XADD job:X:events. The record reaches step:X; the three sub-keys never
 // reach step:X:*, not even after the 2 s recheck.
-func TestReviewFollowerMissesListSetStreamSubKeys(t *testing.T) {
+func TestFollowerMirrorsListSetStreamSubKeys(t *testing.T) {
 	b := followerBackend(t)
 	op := newMigrator(t, b, StageLegacy)
 	require.NoError(t, op.PublishStage(ctx, StageDualWrite, PublishOptions{}))
@@ -171,7 +175,9 @@ func TestReviewFollowerMissesListSetStreamSubKeys(t *testing.T) {
 	}
 }
 
-// TestReviewFollowerIgnoresSubKeyTTLRenewal
+// TestFollowerMirrorsASubKeyTTLRenewal
+//
+// Regression: the sync compared DUMP and only whether both sides had a TTL, so a renewed TTL never reached step:* and the copy expired first.
 //
 // What is wrong: syncJobScript copies a sub-key only when its DUMP differs
 // or its "TTL class" differs (pttl_class: none, missing, or "has one").
@@ -192,7 +198,7 @@ func TestReviewFollowerMissesListSetStreamSubKeys(t *testing.T) {
 // HSET job:X:progress, EXPIRE job:X:progress 2; the follower mirrors it.
 // Then EXPIRE job:X:progress 3600. After 2.5 s step:X:progress is gone
 // while job:X:progress lives for an hour.
-func TestReviewFollowerIgnoresSubKeyTTLRenewal(t *testing.T) {
+func TestFollowerMirrorsASubKeyTTLRenewal(t *testing.T) {
 	b := followerBackend(t)
 	op := newMigrator(t, b, StageLegacy)
 	require.NoError(t, op.PublishStage(ctx, StageDualWrite, PublishOptions{}))
@@ -376,7 +382,9 @@ func TestCleanupStopsWhenTheStageMovesBack(t *testing.T) {
 	})
 }
 
-// TestReviewFollowerDebounceStarvesABusyJob
+// TestFollowerSyncsABusyJobWithinMaxDelay
+//
+// Regression: each notification pushed the sync Debounce further, without bound, so a job written faster than every 20 ms was never synced while the writes went on.
 //
 // What is wrong: follower.mark pushes a dirty job's due time to
 // now+Debounce on every notification, with no bound on the total wait.
@@ -397,7 +405,7 @@ func TestCleanupStopsWhenTheStageMovesBack(t *testing.T) {
 // jobs:active:lw), then progress written back to back for 2 s. Within 1 s
 // step:X should say assigned; it does not appear at all until the
 // progress stops.
-func TestReviewFollowerDebounceStarvesABusyJob(t *testing.T) {
+func TestFollowerSyncsABusyJobWithinMaxDelay(t *testing.T) {
 	b := followerBackend(t)
 	op := newMigrator(t, b, StageLegacy)
 	require.NoError(t, op.PublishStage(ctx, StageDualWrite, PublishOptions{}))
@@ -455,7 +463,9 @@ func TestReviewFollowerDebounceStarvesABusyJob(t *testing.T) {
 		"step:%s did not get the claim within 1s while its progress kept changing (seen after %v; -1: never during the 2s stream)", id, seen)
 }
 
-// TestReviewFollowerDeafAfterServerRestart
+// TestFollowerHearsAgainAfterServerRestart
+//
+// Regression: after a restart the follower resubscribed and swept but never set notify-keyspace-events again, and stayed deaf.
 //
 // What is wrong: the follower turns keyspace notifications on once, in
 // newFollower (CONFIG SET notify-keyspace-events, which only changes the
@@ -476,7 +486,7 @@ func TestReviewFollowerDebounceStarvesABusyJob(t *testing.T) {
 // default again, notifications off), republish the stage, wait for the
 // follower to resubscribe. A legacy HSET job:X should reach step:X within
 // 3 s; it never does.
-func TestReviewFollowerDeafAfterServerRestart(t *testing.T) {
+func TestFollowerHearsAgainAfterServerRestart(t *testing.T) {
 	srv := startTestServer(t)
 	b := srv.Backend(&redis.Options{DB: 3})
 	b.prefix = "f:"
@@ -515,7 +525,9 @@ func assertEventually(cond func() bool, d time.Duration) bool {
 	return cond()
 }
 
-// TestReviewFollowerNeverDropsALateActiveHDEL
+// TestFollowerMirrorsALateActiveHDEL
+//
+// Regression: a late HDEL on jobs:active:<w>, after neither record named <w>, was never mirrored: active-hash events were ignored and sweeps skipped the step side.
 //
 // What is wrong: the follower finds a job's entries in the active hashes
 // only through the workers its two records name (worker_id,
@@ -540,7 +552,7 @@ func assertEventually(cond func() bool, d time.Duration) bool {
 // claimed by lw through the legacy path is mirrored. The orphan recovery
 // runs with 100 ms between its commands. After recheck and several sweeps,
 // jobs:active:lw is gone but steps:active:lw still holds the job.
-func TestReviewFollowerNeverDropsALateActiveHDEL(t *testing.T) {
+func TestFollowerMirrorsALateActiveHDEL(t *testing.T) {
 	b := followerBackend(t)
 	op := newMigrator(t, b, StageLegacy)
 	require.NoError(t, op.PublishStage(ctx, StageDualWrite, PublishOptions{}))
@@ -598,7 +610,9 @@ func TestVerifyFindsEntriesNamedEmpty(t *testing.T) {
 	})
 }
 
-// TestReviewFollowerCountsARestartAtStart
+// TestFollowerCountsNoRestartAtStart
+//
+// Regression: the second pattern's confirmation of the one PSUBSCRIBE was counted as a reconnection (Restarts 1, a second sweep at start).
 //
 // What is wrong: Follow subscribes to two patterns in one PSUBSCRIBE and
 // reads only the first confirmation with ps.Receive; the second reaches
@@ -613,7 +627,7 @@ func TestVerifyFindsEntriesNamedEmpty(t *testing.T) {
 //
 // Steps: start a follower on an idle server, wait for a report: Restarts
 // is 1 and Sweeps 2 (Sweep -1: only the start sweep should run).
-func TestReviewFollowerCountsARestartAtStart(t *testing.T) {
+func TestFollowerCountsNoRestartAtStart(t *testing.T) {
 	b := followerBackend(t)
 	op := newMigrator(t, b, StageLegacy)
 	require.NoError(t, op.PublishStage(ctx, StageDualWrite, PublishOptions{}))
@@ -709,7 +723,9 @@ func TestCleanupOfJobsTrimmedByRetention(t *testing.T) {
 	})
 }
 
-// TestReviewFollowerRetryForgetsSubKeys
+// TestFollowerRetryKeepsSubKeys
+//
+// Regression: a failed or STAGE-bounced sync was rescheduled with only "progress", so other sub-keys it was to copy were never mirrored.
 //
 // What is wrong: when a sync fails (a network error, a timeout, an OOM
 // refusal, a failover), syncBatch reschedules the job with
@@ -728,7 +744,7 @@ func TestCleanupOfJobsTrimmedByRetention(t *testing.T) {
 // before the debounce ends the server refuses writes (maxmemory 1,
 // noeviction), then accepts them again. The retry syncs step:X, but
 // step:X:result never appears.
-func TestReviewFollowerRetryForgetsSubKeys(t *testing.T) {
+func TestFollowerRetryKeepsSubKeys(t *testing.T) {
 	b := followerBackend(t)
 	op := newMigrator(t, b, StageLegacy)
 	require.NoError(t, op.PublishStage(ctx, StageDualWrite, PublishOptions{}))

@@ -27,7 +27,7 @@ func TestFollow(t *testing.T) {
 	code, out, errOut := e.run(t, "follow")
 	require.Equal(t, exitFail, code)
 	require.Empty(t, out)
-	require.Contains(t, errOut, "stepmigrate: follow: jobstore: invalid configuration: the follower needs keyspace notifications: run CONFIG SET notify-keyspace-events Kg$hzx")
+	require.Contains(t, errOut, "stepmigrate: follow: jobstore: invalid configuration: the follower needs keyspace notifications: run CONFIG SET notify-keyspace-events Kg$lshztxe")
 	require.Contains(t, errOut, "(--configure)")
 	cfg, err := e.rdb.ConfigGet(ctx, "notify-keyspace-events").Result()
 	require.NoError(t, err)
