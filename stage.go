@@ -292,17 +292,19 @@ for i = 5 + k, #ARGV do order[ARGV[i]] = i end
 local cur = redis.pcall('HGET', KEYS[1], 'stage')
 if type(cur) == 'table' then return {'WRONGTYPE', redis.call('TYPE', KEYS[1])['ok']} end
 local to = ARGV[1]
-local running = {}
+local running, how = {}, 'published'
 if cur then
   cur = stage_name(cur) or cur
   running = {cur}
 else
-  cur = ARGV[5]
+  cur, how = ARGV[5], 'unpublished'
   for i = 5, 4 + k do running[#running + 1] = ARGV[i] end
 end
 if ARGV[2] ~= '1' then
   for _, r in ipairs(running) do
-    if not order[r] or math.abs(order[r] - order[to]) > 1 then return {'JUMP', r} end
+    if not order[r] or math.abs(order[r] - order[to]) > 1 then
+      return {'JUMP', r, how}
+    end
   end
 end
 redis.call('HSET', KEYS[1], 'stage', to, 'previous', cur, 'changed_at', ARGV[3])
@@ -350,8 +352,11 @@ func (m *Migrator) PublishStage(ctx context.Context, to Stage, opts PublishOptio
 	if err != nil {
 		return redisError("publish stage", "", err)
 	}
-	if len(res) == 2 && res[0] == "JUMP" {
-		return fmt.Errorf("%w: the shared stage (or, with none published, a stage the fleet runs) is %s, not next to %s; move one stage at a time or force",
+	if len(res) == 3 && res[0] == "JUMP" {
+		if res[2] == "published" {
+			return fmt.Errorf("%w: the shared stage is %s, not next to %s; move one stage at a time or force", ErrStageJump, res[1], to)
+		}
+		return fmt.Errorf("%w: no stage is published, and this Migrator or a live process of the fleet runs %s, not next to %s; move one stage at a time or force",
 			ErrStageJump, res[1], to)
 	}
 	if len(res) == 2 && res[0] == "WRONGTYPE" {

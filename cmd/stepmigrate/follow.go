@@ -118,7 +118,7 @@ func (a *app) printFollow(st jobstore.FollowStats, now, start time.Time, stopped
 		seg(7, "synced %s", group(st.Synced)),
 		seg(10, "changed %s", group(st.Changed)),
 		seg(6, "backlog %s", group(st.Backlog)),
-		seg(5, "lag p50 %s p99 %s", lagText(st.LagP50, st.Changed), lagText(st.LagP99, st.Changed)),
+		seg(5, "lag p50 %s p99 %s", lagText(st.LagP50, st.Changed-st.SweepChanged), lagText(st.LagP99, st.Changed-st.SweepChanged)),
 		seg(2, "sweeps %s", group(st.Sweeps)),
 	}
 	if !st.LastLegacyWrite.IsZero() {

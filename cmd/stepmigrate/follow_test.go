@@ -61,7 +61,7 @@ func TestFollow(t *testing.T) {
 	// While it runs, status shows its report.
 	require.Eventually(t, func() bool {
 		_, out, _ := e.run(t, "status")
-		return strings.Contains(out, "1 legacy writes mirrored, backlog 0, reported ")
+		return strings.Contains(out, "1 legacy writes mirrored (0 by sweeps), backlog 0, reported ")
 	}, 5*time.Second, 50*time.Millisecond)
 	_, out, _ = e.run(t, "status")
 	require.Regexp(t, `followers    \S+: lag p50 \S+ p99 \S+, 1 legacy writes mirrored`, out)

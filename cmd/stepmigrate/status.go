@@ -430,8 +430,12 @@ func (a *app) printStatus(out *statusJSON) {
 	}
 	for _, id := range slices.Sorted(maps.Keys(out.Followers.Reports)) {
 		r := out.Followers.Reports[id]
-		a.printf("followers    %s: lag p50 %s p99 %s, %s legacy writes mirrored, backlog %s, reported %s ago\n", id,
-			durationText(r.Stats.LagP50), durationText(r.Stats.LagP99), group(r.Stats.Changed), group(r.Stats.Backlog),
+		lag := "no event-driven sync yet"
+		if r.Stats.Changed > r.Stats.SweepChanged {
+			lag = "lag p50 " + durationText(r.Stats.LagP50) + " p99 " + durationText(r.Stats.LagP99)
+		}
+		a.printf("followers    %s: %s, %s legacy writes mirrored (%s by sweeps), backlog %s, reported %s ago\n", id,
+			lag, group(r.Stats.Changed), group(r.Stats.SweepChanged), group(r.Stats.Backlog),
 			durationText(max(now.Sub(r.CheckedAt), 0)))
 	}
 	for _, ns := range []jobstore.NamespaceStats{out.Job, out.Step} {

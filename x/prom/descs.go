@@ -61,6 +61,10 @@ var (
 		"Job syncs a follower ran.", "follower")
 	descFollowerChanged = desc("jobstore_follower_changed_total",
 		"Syncs that found the step side behind: legacy writes the follower mirrored.", "follower")
+	descFollowerSweepChanged = desc("jobstore_follower_sweep_changed_total",
+		"Legacy writes a follower's sweeps caught (missed notifications); part of jobstore_follower_changed_total and kept out of the lag.", "follower")
+	descFollowerWrongType = desc("jobstore_follower_wrong_type_total",
+		"Keys of the wrong type a follower passed over.", "follower")
 	descFollowerSweeps = desc("jobstore_follower_sweeps_total",
 		"Full re-checks of the job namespace a follower finished.", "follower")
 	descFollowerRestarts = desc("jobstore_follower_restarts_total",

@@ -104,6 +104,8 @@ func collectFollowStats(ch chan<- prometheus.Metric, id string, st jobstore.Foll
 	counter(ch, descFollowerEvents, st.Events, id)
 	counter(ch, descFollowerSynced, st.Synced, id)
 	counter(ch, descFollowerChanged, st.Changed, id)
+	counter(ch, descFollowerSweepChanged, st.SweepChanged, id)
+	counter(ch, descFollowerWrongType, st.WrongType, id)
 	counter(ch, descFollowerSweeps, st.Sweeps, id)
 	counter(ch, descFollowerRestarts, st.Restarts, id)
 	gauge(ch, descFollowerBacklog, float64(st.Backlog), id)
