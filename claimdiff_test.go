@@ -28,7 +28,7 @@ package jobstore
 // Environment: JOBSTORE_CLAIMDIFF_CASES (default 1000; the ceb26d4 run
 // does a tenth), JOBSTORE_CLAIMDIFF_SEED (default random, printed),
 // JOBSTORE_CLAIMDIFF_CASE (run only that case of the seed),
-// JOBSTORE_LEGACY_DIR (default ../shared/legacy, which holds fixtures/).
+// JOBSTORE_LEGACY_DIR (default: see findLegacyDir; it holds fixtures/).
 
 import (
 	"cmp"
@@ -167,7 +167,7 @@ func TestFixtureBlobIDs(t *testing.T) {
 
 func legacyDir(t testing.TB) string {
 	t.Helper()
-	dir := cmp.Or(os.Getenv(envLegacyDir), filepath.Join("..", "shared", "legacy"))
+	dir := legacyDirPath
 	if _, err := os.Stat(filepath.Join(dir, "fixtures", fixture91d0fd0)); err != nil {
 		requireDependency(t, fmt.Sprintf("the legacy fixtures are not at %s (set %s): %v", dir, envLegacyDir, err))
 	}

@@ -26,14 +26,48 @@ import (
 // (orphan and stuck-job recovery, worker registration), and
 // testdata/interop_load.js with a fleet of legacy workers on top.
 
-// The scripts a legacyNode can run, relative to the package directory, where
-// go test runs.
+// The scripts a legacyNode can run. testdata's are relative to the package
+// directory, where go test runs; the legacy services' own come from the
+// shared directory (see findLegacyDir).
 const (
-	legacyJS        = "../shared/legacy/legacy.js"
 	legacyOrphansJS = "testdata/legacy_orphans.js"
 	legacyLoadJS    = "testdata/interop_load.js"
-	legacyFixtures  = "../shared/legacy/fixtures"
 )
+
+var (
+	legacyDirPath  = findLegacyDir()
+	legacyJS       = filepath.Join(legacyDirPath, "legacy.js")
+	legacyFixtures = filepath.Join(legacyDirPath, "fixtures")
+)
+
+// findLegacyDir locates the legacy services' directory (legacy.js,
+// fixtures/, node_modules/): $JOBSTORE_LEGACY_DIR when set; else
+// shared/legacy beside the repository's root or beside any directory
+// above it (a clone may sit deeper than the checkout); else
+// /work/shared/legacy, where these machines keep it. The first that holds
+// legacy.js wins; tests that need it fail under JOBSTORE_CI=1 when none
+// does.
+func findLegacyDir() string {
+	if d := os.Getenv(envLegacyDir); d != "" {
+		return d
+	}
+	var candidates []string
+	if wd, err := os.Getwd(); err == nil {
+		for dir := filepath.Dir(wd); ; dir = filepath.Dir(dir) {
+			candidates = append(candidates, filepath.Join(dir, "shared", "legacy"))
+			if filepath.Dir(dir) == dir {
+				break
+			}
+		}
+	}
+	candidates = append(candidates, "/work/shared/legacy")
+	for _, c := range candidates {
+		if _, err := os.Stat(filepath.Join(c, "legacy.js")); err == nil {
+			return c
+		}
+	}
+	return filepath.Join("..", "shared", "legacy")
+}
 
 // legacyCallTimeout bounds one request; the load op gets longer.
 const legacyCallTimeout = 30 * time.Second
@@ -84,7 +118,8 @@ func startLegacy(t testing.TB, script, redisURL string, env ...string) *legacyNo
 	pr, pw, err := os.Pipe()
 	require.NoError(t, err)
 	cmd := exec.Command(node, script, "serve")
-	cmd.Env = append(os.Environ(), "LEGACY_REDIS_URL="+redisURL, "REDIS_DUAL_WRITE_STEPS=false")
+	cmd.Env = append(os.Environ(), "LEGACY_REDIS_URL="+redisURL, "REDIS_DUAL_WRITE_STEPS=false",
+		envLegacyDir+"="+absPath(legacyDirPath))
 	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout, cmd.Stderr = pw, stderr
 	stdin, err := cmd.StdinPipe()
@@ -121,6 +156,14 @@ func requireLegacy(t testing.TB, script string) string {
 		}
 	}
 	return node
+}
+
+// absPath is p made absolute, or p when that fails.
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
 }
 
 // read passes stdout's lines to n.lines until EOF.

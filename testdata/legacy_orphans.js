@@ -26,7 +26,11 @@
 // { ops, redis, serve }.
 
 const readline = require('readline');
-const legacy = require('../../shared/legacy/legacy.js');
+// The legacy services' replay: where the Go tests found it
+// (JOBSTORE_LEGACY_DIR), else beside the repository.
+const legacy = require(process.env.JOBSTORE_LEGACY_DIR
+  ? require('path').join(process.env.JOBSTORE_LEGACY_DIR, 'legacy.js')
+  : '../../shared/legacy/legacy.js');
 
 const { redis } = legacy;
 

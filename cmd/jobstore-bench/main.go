@@ -28,6 +28,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -61,7 +62,47 @@ var allSections = []string{"submit", "batch", "worker", "memory", "backfill", "c
 // sharedSections are the sections that use the --redis server.
 var sharedSections = []string{"submit", "batch", "worker", "memory", "backfill"}
 
-const defaultFunction = "../shared/legacy/fixtures/findMatchingJob.91d0fd0.lua"
+// functionName is the legacy claim function's file in shared/legacy/fixtures.
+const functionName = "findMatchingJob.91d0fd0.lua"
+
+// defaultFunction is where --function points by default: see findFunction.
+var defaultFunction = findFunction()
+
+// findFunction locates the legacy claim function: under
+// $JOBSTORE_LEGACY_DIR when set; else in shared/legacy/fixtures beside the
+// working directory or any directory above it (the README runs the bench
+// from the repository's root, beside which shared/ lies); else under
+// /work/shared/legacy, where these machines keep it. When none exists it
+// names the first, for the error message.
+func findFunction() string {
+	if d := os.Getenv("JOBSTORE_LEGACY_DIR"); d != "" {
+		return filepath.Join(d, "fixtures", functionName)
+	}
+	var candidates []string
+	if wd, err := os.Getwd(); err == nil {
+		for dir := filepath.Dir(wd); ; dir = filepath.Dir(dir) {
+			candidates = append(candidates, filepath.Join(dir, "shared", "legacy", "fixtures", functionName))
+			if filepath.Dir(dir) == dir {
+				break
+			}
+		}
+	}
+	candidates = append(candidates, filepath.Join("/work/shared/legacy/fixtures", functionName))
+	for _, c := range candidates {
+		if _, err := os.Stat(c); err == nil {
+			if rel, err := filepath.Rel(mustGetwd(), c); err == nil && !strings.HasPrefix(rel, "../../..") {
+				return rel
+			}
+			return c
+		}
+	}
+	return filepath.Join("..", "shared", "legacy", "fixtures", functionName)
+}
+
+func mustGetwd() string {
+	wd, _ := os.Getwd()
+	return wd
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)

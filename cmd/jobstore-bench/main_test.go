@@ -19,9 +19,8 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// functionFile is the legacy claim function, seen from this package's
-// directory: the repository's root is ../.., and shared/ lies beside it.
-const functionFile = "../../../shared/legacy/fixtures/findMatchingJob.91d0fd0.lua"
+// functionFile is the legacy claim function (see findFunction).
+var functionFile = findFunction()
 
 func TestUsage(t *testing.T) {
 	for _, tc := range []struct {
