@@ -30,6 +30,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -54,6 +55,7 @@ type config struct {
 	claimJobs    int
 	claimWorkers int
 	claimCap     int
+	cpuProfile   string
 }
 
 // allSections are the sections, in the order they run.
@@ -130,6 +132,7 @@ func newFlagSet(c *config, sections *string) *flag.FlagSet {
 	fs.IntVar(&c.claimJobs, "claim-jobs", 10_000, "pending legacy jobs the claim section refills before each turn")
 	fs.IntVar(&c.claimWorkers, "claim-workers", 10, "concurrent workers in the claim section")
 	fs.IntVar(&c.claimCap, "claim-cap", 3000, "claims after which a claim-section turn ends, if --duration has not passed")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write the benchmark process's CPU profile to this file (go tool pprof)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: jobstore-bench [flags]\n\nMeasures jobstore against its anchors, side by side in one run.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -189,6 +192,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
+	if c.cpuProfile != "" {
+		f, err := os.Create(c.cpuProfile)
+		if err != nil {
+			return usage("--cpuprofile: %v", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return usage("--cpuprofile: %v", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	b := &bench{cfg: c, out: stderr}
 	if c.json {
 		b.out = io.Discard
