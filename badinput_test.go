@@ -163,6 +163,13 @@ func badInputs() []badInput {
 		{name: "record is a list: cancel", plant: replace("job:pend", list), call: func(s *Store) error { return s.CancelJob(ctx, "pend", "") }, want: e(ErrCorruptRecord), says: "job:pend is a list"},
 		{name: "record is a set: submit over it", plant: replace("job:new", set), call: submit(Job{ID: "new", Service: "s"}), want: e(ErrCorruptRecord), says: "job:new is a set"},
 		{name: "pending queue is a string", plant: replace("jobs:pending", str), call: submit(Job{ID: "new", Service: "s"}), want: e(ErrCorruptRecord), says: "jobs:pending"},
+		// A generated id goes through the same script; the mirror's entry
+		// must not be left behind either (the old MULTI path left it).
+		{name: "pending queue is a string: generated id", plant: replace("jobs:pending", str), call: submit(Job{Service: "s"}), want: e(ErrCorruptRecord), says: "jobs:pending"},
+		{name: "pending queue is a string: batch", plant: replace("jobs:pending", str), call: func(s *Store) error {
+			_, err := s.SubmitJobs(ctx, []Job{{Service: "s"}, {ID: "b2", Service: "s"}})
+			return err
+		}, want: e(ErrCorruptRecord), says: "jobs:pending"},
 		{name: "pending queue is a hash: claim", plant: replace("jobs:pending", func(b *backend, k string) error { return b.rdb.HSet(ctx, k, "f", "v").Err() }), call: claim(w1), want: e(ErrCorruptRecord), says: "jobs:pending is a hash, want a zset"},
 		{name: "active hash is a zset (the old layout)", plant: replace("jobs:active:w1", zset), call: complete("held", "w1", nil), want: e(ErrCorruptRecord), says: "jobs:active:w1 is a zset, want a hash"},
 		{name: "completed is a zset (the old layout)", plant: replace("jobs:completed", zset), call: complete("held", "w1", nil), want: e(ErrCorruptRecord), says: "jobs:completed is a zset, want a hash"},
