@@ -117,7 +117,51 @@ func (c *Capabilities) validate() ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: capabilities: %v", ErrInvalidArgument, err)
 	}
+	if len(b) > maxCapabilityBytes {
+		return nil, fmt.Errorf("%w: capabilities of worker %q are %d bytes of JSON, more than %d",
+			ErrInvalidArgument, c.WorkerID, len(b), maxCapabilityBytes)
+	}
+	if d := jsonDepth(b); d > maxCapabilityDepth {
+		return nil, fmt.Errorf("%w: capabilities of worker %q are nested %d levels deep, more than %d",
+			ErrInvalidArgument, c.WorkerID, d, maxCapabilityDepth)
+	}
 	return b, nil
+}
+
+// Bounds of a worker's capabilities as JSON. The claim script decodes
+// them with cjson, which refuses more than 1000 levels of nesting: deeper
+// capabilities would be registered and then fail every claim. Real ones
+// nest a few levels and weigh a few kilobytes.
+const (
+	maxCapabilityDepth = 64
+	maxCapabilityBytes = 1 << 20
+)
+
+// jsonDepth returns the deepest nesting of objects and arrays in valid
+// JSON b: 0 for a scalar, 1 for {"a":1}.
+func jsonDepth(b []byte) int {
+	depth, deepest, inString, escaped := 0, 0, false, false
+	for _, c := range b {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			depth++
+			deepest = max(deepest, depth)
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return deepest
 }
 
 // luaMatch is the claim function's matching, restated: matches(worker,
@@ -316,6 +360,27 @@ local function valid_id(id)
 end
 `
 
+// luaProgressWritable tells whether the claim's XADD into a job's
+// progress:<id> stream can succeed: the key is absent, or a stream whose
+// last entry id is not the largest there is (XADD * fails on such a
+// stream, which only an explicit id or XSETID makes). The claim checks it
+// before its first write, as a script that fails half-way keeps what it
+// wrote.
+const luaProgressWritable = `
+local function progress_writable(key)
+  local t = redis.call('TYPE', key)['ok']
+  if t == 'none' then return true end
+  if t ~= 'stream' then return false end
+  local info = redis.call('XINFO', 'STREAM', key)
+  for i = 1, #info - 1, 2 do
+    if info[i] == 'last-generated-id' then
+      return info[i + 1] ~= '18446744073709551615-18446744073709551615'
+    end
+  end
+  return true
+end
+`
+
 // claimScript claims, for a worker, the first job of the window at the top
 // of pending that its capabilities match, and writes what findMatchingJob
 // writes: the record's status, worker_id and assigned_at (<secs>.<micros>
@@ -347,10 +412,11 @@ end
 // lost reply finds it among the worker's jobs and answers with the job it
 // claimed, without a second claim.
 //
-//	KEYS[1] -> jobs:pending           KEYS[5] -> steps:pending          (mirror)
-//	KEYS[2] -> jobs:active:<worker>   KEYS[6] -> steps:active:<worker>  (mirror)
+//	KEYS[1] -> jobs:pending           KEYS[6] -> steps:pending          (mirror)
+//	KEYS[2] -> jobs:active:<worker>   KEYS[7] -> steps:active:<worker>  (mirror)
 //	KEYS[3] -> worker:<worker>
 //	KEYS[4] -> worker:<worker>:heartbeat
+//	KEYS[5] -> jobstore:void:<worker>, tokens of claims that must take nothing
 //	KEYS[#KEYS] -> jobstore:stage; ARGV[1..3] -> mirror, log, stage (every script: see lua.go)
 //	ARGV[4] -> token
 //	ARGV[5] -> capabilities JSON
@@ -364,7 +430,8 @@ end
 //	ARGV[14..] -> tokens of the worker's earlier claims whose replies were lost
 //	Reply: OK id {field, value, ...} {passed over...} [{tokens still held...}]
 //	       | NONE looked {passed over...} | NOHEARTBEAT | WRONGTYPE detail
-var claimScript = redis.NewScript(newScriptText(luaCore, luaTokens, luaStatus, luaMatch, luaValidID, `
+//	       | BADCAPS detail
+var claimScript = redis.NewScript(newScriptText(luaCore, luaTokens, luaStatus, luaMatch, luaValidID, luaProgressWritable, `
 local tok, worker = ARGV[4], ARGV[6]
 -- The reads it needs anyway check the types of pending and the active
 -- hash; the worker hash gets a probe. All before any write.
@@ -374,13 +441,21 @@ local ids = redis.pcall('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[7]) - 1)
 if ids.err then return done('WRONGTYPE', wrongtype(KEYS[1], 'zset')) end
 local bad = wrongtype(KEYS[3], 'hash')
 if bad then return done('WRONGTYPE', bad) end
+-- A claim whose caller gave up on it, and whose token a later claim of
+-- the worker carried and found on no job, runs late: it takes nothing,
+-- as no call is left to hand its job over.
+local void = redis.pcall('SISMEMBER', KEYS[5], tok)
+if type(void) == 'table' and void.err then return done('WRONGTYPE', wrongtype(KEYS[5], 'set')) end
+if void == 1 then return done('NONE', 0, {}) end
+local ok, caps = pcall(cjson.decode, ARGV[5])
+if not ok then return done('BADCAPS', errtext(caps)) end
 
 -- A claim of this call (sent again by go-redis) or of an earlier call of
 -- the worker whose reply was lost (ARGV[14..]) may have taken a job: the
 -- first still held and not finished is handed over, and the reply lists
 -- the tokens of the others, still to hand over. A job found finished (a
 -- legacy cancel raced the lost claim) leaves the hash.
-local toks = {tok}
+local toks, found = {tok}, {}
 for i = 14, #ARGV do toks[#toks + 1] = ARGV[i] end
 local first, others = nil, {}
 for _, id in ipairs(held) do
@@ -388,9 +463,10 @@ for _, id in ipairs(held) do
   if redis.call('TYPE', rec)['ok'] == 'hash' then
     for _, t in ipairs(toks) do
       if has_token(rec, t) then
+        found[t] = true
         if FINISHED[redis.call('HGET', rec, 'status') or ''] then
           redis.call('HDEL', KEYS[2], id)
-          mirror_field(KEYS[2], KEYS[6], id, false)
+          mirror_field(KEYS[2], KEYS[7], id, false)
         elseif not first then
           first = id
         else
@@ -401,10 +477,23 @@ for _, id in ipairs(held) do
     end
   end
 end
-if first then return done('OK', first, redis.call('HGETALL', ARGV[8] .. first), {}, others) end
+-- The earlier tokens found on no job: their claims took nothing yet,
+-- and must not when they run late (see above). Kept an hour, far longer
+-- than a request can wait in a socket.
+for i = 14, #ARGV do
+  if not found[ARGV[i]] then redis.call('SADD', KEYS[5], ARGV[i]) end
+end
+if #ARGV >= 14 then redis.call('EXPIRE', KEYS[5], 3600) end
+if first then
+  -- Handed over: the mirror gets the claim again, in case its first run
+  -- could not mirror it.
+  mirror_key(ARGV[8] .. first, ARGV[9] .. first)
+  mirror_member(KEYS[1], KEYS[6], first)
+  mirror_field(KEYS[2], KEYS[7], first, false)
+  return done('OK', first, redis.call('HGETALL', ARGV[8] .. first), {}, others)
+end
 if redis.call('EXISTS', KEYS[4]) == 0 then return done('NOHEARTBEAT') end
 
-local caps = cjson.decode(ARGV[5])
 -- A job whose service the worker does not run never matches, and never
 -- makes the function fail (its service check comes before anything that
 -- can): such jobs are passed over before anything else is looked at.
@@ -448,8 +537,8 @@ for _, id in ipairs(ids) do
       passed[#passed + 1] = id .. ': an id the finishing calls refuse'
     elseif v == 1 and redis.call('HGET', rec, 'id') ~= id then
       passed[#passed + 1] = id .. ': ' .. rec .. ' has no id field, or another one'
-    elseif v == 1 and not ({none = true, stream = true})[redis.call('TYPE', ARGV[10] .. id)['ok']] then
-      passed[#passed + 1] = id .. ': ' .. ARGV[10] .. id .. ' is not a stream'
+    elseif v == 1 and not progress_writable(ARGV[10] .. id) then
+      passed[#passed + 1] = id .. ': ' .. ARGV[10] .. id .. ' is not a stream, or has used up its entry ids'
     elseif v == 1 then
       local h = redis.call('HGETALL', rec)
       local snapshot = {}
@@ -475,8 +564,8 @@ for _, id in ipairs(ids) do
       redis.call('PUBLISH', ARGV[13], cjson.encode({worker_id = worker, old_status = 'idle', new_status = 'busy',
         current_job_id = id, timestamp = ms}))
       mirror_key(rec, ARGV[9] .. id)
-      mirror_member(KEYS[1], KEYS[5], id)
-      mirror_field(KEYS[2], KEYS[6], id, false)
+      mirror_member(KEYS[1], KEYS[6], id)
+      mirror_field(KEYS[2], KEYS[7], id, false)
       return done('OK', id, redis.call('HGETALL', rec), passed)
     end
   end
@@ -505,7 +594,9 @@ return done('NONE', #ids, passed)
 // been applied by Redis all the same. The Store keeps that call's token,
 // and the worker's next ClaimJob on it sends the same one: if the lost
 // claim took a job, that call answers with it instead of claiming
-// another. A worker that restarts finds what it holds with HeldJobs.
+// another; if it has not run yet (a request still on its way), it is
+// voided in Redis (jobstore:void:<worker>) and takes nothing when it
+// arrives. A worker that restarts finds what it holds with HeldJobs.
 func (s *Store) ClaimJob(ctx context.Context, caps Capabilities) (*Job, error) {
 	capsJSON, err := caps.validate()
 	if err != nil {
@@ -521,7 +612,7 @@ func (s *Store) ClaimJob(ctx context.Context, caps Capabilities) (*Job, error) {
 		}
 		return spec{op: opClaim, script: claimScript,
 			keys:   func(k keyspace) []string { return []string{k.pending(), k.active(w)} },
-			shared: []string{workerKey(s.prefix, w), heartbeatKey(s.prefix, w)},
+			shared: []string{workerKey(s.prefix, w), heartbeatKey(s.prefix, w), voidKey(s.prefix, w)},
 			args: append([]any{tok, capsJSON, w, s.window, s.space(st.Primary()).recordPrefix(), mirrorPrefix,
 				progressStreamKey(s.prefix, ""), s.channel(chProgress), s.channel(chJobClaimed), s.channel(chWorkerStatus)},
 				earlier...)}
@@ -634,6 +725,8 @@ func (s *Store) decodeClaim(ctx context.Context, worker string, services []strin
 		return nil, fmt.Errorf("%w: worker=%q has no heartbeat; RegisterWorker and keep it alive (KeepAlive)", ErrNotRegistered, worker)
 	case "WRONGTYPE":
 		return nil, fmt.Errorf("%w: claim worker=%q: %s", ErrCorruptRecord, worker, r.str(0))
+	case "BADCAPS":
+		return nil, fmt.Errorf("%w: capabilities of worker %q: the claim script cannot decode them: %s", ErrInvalidArgument, worker, r.str(0))
 	}
 	return nil, unexpected(opClaim, "", r)
 }

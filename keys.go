@@ -219,6 +219,14 @@ func fleetKey(prefix, process string) string { return prefix + "jobstore:fleet:"
 // fleetPattern matches every process's check-in.
 func fleetPattern(prefix string) string { return prefix + "jobstore:fleet:*" }
 
+// voidKey is the set of the tokens of a worker's claims that must take
+// nothing when they reach Redis: claims whose callers gave up on them (a
+// deadline, a cut connection) and whose tokens a later claim of the
+// worker carried and found on no job. It expires an hour after the last
+// such claim. Like worker:<id> it belongs to no namespace, so it is not
+// mirrored.
+func voidKey(prefix, worker string) string { return prefix + "jobstore:void:" + worker }
+
 // followerKey is the hash where followers report what they mirrored, and
 // when they last mirrored a legacy write.
 func followerKey(prefix string) string { return prefix + "jobstore:follower" }

@@ -130,7 +130,7 @@ end
 -- wrongtype describes key if it exists with a type other than want
 -- ('hash', 'zset' or 'string'), else returns false. It probes with a
 -- command that answers an integer, cheaper in a script than TYPE.
-local PROBE = {hash = 'HLEN', zset = 'ZCARD', string = 'STRLEN'}
+local PROBE = {hash = 'HLEN', zset = 'ZCARD', string = 'STRLEN', set = 'SCARD'}
 local function wrongtype(key, want)
   local r = redis.pcall(PROBE[want], key)
   if type(r) == 'table' and r.err then
