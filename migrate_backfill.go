@@ -30,7 +30,8 @@ type BackfillOptions struct {
 	// MaxBatchSize.
 	BatchSize int
 	// Rate limits the run to this many items (keys, members and fields)
-	// looked at per second. 0, the default, means no limit.
+	// looked at per second, at least one a day. 0, the default, means no
+	// limit.
 	Rate float64
 	// DryRun decides what would be copied and writes nothing, not even a
 	// checkpoint. It starts from the beginning, whatever checkpoint exists.
@@ -100,10 +101,11 @@ type BackfillResult struct {
 	SubKeys       int64 `json:"sub_keys"`
 	SubKeysCopied int64 `json:"sub_keys_copied"`
 	// Entries counts queue entries (pending members, active, completed
-	// and failed fields) found different on the two sides; EntriesSynced
-	// counts the entries written, here and along with their records;
-	// EntriesSkipped those left because their job's records were not in
-	// sync (the destination newer, or in conflict).
+	// and failed fields) found different on the two sides by the queue
+	// phases; EntriesSynced counts the entries written, there and along
+	// with their records; EntriesSkipped those left because their job's
+	// records were not in sync (the destination newer, or in conflict).
+	// A dry run counts the same as the run would.
 	Entries        int64 `json:"entries"`
 	EntriesSynced  int64 `json:"entries_synced"`
 	EntriesSkipped int64 `json:"entries_skipped"`
@@ -241,6 +243,9 @@ func (m *Migrator) newBackfill(ctx context.Context, opts BackfillOptions) (*back
 	if opts.Rate < 0 || math.IsNaN(opts.Rate) || math.IsInf(opts.Rate, 0) {
 		return b, fmt.Errorf("%w: rate %v must be finite and not negative", ErrInvalidArgument, opts.Rate)
 	}
+	if opts.Rate > 0 && opts.Rate < minBackfillRate {
+		return b, fmt.Errorf("%w: rate %v is below %v items a second (one a day); 0 means no limit", ErrInvalidArgument, opts.Rate, minBackfillRate)
+	}
 	if !opts.DryRun {
 		found, err := b.resume(ctx)
 		if err != nil || found {
@@ -370,10 +375,12 @@ func (b *backfill) pages(ctx context.Context, phase string, scan scanner, size i
 				return err
 			}
 			// The position after the chunk: within the page, or, at its
-			// end, the next page's cursor.
-			if page = page[len(chunk):]; len(page) > 0 {
+			// end, the next page's cursor. The last page has none: its
+			// chunks stay listed as done until the phase ends, or a run
+			// stopped while it paces would do the page again.
+			if page = page[len(chunk):]; len(page) > 0 || next == 0 {
 				b.pos.Done = append(b.pos.Done, itemNames(chunk)...)
-			} else if next != 0 {
+			} else {
 				b.pos.Cursor, b.pos.Done = next, nil
 			}
 			if err := b.step(ctx, phase, len(chunk)); err != nil {
@@ -404,12 +411,19 @@ func (b *backfill) step(ctx context.Context, phase string, n int) error {
 	return b.pace(ctx)
 }
 
+// minBackfillRate is the smallest rate a backfill takes: one item a day.
+// Far below it, the pause between items overflows a time.Duration.
+const minBackfillRate = 1.0 / 86400
+
 // pace sleeps as long as the run is ahead of opts.Rate.
 func (b *backfill) pace(ctx context.Context) error {
 	if b.opts.Rate <= 0 {
 		return ctx.Err()
 	}
-	due := time.Duration(float64(b.scanned) / b.opts.Rate * float64(time.Second))
+	due := time.Duration(math.MaxInt64)
+	if f := float64(b.scanned) / b.opts.Rate * float64(time.Second); f < float64(math.MaxInt64) {
+		due = time.Duration(f)
+	}
 	return sleepCtx(ctx, due-time.Since(b.start))
 }
 
@@ -703,9 +717,12 @@ func (b *backfill) syncEntries(ctx context.Context, kind entryKind, src, dst str
 	if len(differ) == 0 && (len(items) > 0 || kind != kindHash) {
 		return nil
 	}
-	b.res.Entries += int64(len(differ))
 	keys := []string{src, dst}
-	args := append(flags(), string(kind), flagArg(b.opts.DryRun), flagArg(!b.plan.Authoritative))
+	worker, ok := b.src.workerFromActive(src)
+	if !ok {
+		worker = ""
+	}
+	args := append(flags(), string(kind), flagArg(b.opts.DryRun), flagArg(!b.plan.Authoritative), worker)
 	for _, id := range differ {
 		has := validateID(id) == nil
 		if has {
@@ -717,6 +734,7 @@ func (b *backfill) syncEntries(ctx context.Context, kind entryKind, src, dst str
 	if err != nil {
 		return err
 	}
+	b.res.Entries += int64(len(differ)) - r.int(2)
 	b.res.EntriesSynced += r.int(0)
 	b.res.EntriesSkipped += r.int(1)
 	return nil
@@ -1043,28 +1061,50 @@ return done('OK', out)
 // records are in sync (equal, or absent on both sides; an id that is not
 // valid has no record), then, for a hash, copies its whole-key TTL.
 //
+// A dry run writes nothing, so the queue phases find still different the
+// entries that the records phase counted as synced with their records
+// (backfillRecordsScript: a record it would copy, or one in sync, and the
+// entries of its id in pending, completed, failed and the active hash of
+// each worker its records name). Those are counted apart ("predicted"),
+// so that a dry run counts what the run would do.
+//
 //	KEYS[1] -> source queue key (jobs:pending, jobs:active:<w>, ...)
 //	KEYS[2] -> destination queue key
 //	KEYS[3..] -> job:<id>, step:<id> of each valid id, in order
 //	ARGV[3] -> "zset" or "hash", ARGV[4] -> dry run, ARGV[5] -> only add
-//	ARGV[6..] -> id, "1" if it is valid (has record keys) else "0", ...
-//	Reply: OK synced skipped | WRONGTYPE detail
+//	ARGV[6] -> the worker of an active hash, else ''
+//	ARGV[7..] -> id, "1" if it is valid (has record keys) else "0", ...
+//	Reply: OK synced skipped predicted | WRONGTYPE detail
 var backfillEntriesScript = redis.NewScript(migrateLua(`
-local kind, dry, only_add = ARGV[3], ARGV[4] == '1', ARGV[5] == '1'
+local kind, dry, only_add, worker = ARGV[3], ARGV[4] == '1', ARGV[5] == '1', ARGV[6]
 local bad = wrongtype(KEYS[1], kind) or wrongtype(KEYS[2], kind)
 if bad then return done('WRONGTYPE', bad) end
 local set = set_field
 if kind == 'zset' then set = set_member end
-local synced, skipped, k = 0, 0, 3
-for i = 6, #ARGV, 2 do
+
+-- counted_with_record: in a dry run, whether the records phase counted
+-- the entry (see above).
+local function counted_with_record(rs, rd)
+  if redis.call('TYPE', rs)['ok'] ~= 'hash' then return false end
+  local dt = redis.call('TYPE', rd)['ok']
+  if dt ~= 'none' and dt ~= 'hash' then return false end
+  if worker ~= '' and redis.call('HGET', rs, 'worker_id') ~= worker
+    and (dt == 'none' or redis.call('HGET', rd, 'worker_id') ~= worker) then return false end
+  return dt == 'none' or same_hash(rs, rd) or fresher(rs, rd) > 0
+end
+
+local synced, skipped, predicted, k = 0, 0, 0, 3
+for i = 7, #ARGV, 2 do
   local ok = true
   if ARGV[i + 1] == '1' then
-    ok = in_sync(KEYS[k], KEYS[k + 1])
+    if dry and counted_with_record(KEYS[k], KEYS[k + 1]) then ok = nil end
+    if ok then ok = in_sync(KEYS[k], KEYS[k + 1]) end
     k = k + 2
   end
-  if ok then synced = synced + set(KEYS[1], KEYS[2], ARGV[i], only_add, dry)
+  if ok == nil then predicted = predicted + 1
+  elseif ok then synced = synced + set(KEYS[1], KEYS[2], ARGV[i], only_add, dry)
   else skipped = skipped + 1 end
 end
 if kind == 'hash' then copy_ttl(KEYS[1], KEYS[2], only_add, dry) end
-return done('OK', synced, skipped)
+return done('OK', synced, skipped, predicted)
 `))

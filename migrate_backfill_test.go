@@ -731,3 +731,69 @@ func TestBackfillPassesOverKeysOfTheWrongType(t *testing.T) {
 		require.Zero(t, b.rdb.Exists(ctx, b.key("step:notahash"), b.key("steps:active:broken")).Val())
 	})
 }
+
+// TestBackfillDryRunPredictsTheRun: a dry run reports what the run would
+// do. The records phase counts the entries it would sync with each record;
+// the queue phases, finding those entries still different (a dry run
+// writes nothing), must not count them again as differing, synced or left.
+func TestBackfillDryRunPredictsTheRun(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		l := newLegacy(t, b)
+		l.state(2)
+		// A record already in sync whose entries are not: the records
+		// phase syncs them as "unchanged".
+		id := l.submit(50)
+		requireCopy(t, b, "job:"+id, "step:"+id)
+		m := newMigrator(t, b, StageDualWrite)
+		dry := runBackfill(t, m, BackfillOptions{DryRun: true, BatchSize: 1000})
+		real := runBackfill(t, m, BackfillOptions{BatchSize: 1000})
+		require.Equal(t, real.Entries, dry.Entries, "entries found different")
+		require.Equal(t, real.EntriesSkipped, dry.EntriesSkipped, "entries left")
+		requireVisits(t, b, int(real.EntriesSynced), dry.EntriesSynced, "entries synced")
+		requireVisits(t, b, int(real.Copied), dry.Copied, "records copied")
+		require.Positive(t, real.EntriesSynced)
+		requireMirrored(t, b)
+	})
+}
+
+// TestBackfillInterruptedAfterTheLastPage: a run stopped while it paces
+// after the last chunk of a phase's last page must not do that page again
+// when resumed: the counts would cover it twice.
+func TestBackfillInterruptedAfterTheLastPage(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		l := newLegacy(t, b)
+		for range 10 {
+			l.submit(50)
+		}
+		m := newMigrator(t, b, StageDualWrite)
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		_, err := m.Backfill(cctx, BackfillOptions{BatchSize: 1000, Rate: 1, Progress: func(p BackfillProgress) {
+			if p.Phase == "records" && p.Records == 10 {
+				cancel() // while it paces, after the phase's last chunk
+			}
+		}})
+		require.ErrorIs(t, err, context.Canceled)
+		res := runBackfill(t, m, BackfillOptions{BatchSize: 1000})
+		require.True(t, res.Resumed)
+		requireVisits(t, b, 10, res.Records)
+		if b.mr == nil {
+			require.Less(t, res.Records, int64(20), "the last page was done twice")
+		}
+		require.EqualValues(t, 10, res.Copied+res.Unchanged)
+		requireMirrored(t, b)
+	})
+}
+
+// TestBackfillRefusesARateTooSmallToPace: a rate whose pause per item
+// overflows a time.Duration would leave the run unpaced.
+func TestBackfillRefusesARateTooSmallToPace(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		newLegacy(t, b).submit(50)
+		for _, r := range []float64{1e-300, 1e-10} {
+			_, err := newMigrator(t, b, StageDualWrite).Backfill(ctx, BackfillOptions{Rate: r})
+			require.ErrorIs(t, err, ErrInvalidArgument, "rate %v", r)
+		}
+		require.Zero(t, b.rdb.Exists(ctx, b.key("step:L0001")).Val())
+	})
+}
