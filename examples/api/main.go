@@ -28,8 +28,8 @@
 //
 //	service_required   string, required
 //	priority           0..1000; missing (or 0) is 50, the legacy API's default
-//	payload            any JSON; missing (or null) is {}
-//	requirements, ctx  any JSON; missing (or null) is none
+//	payload            any JSON; missing, null, false, 0 or "" is {}
+//	requirements, ctx  any JSON; missing, null, false, 0 or "" is none
 //	customer_id, workflow_id                    strings
 //	max_retries        missing (or 0) is 3
 //	workflow_priority, current_step, total_steps  integers
@@ -45,11 +45,13 @@
 // To retry a POST safely (after a timeout, say), give the job your own id
 // and send the same body again. When a job with that id exists and its
 // submitted fields (all of the above but id; not created_at, status or
-// other fields the job gained since) are the ones sent, nothing is
-// written and the answer is 200 with {"id":...,"created":false,
-// "status":<its status now>}: the job was submitted, by the first
-// attempt. A job with that id and other fields is a conflict: 409, naming
-// the fields that differ. Without an id every POST is a new job.
+// other fields the job gained since) are the ones sent, compared as the
+// store keeps them (a missing priority and 50 are the same, and so are a
+// payload false and {}, or a ctx 0 and none), nothing is written and the
+// answer is 200 with {"id":...,"created":false,"status":<its status
+// now>}: the job was submitted, by the first attempt. A job with that id
+// and other fields is a conflict: 409, naming the fields that differ.
+// Without an id every POST is a new job.
 //
 // # Dual-write
 //
@@ -241,15 +243,30 @@ type submitRequest struct {
 	Ctx              json.RawMessage `json:"ctx"`
 }
 
-// job returns the job to submit. Priority and max retries go as sent: the
-// store turns 0 (missing) into 50 and 3, as the legacy API does.
+// job returns the job to submit, normalised as the store stores it:
+// priority and max retries 0 (missing) are 50 and 3, as in the legacy
+// API; a payload that is missing or JavaScript-falsy (null, false, 0, ""
+// in any spelling) is {}; requirements and ctx that are missing or falsy
+// are none. The store would apply the same rules to the raw values
+// (jobstore.Job, withDefaults); applying them here, once, makes the job
+// submitted and the job compared with a stored one on a retry (see
+// submittedDiff) the same.
 func (r *submitRequest) job() jobstore.Job {
 	j := jobstore.Job{
 		ID: r.ID, Service: r.Service, Priority: r.Priority,
-		Payload: absentIfNull(r.Payload), Requirements: absentIfNull(r.Requirements), Ctx: absentIfNull(r.Ctx),
+		Payload: r.Payload, Requirements: noneIfFalsy(r.Requirements), Ctx: noneIfFalsy(r.Ctx),
 		CustomerID: r.CustomerID, MaxRetries: r.MaxRetries,
 		WorkflowID: r.WorkflowID, WorkflowPriority: r.WorkflowPriority,
 		CurrentStep: r.CurrentStep, TotalSteps: r.TotalSteps,
+	}
+	if j.Priority == 0 {
+		j.Priority = jobstore.DefaultPriority
+	}
+	if j.MaxRetries == 0 {
+		j.MaxRetries = jobstore.DefaultMaxRetries
+	}
+	if jsFalsy(j.Payload) {
+		j.Payload = json.RawMessage("{}")
 	}
 	if r.WorkflowDatetime != 0 {
 		j.WorkflowDatetime = time.UnixMilli(r.WorkflowDatetime)
@@ -257,12 +274,27 @@ func (r *submitRequest) job() jobstore.Job {
 	return j
 }
 
-// absentIfNull treats a JSON null as a missing field.
-func absentIfNull(raw json.RawMessage) json.RawMessage {
-	if t := bytes.TrimSpace(raw); len(t) == 0 || string(t) == "null" {
+// noneIfFalsy treats a falsy JSON value as a missing field.
+func noneIfFalsy(raw json.RawMessage) json.RawMessage {
+	if jsFalsy(raw) {
 		return nil
 	}
 	return raw
+}
+
+// jsFalsy reports whether raw is missing or a JSON value JavaScript
+// treats as false: null, false, "" or a number equal to 0 (0, -0, 0.0,
+// 0e5...). It is the store's own test (jobstore's jsFalsy, unexported),
+// which decides what a submit stores; TestSafeRetryFalsyValues checks
+// that the two agree.
+func jsFalsy(raw json.RawMessage) bool {
+	v := bytes.TrimSpace(raw)
+	switch string(v) {
+	case "", "null", "false", `""`:
+		return true
+	}
+	f, err := strconv.ParseFloat(string(v), 64)
+	return err == nil && f == 0
 }
 
 // submitResponse answers POST /submit-job.
@@ -321,17 +353,8 @@ func (s *server) resubmitted(w http.ResponseWriter, r *http.Request, job jobstor
 }
 
 // submittedDiff names the submitted fields in which the stored job got
-// differs from job, with the store's defaults applied to job.
+// differs from job, normalised as the store stores it (submitRequest.job).
 func submittedDiff(job jobstore.Job, got *jobstore.Job) []string {
-	if job.Priority == 0 {
-		job.Priority = jobstore.DefaultPriority
-	}
-	if job.MaxRetries == 0 {
-		job.MaxRetries = jobstore.DefaultMaxRetries
-	}
-	if job.Payload == nil {
-		job.Payload = json.RawMessage("{}")
-	}
 	checks := []struct {
 		field string
 		same  bool

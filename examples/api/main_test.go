@@ -176,6 +176,57 @@ func TestSafeRetry(t *testing.T) {
 	require.Contains(t, out["error"], "(priority, payload)")
 }
 
+// A resent body whose payload, requirements or ctx is a value the store
+// keeps as {} or as none (null, false, 0, "", however spelt) is a retry:
+// the comparison is with what the submit stored, not with the raw value.
+func TestSafeRetryFalsyValues(t *testing.T) {
+	e := newEnv(t)
+	falsy := []string{`null`, `false`, `0`, `""`, `0.0`, `-0`, `0e5`}
+	for _, field := range []string{"payload", "requirements", "ctx"} {
+		for i, v := range falsy {
+			id := fmt.Sprintf("rv-%s-%d", field, i)
+			body := fmt.Sprintf(`{"id": %q, "service_required": "comfyui", %q: %s}`, id, field, v)
+			code, out := e.post(body)
+			require.Equal(t, http.StatusCreated, code, "%s: %v", body, out)
+			// What the store kept is what the API compares with.
+			stored, want := e.mr.HGet("job:"+id, field), ""
+			if field == "payload" {
+				want = "{}"
+			}
+			require.Equal(t, want, stored, body)
+			code, out = e.post(body)
+			require.Equal(t, http.StatusOK, code, "%s resent: %v", body, out)
+			require.Equal(t, false, out["created"], body)
+			// Every spelling the store keeps the same way is the same
+			// field, and so is leaving it out.
+			for _, other := range append(falsy, "") {
+				again := fmt.Sprintf(`{"id": %q, "service_required": "comfyui"}`, id)
+				if other != "" {
+					again = fmt.Sprintf(`{"id": %q, "service_required": "comfyui", %q: %s}`, id, field, other)
+				}
+				code, out = e.post(again)
+				require.Equal(t, http.StatusOK, code, "%s after %s: %v", again, body, out)
+			}
+		}
+	}
+	// payload false is stored as {}: {} is the same, [] is not.
+	code, out := e.post(`{"id": "rv-p", "service_required": "comfyui", "payload": false}`)
+	require.Equal(t, http.StatusCreated, code, out)
+	require.Equal(t, "{}", e.mr.HGet("job:rv-p", "payload"))
+	code, out = e.post(`{"id": "rv-p", "service_required": "comfyui", "payload": {}}`)
+	require.Equal(t, http.StatusOK, code, out)
+	code, out = e.post(`{"id": "rv-p", "service_required": "comfyui", "payload": []}`)
+	require.Equal(t, http.StatusConflict, code, out)
+	require.Contains(t, out["error"], "(payload)")
+	// ctx 0 is stored as none: a ctx that is something is another job.
+	code, out = e.post(`{"id": "rv-c", "service_required": "comfyui", "ctx": 0}`)
+	require.Equal(t, http.StatusCreated, code, out)
+	require.Equal(t, "", e.mr.HGet("job:rv-c", "ctx"))
+	code, out = e.post(`{"id": "rv-c", "service_required": "comfyui", "ctx": 1}`)
+	require.Equal(t, http.StatusConflict, code, out)
+	require.Contains(t, out["error"], "(ctx)")
+}
+
 func TestCancel(t *testing.T) {
 	e := newEnv(t)
 	code, out := e.post(`{"service_required": "comfyui"}`)
