@@ -126,6 +126,45 @@ func TestSubmitRejectsBadBodies(t *testing.T) {
 	require.Empty(t, e.mr.Keys(), "nothing was written")
 }
 
+// Field names are matched exactly, as in GET /jobs/{id}: encoding/json
+// alone would take "SERVICE_REQUIRED" for service_required, and let the
+// last of two spellings of one field win.
+func TestSubmitFieldNamesExact(t *testing.T) {
+	e := newEnv(t)
+	for _, c := range []struct{ body, says string }{
+		{`{"SERVICE_REQUIRED": "comfyui"}`, `unknown field "SERVICE_REQUIRED": field names are case-sensitive; did you mean "service_required"?`},
+		{`{"service_required": "comfyui", "Service_Required": "x"}`, `unknown field "Service_Required": field names are case-sensitive; did you mean "service_required"?`},
+		{`{"Service_Required": "x", "service_required": "comfyui"}`, `unknown field "Service_Required"`},
+		{`{"service_required": "comfyui", "Payload": {"a": 1}}`, `unknown field "Payload"`},
+		{`{"service_required": "comfyui", "service_required": "x"}`, `field "service_required" appears more than once`},
+		{`{"service_required": "comfyui", "priority": 1, "priority": 2}`, `field "priority" appears more than once`},
+		{`{"service_required": "comfyui", "service\u005frequired": "x"}`, `field "service_required" appears more than once`},
+		{`{"service_required": "comfyui", "PRIORITY": "high"}`, `unknown field "PRIORITY"`},
+		// A bad name in a body that is no valid JSON: the JSON error.
+		{`{"SERVICE_REQUIRED": "comfyui", "payload": {"a": }}`, "invalid JSON"},
+	} {
+		code, out := e.post(c.body)
+		require.Equal(t, http.StatusBadRequest, code, "%s: %v", c.body, out)
+		require.Contains(t, out["error"], c.says, c.body)
+	}
+	require.Empty(t, e.mr.Keys(), "nothing was written")
+
+	// Names inside payload, requirements and ctx are the client's.
+	code, out := e.post(`{"service_required": "comfyui", "payload": {"A": 1, "a": 2, "a": 3}, "ctx": {"ID": 1}}`)
+	require.Equal(t, http.StatusCreated, code, out)
+	// An escaped name is the name.
+	code, out = e.post(`{"service\u005frequired": "comfyui"}`)
+	require.Equal(t, http.StatusCreated, code, out)
+
+	// The same for PUT /admin/dual-write.
+	for _, body := range []string{`{"Enabled": true}`, `{"enabled": false, "enabled": true}`} {
+		code, out = e.do("PUT", "/admin/dual-write", strings.NewReader(body))
+		require.Equal(t, http.StatusBadRequest, code, "%s: %v", body, out)
+		require.Contains(t, out["error"], "field", body)
+	}
+	require.False(t, e.store.DualWrite())
+}
+
 // Oversized bodies all get 413: a payload over the store's 1 MiB limit,
 // and a body over the API's 2 MiB, which is not read.
 func TestOversizedBodies(t *testing.T) {
