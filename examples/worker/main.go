@@ -24,8 +24,8 @@
 // so it goes back to pending at once), then stops its heartbeat and
 // unregisters.
 //
-// -fail-rate fails that share of the attempts on purpose, to show
-// retries; it is 0 unless given. Each failure is logged with what FailJob
+// -fail-rate fails that share of the attempts (a number from 0 to 1) on
+// purpose, to show retries; it is 0 unless given. Each failure is logged with what FailJob
 // did: outcome=retried (back to pending while retry_count+1 < max_retries)
 // or outcome=failed (for good). On the embedded miniredis the worker
 // submits -seed demo jobs first and exits once it has nothing left to
@@ -144,8 +144,8 @@ func parseFlags(args []string) (config, error) {
 		return c, errors.New("-services: name at least one service")
 	case c.concurrency < 1:
 		return c, errors.New("-concurrency must be at least 1")
-	case c.failRate < 0 || c.failRate > 1:
-		return c, errors.New("-fail-rate must be between 0 and 1")
+	case !(c.failRate >= 0 && c.failRate <= 1): // NaN too, which compares false
+		return c, fmt.Errorf("-fail-rate %v: must be a share between 0 and 1", c.failRate)
 	case c.poll <= 0 || c.maintain <= 0 || c.work < 0 || c.drain < 0:
 		return c, errors.New("-poll and -maintain must be positive, -work and -drain not negative")
 	}

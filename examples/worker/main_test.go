@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -94,6 +96,52 @@ func TestFlags(t *testing.T) {
 		{"-models", "sdxl"}, {"extra"}} {
 		_, err := parseFlags(bad)
 		require.Error(t, err, "%q", bad)
+	}
+}
+
+// -fail-rate is a share: anything outside [0, 1], NaN included, is
+// refused, with a message naming the flag.
+func TestFlagsFailRate(t *testing.T) {
+	for _, ok := range []string{"0", "0.5", "1"} {
+		c, err := parseFlags([]string{"-fail-rate", ok})
+		require.NoError(t, err, ok)
+		require.Equal(t, ok == "0", c.failRate == 0, ok)
+	}
+	for _, bad := range []string{"NaN", "nan", "-0.1", "1.01", "Inf", "-Inf"} {
+		_, err := parseFlags([]string{"-fail-rate", bad})
+		require.ErrorContains(t, err, "-fail-rate", bad)
+		require.ErrorContains(t, err, "between 0 and 1", bad)
+	}
+}
+
+// main exits 2, with the reason on stderr, for flags it refuses, before
+// connecting anywhere.
+func TestMainBadFlagsExit2(t *testing.T) {
+	if args := os.Getenv("WORKER_TEST_MAIN_ARGS"); args != "" {
+		os.Args = append([]string{"worker"}, strings.Fields(args)...)
+		main()
+		os.Exit(0)
+	}
+	for _, c := range []struct{ args, says string }{
+		{"-fail-rate NaN", "-fail-rate"},
+		{"-fail-rate 1.5", "-fail-rate"},
+	} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestMainBadFlagsExit2$")
+		// Without REDIS_URL: a worker that did start would run on an
+		// embedded miniredis, never on a real server.
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, demo.EnvRedisURL+"=") {
+				cmd.Env = append(cmd.Env, kv)
+			}
+		}
+		cmd.Env = append(cmd.Env, "WORKER_TEST_MAIN_ARGS="+c.args)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		var exit *exec.ExitError
+		require.ErrorAs(t, err, &exit, "%s: %s", c.args, stderr.String())
+		require.Equal(t, 2, exit.ExitCode(), "%s: %s", c.args, stderr.String())
+		require.Contains(t, stderr.String(), c.says, c.args)
 	}
 }
 
