@@ -10,7 +10,8 @@
 //	REDIS_URL=redis://127.0.0.1:6379/0 go run ./examples/worker -services comfyui -gpu-memory 24 -concurrency 4
 //
 // Capabilities come from flags: -services (required), and optionally
-// -gpu-memory, -cpu-cores, -ram, -gpu-model, -models and -machine-id.
+// -gpu-memory, -cpu-cores and -ram (amounts, 0 or more: 0, the default,
+// is none), -gpu-model, -models and -machine-id.
 // A claim takes only jobs whose service_required and requirements they
 // meet, as the legacy workers' claim function does.
 //
@@ -39,6 +40,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/signal"
@@ -148,6 +150,16 @@ func parseFlags(args []string) (config, error) {
 		return c, fmt.Errorf("-fail-rate %v: must be a share between 0 and 1", c.failRate)
 	case c.poll <= 0 || c.maintain <= 0 || c.work < 0 || c.drain < 0:
 		return c, errors.New("-poll and -maintain must be positive, -work and -drain not negative")
+	}
+	for _, h := range []struct {
+		flag string
+		v    float64
+	}{{"-gpu-memory", gpuMem}, {"-cpu-cores", cpus}, {"-ram", ram}} {
+		// A negative amount would never meet a requirement: refused
+		// rather than read as none. NaN and infinities too.
+		if !(h.v >= 0 && h.v <= math.MaxFloat64) {
+			return c, fmt.Errorf("%s %v: must be a finite number, 0 or more (0: none)", h.flag, h.v)
+		}
 	}
 	if gpuMem > 0 || cpus > 0 || ram > 0 || gpuModel != "" {
 		c.caps.Hardware = &jobstore.Hardware{GPUMemoryGB: gpuMem, CPUCores: cpus, RAMGB: ram, GPUModel: gpuModel}

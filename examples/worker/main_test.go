@@ -114,6 +114,21 @@ func TestFlagsFailRate(t *testing.T) {
 	}
 }
 
+// Hardware amounts are GB or cores, 0 (the default) for none: a negative
+// one, NaN or infinity is refused, naming the flag, not ignored.
+func TestFlagsHardware(t *testing.T) {
+	c, err := parseFlags([]string{"-gpu-memory", "0", "-cpu-cores", "8"})
+	require.NoError(t, err)
+	require.Equal(t, &jobstore.Hardware{CPUCores: 8}, c.caps.Hardware)
+	for _, flag := range []string{"-gpu-memory", "-cpu-cores", "-ram"} {
+		for _, bad := range []string{"-1", "-0.5", "NaN", "Inf", "-Inf"} {
+			_, err := parseFlags([]string{flag, bad})
+			require.ErrorContains(t, err, flag+" ", "%s %s", flag, bad)
+			require.ErrorContains(t, err, "0 or more", "%s %s", flag, bad)
+		}
+	}
+}
+
 // main exits 2, with the reason on stderr, for flags it refuses, before
 // connecting anywhere.
 func TestMainBadFlagsExit2(t *testing.T) {
@@ -125,6 +140,8 @@ func TestMainBadFlagsExit2(t *testing.T) {
 	for _, c := range []struct{ args, says string }{
 		{"-fail-rate NaN", "-fail-rate"},
 		{"-fail-rate 1.5", "-fail-rate"},
+		{"-gpu-memory -24", "-gpu-memory"},
+		{"-ram -1", "-ram"},
 	} {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestMainBadFlagsExit2$")
 		// Without REDIS_URL: a worker that did start would run on an
