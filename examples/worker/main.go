@@ -9,9 +9,10 @@
 //	go run ./examples/worker -fail-rate 0.5       # the same, failing half the attempts: see the retries
 //	REDIS_URL=redis://127.0.0.1:6379/0 go run ./examples/worker -services comfyui -gpu-memory 24 -concurrency 4
 //
-// Capabilities come from flags: -services (required), and optionally
-// -gpu-memory, -cpu-cores and -ram (amounts, 0 or more: 0, the default,
-// is none), -gpu-model, -models and -machine-id.
+// Capabilities come from flags: -services (default comfyui, so that the
+// demo runs with no flags; it must name at least one service), and
+// optionally -gpu-memory, -cpu-cores and -ram (amounts, 0 or more: 0, the
+// default, is none), -gpu-model, -models and -machine-id.
 // A claim takes only jobs whose service_required and requirements they
 // meet, as the legacy workers' claim function does.
 //

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"go/parser"
+	"go/token"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -97,6 +99,21 @@ func TestFlags(t *testing.T) {
 		_, err := parseFlags(bad)
 		require.Error(t, err, "%q", bad)
 	}
+}
+
+// The package doc tells -services as it is: defaulting to comfyui (the
+// no-flag demo on miniredis runs comfyui jobs), and never empty.
+func TestDocServicesFlag(t *testing.T) {
+	f, err := parser.ParseFile(token.NewFileSet(), "main.go", nil, parser.ParseComments|parser.PackageClauseOnly)
+	require.NoError(t, err)
+	pkgDoc := strings.Join(strings.Fields(f.Doc.Text()), " ")
+	require.NotContains(t, pkgDoc, "-services (required)", "it has a default")
+	require.Contains(t, pkgDoc, "-services (default comfyui")
+	c, err := parseFlags(nil)
+	require.NoError(t, err)
+	require.Equal(t, []string{"comfyui"}, c.caps.Services)
+	_, err = parseFlags([]string{"-services", " , "})
+	require.ErrorContains(t, err, "-services: name at least one service")
 }
 
 // -fail-rate is a share: anything outside [0, 1], NaN included, is
