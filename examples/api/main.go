@@ -28,16 +28,17 @@
 //
 //	service_required   string, required
 //	priority           0..1000; missing (or 0) is 50, the legacy API's default
-//	payload            any JSON; missing (or null) is {}
-//	requirements, ctx  any JSON; missing (or null) is none
+//	payload            any JSON; missing, null, false, 0 or "" is {}
+//	requirements, ctx  any JSON; missing, null, false, 0 or "" is none
 //	customer_id, workflow_id                    strings
 //	max_retries        missing (or 0) is 3
 //	workflow_priority, current_step, total_steps  integers
 //	workflow_datetime  Unix milliseconds
 //	id                 optional: your own job id (see Retrying)
 //
-// A field not listed, or anything after the object, gets 400 with a
-// message saying what. A body over 2 MiB, or a payload, requirements or
+// A field not listed (names are case-sensitive: "Payload" is not
+// payload), a field given twice, or anything after the object, gets 400
+// with a message saying what. A body over 2 MiB, or a payload, requirements or
 // ctx over the store's 1 MiB limit, gets 413.
 //
 // # Retrying a submit
@@ -45,11 +46,13 @@
 // To retry a POST safely (after a timeout, say), give the job your own id
 // and send the same body again. When a job with that id exists and its
 // submitted fields (all of the above but id; not created_at, status or
-// other fields the job gained since) are the ones sent, nothing is
-// written and the answer is 200 with {"id":...,"created":false,
-// "status":<its status now>}: the job was submitted, by the first
-// attempt. A job with that id and other fields is a conflict: 409, naming
-// the fields that differ. Without an id every POST is a new job.
+// other fields the job gained since) are the ones sent, compared as the
+// store keeps them (a missing priority and 50 are the same, and so are a
+// payload false and {}, or a ctx 0 and none), nothing is written and the
+// answer is 200 with {"id":...,"created":false,"status":<its status
+// now>}: the job was submitted, by the first attempt. A job with that id
+// and other fields is a conflict: 409, naming the fields that differ.
+// Without an id every POST is a new job.
 //
 // # Dual-write
 //
@@ -241,15 +244,30 @@ type submitRequest struct {
 	Ctx              json.RawMessage `json:"ctx"`
 }
 
-// job returns the job to submit. Priority and max retries go as sent: the
-// store turns 0 (missing) into 50 and 3, as the legacy API does.
+// job returns the job to submit, normalised as the store stores it:
+// priority and max retries 0 (missing) are 50 and 3, as in the legacy
+// API; a payload that is missing or JavaScript-falsy (null, false, 0, ""
+// in any spelling) is {}; requirements and ctx that are missing or falsy
+// are none. The store would apply the same rules to the raw values
+// (jobstore.Job, withDefaults); applying them here, once, makes the job
+// submitted and the job compared with a stored one on a retry (see
+// submittedDiff) the same.
 func (r *submitRequest) job() jobstore.Job {
 	j := jobstore.Job{
 		ID: r.ID, Service: r.Service, Priority: r.Priority,
-		Payload: absentIfNull(r.Payload), Requirements: absentIfNull(r.Requirements), Ctx: absentIfNull(r.Ctx),
+		Payload: r.Payload, Requirements: noneIfFalsy(r.Requirements), Ctx: noneIfFalsy(r.Ctx),
 		CustomerID: r.CustomerID, MaxRetries: r.MaxRetries,
 		WorkflowID: r.WorkflowID, WorkflowPriority: r.WorkflowPriority,
 		CurrentStep: r.CurrentStep, TotalSteps: r.TotalSteps,
+	}
+	if j.Priority == 0 {
+		j.Priority = jobstore.DefaultPriority
+	}
+	if j.MaxRetries == 0 {
+		j.MaxRetries = jobstore.DefaultMaxRetries
+	}
+	if jsFalsy(j.Payload) {
+		j.Payload = json.RawMessage("{}")
 	}
 	if r.WorkflowDatetime != 0 {
 		j.WorkflowDatetime = time.UnixMilli(r.WorkflowDatetime)
@@ -257,12 +275,27 @@ func (r *submitRequest) job() jobstore.Job {
 	return j
 }
 
-// absentIfNull treats a JSON null as a missing field.
-func absentIfNull(raw json.RawMessage) json.RawMessage {
-	if t := bytes.TrimSpace(raw); len(t) == 0 || string(t) == "null" {
+// noneIfFalsy treats a falsy JSON value as a missing field.
+func noneIfFalsy(raw json.RawMessage) json.RawMessage {
+	if jsFalsy(raw) {
 		return nil
 	}
 	return raw
+}
+
+// jsFalsy reports whether raw is missing or a JSON value JavaScript
+// treats as false: null, false, "" or a number equal to 0 (0, -0, 0.0,
+// 0e5...). It is the store's own test (jobstore's jsFalsy, unexported),
+// which decides what a submit stores; TestSafeRetryFalsyValues checks
+// that the two agree.
+func jsFalsy(raw json.RawMessage) bool {
+	v := bytes.TrimSpace(raw)
+	switch string(v) {
+	case "", "null", "false", `""`:
+		return true
+	}
+	f, err := strconv.ParseFloat(string(v), 64)
+	return err == nil && f == 0
 }
 
 // submitResponse answers POST /submit-job.
@@ -321,17 +354,8 @@ func (s *server) resubmitted(w http.ResponseWriter, r *http.Request, job jobstor
 }
 
 // submittedDiff names the submitted fields in which the stored job got
-// differs from job, with the store's defaults applied to job.
+// differs from job, normalised as the store stores it (submitRequest.job).
 func submittedDiff(job jobstore.Job, got *jobstore.Job) []string {
-	if job.Priority == 0 {
-		job.Priority = jobstore.DefaultPriority
-	}
-	if job.MaxRetries == 0 {
-		job.MaxRetries = jobstore.DefaultMaxRetries
-	}
-	if job.Payload == nil {
-		job.Payload = json.RawMessage("{}")
-	}
 	checks := []struct {
 		field string
 		same  bool
@@ -505,21 +529,25 @@ func (s *server) putDualWrite(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.dualWriteState(published))
 }
 
-// decode reads a JSON object from the body into v, strictly: unknown
-// fields and anything after the object are errors, and a body over max
-// bytes is one too. It answers the error itself (400 or 413) and reports
-// whether v was read.
+// decode reads a JSON object from the body into v, strictly: field names
+// must be v's (its json tags) exactly, each at most once; anything after
+// the object is an error, and so is a body over max bytes. It answers the
+// error itself (400 or 413) and reports whether v was read.
 func (s *server) decode(w http.ResponseWriter, r *http.Request, max int64, v any) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, max))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
 	if err == nil {
+		// encoding/json matches names case-insensitively, even with
+		// DisallowUnknownFields, and lets the last of two spellings win:
+		// check the names first.
+		err = checkFieldNames(body, jsonNames(v))
+	}
+	if err == nil {
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		err = dec.Decode(v)
 		// Exactly one value: what follows it must be white space.
-		if _, terr := dec.Token(); terr != io.EOF {
+		if _, terr := dec.Token(); err == nil && terr != io.EOF {
 			err = errTrailing
-			if errors.As(terr, new(*http.MaxBytesError)) {
-				err = terr
-			}
 		}
 	}
 	if err == nil {
@@ -530,8 +558,11 @@ func (s *server) decode(w http.ResponseWriter, r *http.Request, max int64, v any
 		tooBig  *http.MaxBytesError
 		syntax  *json.SyntaxError
 		typeErr *json.UnmarshalTypeError
+		nameErr *fieldNameError
 	)
 	switch {
+	case errors.As(err, &nameErr):
+		msg = nameErr.Error()
 	case errors.As(err, &tooBig):
 		status, msg = http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is larger than the limit, %d bytes", tooBig.Limit)
 	case errors.Is(err, io.EOF):
@@ -547,12 +578,9 @@ func (s *server) decode(w http.ResponseWriter, r *http.Request, max int64, v any
 	case errors.As(err, &typeErr):
 		msg = fmt.Sprintf("the body is a JSON %s: want an object", typeErr.Value)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		// encoding/json has no type for this error.
-		name := strings.TrimPrefix(err.Error(), "json: unknown field ")
-		msg = "unknown field " + name
-		if name == `"service"` {
-			msg += `: the service is "service_required", as in the legacy API and in GET /jobs/{id}`
-		}
+		// checkFieldNames finds these first; encoding/json has no type
+		// for this error.
+		msg = "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")
 	default:
 		msg = "cannot read the body: " + err.Error()
 	}
@@ -561,6 +589,107 @@ func (s *server) decode(w http.ResponseWriter, r *http.Request, max int64, v any
 }
 
 var errTrailing = errors.New("data after the JSON value")
+
+// fieldNameError is a field name of the body that is not one of the
+// request's, or one given twice.
+type fieldNameError struct {
+	name  string // as sent (unescaped)
+	known string // the request's field it differs from only in case, if any
+	twice bool
+}
+
+func (e *fieldNameError) Error() string {
+	switch {
+	case e.twice:
+		return fmt.Sprintf("field %q appears more than once: send each field once", e.name)
+	case e.known != "":
+		return fmt.Sprintf("unknown field %q: field names are case-sensitive; did you mean %q?", e.name, e.known)
+	case e.name == "service":
+		return `unknown field "service": the service is "service_required", as in the legacy API and in GET /jobs/{id}`
+	}
+	return fmt.Sprintf("unknown field %q", e.name)
+}
+
+// checkFieldNames checks the names of the object in body against names,
+// exactly: a name not among them, or one given twice, is a
+// *fieldNameError. Only the object's own names are checked, not those in
+// its values. A body that is no well-formed JSON object passes, for the
+// decoder to report what it is.
+func checkFieldNames(body []byte, names map[string]bool) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil
+	}
+	var first error // the first bad name; reported once the object is known to be well-formed
+	seen := make(map[string]bool)
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		name, _ := tok.(string)
+		if first == nil {
+			first = badFieldName(name, names, seen)
+		}
+		seen[name] = true
+		var value json.RawMessage // skipped
+		if err := dec.Decode(&value); err != nil {
+			return nil
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return nil
+	}
+	return first
+}
+
+// badFieldName returns the error for the field name, or nil when it is
+// one of names not in seen.
+func badFieldName(name string, names, seen map[string]bool) error {
+	switch {
+	case !names[name]:
+		e := &fieldNameError{name: name}
+		for known := range names {
+			if strings.EqualFold(name, known) {
+				e.known = known
+			}
+		}
+		return e
+	case seen[name]:
+		return &fieldNameError{name: name, twice: true}
+	}
+	return nil
+}
+
+// jsonNames returns the JSON field names of the struct v points to, from
+// its json tags (or Go names). The request types are flat structs: an
+// embedded struct's fields are not looked into, so they would be refused
+// as unknown.
+func jsonNames(v any) map[string]bool {
+	t := reflect.TypeOf(v)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	names := make(map[string]bool)
+	if t.Kind() != reflect.Struct {
+		return names
+	}
+	for f := range t.Fields() {
+		if !f.IsExported() {
+			continue
+		}
+		tag := f.Tag.Get("json")
+		if tag == "-" {
+			continue
+		}
+		name, _, _ := strings.Cut(tag, ",")
+		if name == "" {
+			name = f.Name
+		}
+		names[name] = true
+	}
+	return names
+}
 
 // statusOf maps an error of the store to an HTTP status. Every sentinel
 // error of jobstore is here.

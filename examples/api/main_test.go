@@ -126,6 +126,45 @@ func TestSubmitRejectsBadBodies(t *testing.T) {
 	require.Empty(t, e.mr.Keys(), "nothing was written")
 }
 
+// Field names are matched exactly, as in GET /jobs/{id}: encoding/json
+// alone would take "SERVICE_REQUIRED" for service_required, and let the
+// last of two spellings of one field win.
+func TestSubmitFieldNamesExact(t *testing.T) {
+	e := newEnv(t)
+	for _, c := range []struct{ body, says string }{
+		{`{"SERVICE_REQUIRED": "comfyui"}`, `unknown field "SERVICE_REQUIRED": field names are case-sensitive; did you mean "service_required"?`},
+		{`{"service_required": "comfyui", "Service_Required": "x"}`, `unknown field "Service_Required": field names are case-sensitive; did you mean "service_required"?`},
+		{`{"Service_Required": "x", "service_required": "comfyui"}`, `unknown field "Service_Required"`},
+		{`{"service_required": "comfyui", "Payload": {"a": 1}}`, `unknown field "Payload"`},
+		{`{"service_required": "comfyui", "service_required": "x"}`, `field "service_required" appears more than once`},
+		{`{"service_required": "comfyui", "priority": 1, "priority": 2}`, `field "priority" appears more than once`},
+		{`{"service_required": "comfyui", "service\u005frequired": "x"}`, `field "service_required" appears more than once`},
+		{`{"service_required": "comfyui", "PRIORITY": "high"}`, `unknown field "PRIORITY"`},
+		// A bad name in a body that is no valid JSON: the JSON error.
+		{`{"SERVICE_REQUIRED": "comfyui", "payload": {"a": }}`, "invalid JSON"},
+	} {
+		code, out := e.post(c.body)
+		require.Equal(t, http.StatusBadRequest, code, "%s: %v", c.body, out)
+		require.Contains(t, out["error"], c.says, c.body)
+	}
+	require.Empty(t, e.mr.Keys(), "nothing was written")
+
+	// Names inside payload, requirements and ctx are the client's.
+	code, out := e.post(`{"service_required": "comfyui", "payload": {"A": 1, "a": 2, "a": 3}, "ctx": {"ID": 1}}`)
+	require.Equal(t, http.StatusCreated, code, out)
+	// An escaped name is the name.
+	code, out = e.post(`{"service\u005frequired": "comfyui"}`)
+	require.Equal(t, http.StatusCreated, code, out)
+
+	// The same for PUT /admin/dual-write.
+	for _, body := range []string{`{"Enabled": true}`, `{"enabled": false, "enabled": true}`} {
+		code, out = e.do("PUT", "/admin/dual-write", strings.NewReader(body))
+		require.Equal(t, http.StatusBadRequest, code, "%s: %v", body, out)
+		require.Contains(t, out["error"], "field", body)
+	}
+	require.False(t, e.store.DualWrite())
+}
+
 // Oversized bodies all get 413: a payload over the store's 1 MiB limit,
 // and a body over the API's 2 MiB, which is not read.
 func TestOversizedBodies(t *testing.T) {
@@ -174,6 +213,57 @@ func TestSafeRetry(t *testing.T) {
 	code, out = e.post(`{"id": "client-42", "service_required": "comfyui", "payload": {"a": 2, "b": [1, 2]}, "priority": 60}`)
 	require.Equal(t, http.StatusConflict, code, out)
 	require.Contains(t, out["error"], "(priority, payload)")
+}
+
+// A resent body whose payload, requirements or ctx is a value the store
+// keeps as {} or as none (null, false, 0, "", however spelt) is a retry:
+// the comparison is with what the submit stored, not with the raw value.
+func TestSafeRetryFalsyValues(t *testing.T) {
+	e := newEnv(t)
+	falsy := []string{`null`, `false`, `0`, `""`, `0.0`, `-0`, `0e5`}
+	for _, field := range []string{"payload", "requirements", "ctx"} {
+		for i, v := range falsy {
+			id := fmt.Sprintf("rv-%s-%d", field, i)
+			body := fmt.Sprintf(`{"id": %q, "service_required": "comfyui", %q: %s}`, id, field, v)
+			code, out := e.post(body)
+			require.Equal(t, http.StatusCreated, code, "%s: %v", body, out)
+			// What the store kept is what the API compares with.
+			stored, want := e.mr.HGet("job:"+id, field), ""
+			if field == "payload" {
+				want = "{}"
+			}
+			require.Equal(t, want, stored, body)
+			code, out = e.post(body)
+			require.Equal(t, http.StatusOK, code, "%s resent: %v", body, out)
+			require.Equal(t, false, out["created"], body)
+			// Every spelling the store keeps the same way is the same
+			// field, and so is leaving it out.
+			for _, other := range append(falsy, "") {
+				again := fmt.Sprintf(`{"id": %q, "service_required": "comfyui"}`, id)
+				if other != "" {
+					again = fmt.Sprintf(`{"id": %q, "service_required": "comfyui", %q: %s}`, id, field, other)
+				}
+				code, out = e.post(again)
+				require.Equal(t, http.StatusOK, code, "%s after %s: %v", again, body, out)
+			}
+		}
+	}
+	// payload false is stored as {}: {} is the same, [] is not.
+	code, out := e.post(`{"id": "rv-p", "service_required": "comfyui", "payload": false}`)
+	require.Equal(t, http.StatusCreated, code, out)
+	require.Equal(t, "{}", e.mr.HGet("job:rv-p", "payload"))
+	code, out = e.post(`{"id": "rv-p", "service_required": "comfyui", "payload": {}}`)
+	require.Equal(t, http.StatusOK, code, out)
+	code, out = e.post(`{"id": "rv-p", "service_required": "comfyui", "payload": []}`)
+	require.Equal(t, http.StatusConflict, code, out)
+	require.Contains(t, out["error"], "(payload)")
+	// ctx 0 is stored as none: a ctx that is something is another job.
+	code, out = e.post(`{"id": "rv-c", "service_required": "comfyui", "ctx": 0}`)
+	require.Equal(t, http.StatusCreated, code, out)
+	require.Equal(t, "", e.mr.HGet("job:rv-c", "ctx"))
+	code, out = e.post(`{"id": "rv-c", "service_required": "comfyui", "ctx": 1}`)
+	require.Equal(t, http.StatusConflict, code, out)
+	require.Contains(t, out["error"], "(ctx)")
 }
 
 func TestCancel(t *testing.T) {

@@ -9,8 +9,10 @@
 //	go run ./examples/worker -fail-rate 0.5       # the same, failing half the attempts: see the retries
 //	REDIS_URL=redis://127.0.0.1:6379/0 go run ./examples/worker -services comfyui -gpu-memory 24 -concurrency 4
 //
-// Capabilities come from flags: -services (required), and optionally
-// -gpu-memory, -cpu-cores, -ram, -gpu-model, -models and -machine-id.
+// Capabilities come from flags: -services (default comfyui, so that the
+// demo runs with no flags; it must name at least one service), and
+// optionally -gpu-memory, -cpu-cores and -ram (amounts, 0 or more: 0, the
+// default, is none), -gpu-model, -models and -machine-id.
 // A claim takes only jobs whose service_required and requirements they
 // meet, as the legacy workers' claim function does.
 //
@@ -24,8 +26,8 @@
 // so it goes back to pending at once), then stops its heartbeat and
 // unregisters.
 //
-// -fail-rate fails that share of the attempts on purpose, to show
-// retries; it is 0 unless given. Each failure is logged with what FailJob
+// -fail-rate fails that share of the attempts (a number from 0 to 1) on
+// purpose, to show retries; it is 0 unless given. Each failure is logged with what FailJob
 // did: outcome=retried (back to pending while retry_count+1 < max_retries)
 // or outcome=failed (for good). On the embedded miniredis the worker
 // submits -seed demo jobs first and exits once it has nothing left to
@@ -39,6 +41,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/signal"
@@ -144,10 +147,20 @@ func parseFlags(args []string) (config, error) {
 		return c, errors.New("-services: name at least one service")
 	case c.concurrency < 1:
 		return c, errors.New("-concurrency must be at least 1")
-	case c.failRate < 0 || c.failRate > 1:
-		return c, errors.New("-fail-rate must be between 0 and 1")
+	case !(c.failRate >= 0 && c.failRate <= 1): // NaN too, which compares false
+		return c, fmt.Errorf("-fail-rate %v: must be a share between 0 and 1", c.failRate)
 	case c.poll <= 0 || c.maintain <= 0 || c.work < 0 || c.drain < 0:
 		return c, errors.New("-poll and -maintain must be positive, -work and -drain not negative")
+	}
+	for _, h := range []struct {
+		flag string
+		v    float64
+	}{{"-gpu-memory", gpuMem}, {"-cpu-cores", cpus}, {"-ram", ram}} {
+		// A negative amount would never meet a requirement: refused
+		// rather than read as none. NaN and infinities too.
+		if !(h.v >= 0 && h.v <= math.MaxFloat64) {
+			return c, fmt.Errorf("%s %v: must be a finite number, 0 or more (0: none)", h.flag, h.v)
+		}
 	}
 	if gpuMem > 0 || cpus > 0 || ram > 0 || gpuModel != "" {
 		c.caps.Hardware = &jobstore.Hardware{GPUMemoryGB: gpuMem, CPUCores: cpus, RAMGB: ram, GPUModel: gpuModel}

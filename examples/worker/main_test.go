@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"go/parser"
+	"go/token"
 	"log/slog"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -94,6 +98,84 @@ func TestFlags(t *testing.T) {
 		{"-models", "sdxl"}, {"extra"}} {
 		_, err := parseFlags(bad)
 		require.Error(t, err, "%q", bad)
+	}
+}
+
+// The package doc tells -services as it is: defaulting to comfyui (the
+// no-flag demo on miniredis runs comfyui jobs), and never empty.
+func TestDocServicesFlag(t *testing.T) {
+	f, err := parser.ParseFile(token.NewFileSet(), "main.go", nil, parser.ParseComments|parser.PackageClauseOnly)
+	require.NoError(t, err)
+	pkgDoc := strings.Join(strings.Fields(f.Doc.Text()), " ")
+	require.NotContains(t, pkgDoc, "-services (required)", "it has a default")
+	require.Contains(t, pkgDoc, "-services (default comfyui")
+	c, err := parseFlags(nil)
+	require.NoError(t, err)
+	require.Equal(t, []string{"comfyui"}, c.caps.Services)
+	_, err = parseFlags([]string{"-services", " , "})
+	require.ErrorContains(t, err, "-services: name at least one service")
+}
+
+// -fail-rate is a share: anything outside [0, 1], NaN included, is
+// refused, with a message naming the flag.
+func TestFlagsFailRate(t *testing.T) {
+	for _, ok := range []string{"0", "0.5", "1"} {
+		c, err := parseFlags([]string{"-fail-rate", ok})
+		require.NoError(t, err, ok)
+		require.Equal(t, ok == "0", c.failRate == 0, ok)
+	}
+	for _, bad := range []string{"NaN", "nan", "-0.1", "1.01", "Inf", "-Inf"} {
+		_, err := parseFlags([]string{"-fail-rate", bad})
+		require.ErrorContains(t, err, "-fail-rate", bad)
+		require.ErrorContains(t, err, "between 0 and 1", bad)
+	}
+}
+
+// Hardware amounts are GB or cores, 0 (the default) for none: a negative
+// one, NaN or infinity is refused, naming the flag, not ignored.
+func TestFlagsHardware(t *testing.T) {
+	c, err := parseFlags([]string{"-gpu-memory", "0", "-cpu-cores", "8"})
+	require.NoError(t, err)
+	require.Equal(t, &jobstore.Hardware{CPUCores: 8}, c.caps.Hardware)
+	for _, flag := range []string{"-gpu-memory", "-cpu-cores", "-ram"} {
+		for _, bad := range []string{"-1", "-0.5", "NaN", "Inf", "-Inf"} {
+			_, err := parseFlags([]string{flag, bad})
+			require.ErrorContains(t, err, flag+" ", "%s %s", flag, bad)
+			require.ErrorContains(t, err, "0 or more", "%s %s", flag, bad)
+		}
+	}
+}
+
+// main exits 2, with the reason on stderr, for flags it refuses, before
+// connecting anywhere.
+func TestMainBadFlagsExit2(t *testing.T) {
+	if args := os.Getenv("WORKER_TEST_MAIN_ARGS"); args != "" {
+		os.Args = append([]string{"worker"}, strings.Fields(args)...)
+		main()
+		os.Exit(0)
+	}
+	for _, c := range []struct{ args, says string }{
+		{"-fail-rate NaN", "-fail-rate"},
+		{"-fail-rate 1.5", "-fail-rate"},
+		{"-gpu-memory -24", "-gpu-memory"},
+		{"-ram -1", "-ram"},
+	} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestMainBadFlagsExit2$")
+		// Without REDIS_URL: a worker that did start would run on an
+		// embedded miniredis, never on a real server.
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, demo.EnvRedisURL+"=") {
+				cmd.Env = append(cmd.Env, kv)
+			}
+		}
+		cmd.Env = append(cmd.Env, "WORKER_TEST_MAIN_ARGS="+c.args)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		var exit *exec.ExitError
+		require.ErrorAs(t, err, &exit, "%s: %s", c.args, stderr.String())
+		require.Equal(t, 2, exit.ExitCode(), "%s: %s", c.args, stderr.String())
+		require.Contains(t, stderr.String(), c.says, c.args)
 	}
 }
 
