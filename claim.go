@@ -455,7 +455,7 @@ if not ok then return done('BADCAPS', errtext(caps)) end
 -- first still held and not finished is handed over, and the reply lists
 -- the tokens of the others, still to hand over. A job found finished (a
 -- legacy cancel raced the lost claim) leaves the hash.
-local toks, found = {tok}, {}
+local toks = {tok}
 for i = 14, #ARGV do toks[#toks + 1] = ARGV[i] end
 local first, others = nil, {}
 for _, id in ipairs(held) do
@@ -463,7 +463,6 @@ for _, id in ipairs(held) do
   if redis.call('TYPE', rec)['ok'] == 'hash' then
     for _, t in ipairs(toks) do
       if has_token(rec, t) then
-        found[t] = true
         if FINISHED[redis.call('HGET', rec, 'status') or ''] then
           redis.call('HDEL', KEYS[2], id)
           mirror_field(KEYS[2], KEYS[7], id, false)
@@ -477,12 +476,13 @@ for _, id in ipairs(held) do
     end
   end
 end
--- The earlier tokens found on no job: their claims took nothing yet,
--- and must not when they run late (see above). Kept an hour, far longer
--- than a request can wait in a socket.
-for i = 14, #ARGV do
-  if not found[ARGV[i]] then redis.call('SADD', KEYS[5], ARGV[i]) end
-end
+-- Every earlier token is voided, found on a job or not: a copy of its
+-- claim that go-redis sent again may still be on its way, and when it
+-- arrives it must take nothing (see above), though the job the first
+-- copy took is handed over now or later (the hand-over looks at the held
+-- jobs, not at this set). Kept an hour, far longer than a request can
+-- wait in a socket.
+for i = 14, #ARGV do redis.call('SADD', KEYS[5], ARGV[i]) end
 if #ARGV >= 14 then redis.call('EXPIRE', KEYS[5], 3600) end
 if first then
   -- Handed over: the mirror gets the claim again, in case its first run
@@ -594,9 +594,13 @@ return done('NONE', #ids, passed)
 // been applied by Redis all the same. The Store keeps that call's token,
 // and the worker's next ClaimJob on it sends the same one: if the lost
 // claim took a job, that call answers with it instead of claiming
-// another; if it has not run yet (a request still on its way), it is
-// voided in Redis (jobstore:void:<worker>) and takes nothing when it
-// arrives. A worker that restarts finds what it holds with HeldJobs.
+// another; and its token is voided in Redis (jobstore:void:<worker>), so
+// that a copy of it still on its way takes nothing when it arrives. A
+// Store keeps the tokens of up to 64 such claims per worker, in memory: a
+// worker that restarts finds what it holds with HeldJobs, and a claim of
+// the old process that reaches Redis after that holds its job in the
+// worker's name (HeldJobs lists it) until the worker's heartbeat lapses
+// and recovery takes it back.
 func (s *Store) ClaimJob(ctx context.Context, caps Capabilities) (*Job, error) {
 	capsJSON, err := caps.validate()
 	if err != nil {
@@ -625,7 +629,7 @@ func (s *Store) ClaimJob(ctx context.Context, caps Capabilities) (*Job, error) {
 		return nil, err
 	case r.status == "OK":
 		s.putUnsettled(w, stringsOf(r.list(3))...)
-	case r.status == "WRONGTYPE":
+	case r.status == "WRONGTYPE" || r.status == "BADCAPS":
 		s.putUnsettled(w, earlier...) // the script stopped before it looked
 	}
 	return s.decodeClaim(ctx, w, caps.Services, r)
@@ -633,7 +637,7 @@ func (s *Store) ClaimJob(ctx context.Context, caps Capabilities) (*Job, error) {
 
 // maxUnsettled bounds the tokens of lost claims a Store keeps per worker:
 // the oldest go first.
-const maxUnsettled = 16
+const maxUnsettled = 64
 
 // takeUnsettled removes and returns the worker's tokens of lost claims.
 func (s *Store) takeUnsettled(w string) []any {

@@ -2,7 +2,9 @@ package jobstore
 
 import (
 	"context"
+	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -136,4 +138,55 @@ func TestJSONDepth(t *testing.T) {
 	} {
 		require.Equal(t, want, jsonDepth([]byte(in)), in)
 	}
+}
+
+// TestLateCopyOfAHandedOverClaimTakesNothing: go-redis sends a claim
+// again after its reply is cut (MaxRetries). When that second copy is late
+// (slow network) it can reach Redis after the worker's next claim handed
+// over the job the first copy took, and after the worker finished it. The
+// late copy, finding no held job with its token, must not claim a fresh
+// job in the worker's name, which no call would ever hand over: every
+// token a claim carries is voided, found on a job or not.
+func TestLateCopyOfAHandedOverClaimTakesNothing(t *testing.T) {
+	var armed atomic.Bool
+	var px atomic.Pointer[faultProxy]
+	via, p, direct := proxiedBackend(t, func(o *redis.Options) {
+		o.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if armed.CompareAndSwap(true, false) {
+				px.Load().SetDelay(time.Second) // the retry's request is slow
+			}
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		}
+	})
+	px.Store(p)
+	s := newStore(t, via, WithDualWrite(true))
+	caps := registerWorker(t, s, "w", "s")
+	_, err := s.SubmitJob(ctx, Job{ID: "j1", Service: "s", Priority: 60})
+	require.NoError(t, err)
+	_, err = s.SubmitJob(ctx, Job{ID: "j2", Service: "s", Priority: 50})
+	require.NoError(t, err)
+	// One live pooled connection, so that go-redis's retry dials.
+	p.CutAll()
+	require.NoError(t, via.rdb.Ping(ctx).Err())
+
+	armed.Store(true)
+	p.CutReplyAfter(1) // the first copy runs and takes j1; its reply is lost
+	c, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err = s.ClaimJob(c, caps)
+	cancel()
+	require.Error(t, err)
+	p.SetDelay(0)
+	require.Equal(t, []string{"j1"}, direct.rdb.HKeys(ctx, direct.key("jobs:active:w")).Val(), "the first copy ran")
+
+	j, err := s.ClaimJob(ctx, caps) // hands j1 over
+	require.NoError(t, err)
+	require.Equal(t, "j1", j.ID)
+	require.NoError(t, s.CompleteJob(ctx, "j1", "w", nil))
+
+	time.Sleep(1500 * time.Millisecond) // the late copy arrives
+	held, err := s.HeldJobs(ctx, "w")
+	require.NoError(t, err)
+	require.Empty(t, held, "a late copy of the handed-over claim took a job nobody will hand over")
+	require.Equal(t, []string{"j2"}, direct.rdb.ZRange(ctx, direct.key("jobs:pending"), 0, -1).Val())
 }
