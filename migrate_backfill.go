@@ -105,7 +105,9 @@ type BackfillResult struct {
 	// phases; EntriesSynced counts the entries written, there and along
 	// with their records; EntriesSkipped those left because their job's
 	// records were not in sync (the destination newer, or in conflict).
-	// A dry run counts the same as the run would.
+	// A dry run counts the same as the run would, but for keys SCAN
+	// returns twice (when Redis resizes its table during the scan), which
+	// it counts at each visit, having copied nothing the first time.
 	Entries        int64 `json:"entries"`
 	EntriesSynced  int64 `json:"entries_synced"`
 	EntriesSkipped int64 `json:"entries_skipped"`
@@ -223,6 +225,10 @@ type backfill struct {
 	res      BackfillResult
 	start    time.Time
 	scanned  int64
+	// leftByRecords holds, in a dry run, the ids whose records the
+	// records phase left for a key of the wrong type: the later phases
+	// predict nothing for them. Such ids are few.
+	leftByRecords map[string]bool
 }
 
 // newBackfill checks the options, then loads the checkpoint or decides
@@ -488,6 +494,12 @@ func (b *backfill) records(ctx context.Context, items []scanItem) error {
 
 func (b *backfill) recordOutcome(id, o string) {
 	b.res.Records++
+	if b.opts.DryRun && o == "wrongtype" {
+		if b.leftByRecords == nil {
+			b.leftByRecords = map[string]bool{}
+		}
+		b.leftByRecords[id] = true
+	}
 	switch o {
 	case "copied":
 		b.res.Copied++
@@ -521,17 +533,18 @@ func addExample(list []string, s string) []string {
 // subKeys runs backfillSubKeysScript on the sub-keys of a page.
 func (b *backfill) subKeys(ctx context.Context, items []scanItem) error {
 	var keys []string
+	args := append(flags(), flagArg(b.opts.DryRun), flagArg(!b.plan.Authoritative))
 	for _, it := range items {
 		// What belongs to no job was counted by the records phase, whose
 		// pattern matches every key this one does.
 		if id, suffix, ok := b.src.parseRecordKey(it.name); ok && suffix != "" {
 			keys = append(keys, b.src.record(id), b.dst.record(id), b.src.sub(id, suffix), b.dst.sub(id, suffix))
+			args = append(args, flagArg(!b.leftByRecords[id]))
 		}
 	}
 	if len(keys) == 0 {
 		return nil
 	}
-	args := append(flags(), flagArg(b.opts.DryRun), flagArg(!b.plan.Authoritative))
 	r, err := runMigrateScript(ctx, b.m.s.rdb, "backfill sub-keys", backfillSubKeysScript, keys, args)
 	if err != nil {
 		return err
@@ -728,7 +741,11 @@ func (b *backfill) syncEntries(ctx context.Context, kind entryKind, src, dst str
 		if has {
 			keys = append(keys, b.src.record(id), b.dst.record(id))
 		}
-		args = append(args, id, flagArg(has))
+		flag := flagArg(has)
+		if has && b.leftByRecords[id] {
+			flag = "2"
+		}
+		args = append(args, id, flag)
 	}
 	r, err := runMigrateScript(ctx, b.m.s.rdb, "backfill "+dst, backfillEntriesScript, keys, args)
 	if err != nil {
@@ -921,6 +938,19 @@ local function in_sync(a, b)
   return same_hash(a, b)
 end
 
+-- records_sync tells whether the records phase copies the source record
+-- over the destination's, or finds them equal: in both cases it syncs the
+-- job's entries with the record, and afterwards the records are in sync.
+-- (It does neither for a record naming a worker whose active hash is not
+-- a hash; Go tells the scripts of those.) A dry run, which copies
+-- nothing, predicts with it what the later phases of the run would find.
+local function records_sync(src, dst)
+  if redis.call('TYPE', src)['ok'] ~= 'hash' then return false end
+  local t = redis.call('TYPE', dst)['ok']
+  if t == 'none' then return true end
+  return t == 'hash' and (same_hash(src, dst) or fresher(src, dst) > 0)
+end
+
 local function same_key(a, b)
   local ta, tb = redis.call('TYPE', a)['ok'], redis.call('TYPE', b)['ok']
   if ta ~= tb then return false end
@@ -992,6 +1022,8 @@ local function hlen(key)
   return r
 end
 
+-- decide is the rule records_sync states (copied or unchanged), with
+-- the outcome named and each comparison made once.
 local function decide(src, dst, sl, dl)
   if sl == 0 then return 'gone' end
   if dl == 0 then return 'copied' end
@@ -1039,17 +1071,21 @@ return done('OK', synced, out)
 //
 //	KEYS[4i-3..4i] -> job:<id>, step:<id>, job:<id>:<suffix>, step:<id>:<suffix>
 //	ARGV[3] -> dry run ("1"/"0"), ARGV[4] -> only add ("1"/"0")
+//	ARGV[4+i] -> "0" when the records phase left the records of item i
+//	             (a dry run predicts nothing for it), else "1"
 //	Reply: OK {outcome...}
 var backfillSubKeysScript = redis.NewScript(migrateLua(`
 local dry, only_add = ARGV[3] == '1', ARGV[4] == '1'
 local out = {}
 for i = 1, #KEYS, 4 do
   local rs, rd, ss, sd = KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3]
+  -- A dry run copied no record: what the run finds in sync, it predicts.
+  local synced = in_sync(rs, rd) or (dry and ARGV[5 + (i - 1) / 4] == '1' and records_sync(rs, rd))
   local o
   if redis.call('EXISTS', ss) == 0 then o = 'gone'
   elseif redis.call('EXISTS', sd) == 0 then o = 'copied'
   elseif same_key(ss, sd) then o = 'unchanged'
-  elseif only_add or not in_sync(rs, rd) then o = 'kept'
+  elseif only_add or not synced then o = 'kept'
   else o = 'copied' end
   if o == 'copied' and not dry then copy_key(ss, sd) end
   out[#out + 1] = o
@@ -1073,7 +1109,9 @@ return done('OK', out)
 //	KEYS[3..] -> job:<id>, step:<id> of each valid id, in order
 //	ARGV[3] -> "zset" or "hash", ARGV[4] -> dry run, ARGV[5] -> only add
 //	ARGV[6] -> the worker of an active hash, else ''
-//	ARGV[7..] -> id, "1" if it is valid (has record keys) else "0", ...
+//	ARGV[7..] -> id, "1" if it is valid (has record keys) else "0", ...;
+//	             "2": valid, but the records phase left its records
+//	             (a dry run predicts nothing for it)
 //	Reply: OK synced skipped predicted | WRONGTYPE detail
 var backfillEntriesScript = redis.NewScript(migrateLua(`
 local kind, dry, only_add, worker = ARGV[3], ARGV[4] == '1', ARGV[5] == '1', ARGV[6]
@@ -1083,21 +1121,21 @@ local set = set_field
 if kind == 'zset' then set = set_member end
 
 -- counted_with_record: in a dry run, whether the records phase counted
--- the entry (see above).
-local function counted_with_record(rs, rd)
-  if redis.call('TYPE', rs)['ok'] ~= 'hash' then return false end
-  local dt = redis.call('TYPE', rd)['ok']
-  if dt ~= 'none' and dt ~= 'hash' then return false end
+-- the entry (see above): it syncs the entry with the record, and would
+-- change it (in a run that only adds, it leaves a value the destination
+-- has).
+local function counted_with_record(rs, rd, id)
+  if not records_sync(rs, rd) then return false end
   if worker ~= '' and redis.call('HGET', rs, 'worker_id') ~= worker
-    and (dt == 'none' or redis.call('HGET', rd, 'worker_id') ~= worker) then return false end
-  return dt == 'none' or same_hash(rs, rd) or fresher(rs, rd) > 0
+    and redis.call('HGET', rd, 'worker_id') ~= worker then return false end
+  return set(KEYS[1], KEYS[2], id, only_add, true) == 1
 end
 
 local synced, skipped, predicted, k = 0, 0, 0, 3
 for i = 7, #ARGV, 2 do
   local ok = true
-  if ARGV[i + 1] == '1' then
-    if dry and counted_with_record(KEYS[k], KEYS[k + 1]) then ok = nil end
+  if ARGV[i + 1] ~= '0' then
+    if dry and ARGV[i + 1] == '1' and counted_with_record(KEYS[k], KEYS[k + 1], ARGV[i]) then ok = nil end
     if ok then ok = in_sync(KEYS[k], KEYS[k + 1]) end
     k = k + 2
   end

@@ -797,3 +797,71 @@ func TestBackfillRefusesARateTooSmallToPace(t *testing.T) {
 		require.Zero(t, b.rdb.Exists(ctx, b.key("step:L0001")).Val())
 	})
 }
+
+// TestBackfillDryRunOnlyAddingPredictsTheRun: in a run that is not
+// authoritative (the destination is the live side) the records phase only
+// adds entries the destination lacks; an entry both sides hold with other
+// values is left, then found different by the queue phase (Entries 1).
+// The dry run must count it too.
+func TestBackfillDryRunOnlyAddingPredictsTheRun(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		l := newLegacy(t, b)
+		id := l.submit(50)
+		requireCopy(t, b, "job:"+id, "step:"+id) // records in sync
+		require.NoError(t, b.rdb.ZAdd(ctx, b.key("steps:pending"), redis.Z{Score: 1, Member: id}).Err())
+		m := newMigrator(t, b, StageDualWrite)
+		for _, st := range []Stage{StageDualWrite, StageDualRead, StageStepPrimary} {
+			require.NoError(t, m.PublishStage(ctx, st, PublishOptions{}))
+		}
+		dry := runBackfill(t, m, BackfillOptions{DryRun: true, BatchSize: 1000})
+		real := runBackfill(t, m, BackfillOptions{BatchSize: 1000})
+		require.False(t, real.Authoritative)
+		require.Equal(t, real.Entries, dry.Entries, "entries found different")
+		require.Equal(t, real.EntriesSynced, dry.EntriesSynced, "entries synced")
+		require.Equal(t, real.EntriesSkipped, dry.EntriesSkipped, "entries left")
+	})
+}
+
+// TestBackfillDryRunRecordOfABadWorker: a record naming a worker whose
+// destination active hash is not a hash is left by the records phase
+// ("wrongtype"), so its completed entry is neither synced with it nor in
+// sync afterwards: the real run counts it found different and left, and
+// so must the dry run.
+func TestBackfillDryRunRecordOfABadWorker(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		l := newLegacy(t, b)
+		id := l.submit(50)
+		l.claim(id, "bw")
+		l.complete(id, "bw")
+		require.NoError(t, b.rdb.Set(ctx, b.key("steps:active:bw"), "junk", 0).Err())
+		m := newMigrator(t, b, StageDualWrite)
+		dry := runBackfill(t, m, BackfillOptions{DryRun: true, BatchSize: 1000})
+		real := runBackfill(t, m, BackfillOptions{BatchSize: 1000})
+		require.True(t, real.Authoritative)
+		require.Equal(t, real.WrongType, dry.WrongType)
+		require.Equal(t, real.Entries, dry.Entries, "entries found different")
+		require.Equal(t, real.EntriesSkipped, dry.EntriesSkipped, "entries left")
+	})
+}
+
+// TestBackfillDryRunPredictsSubKeys: a sub-key both sides hold, whose record the
+// records phase copies, is copied by the run (its records are then in
+// sync) but reported kept by the dry run (they are not, as it wrote
+// nothing), unless the dry run predicts the records phase.
+func TestBackfillDryRunPredictsSubKeys(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		l := newLegacy(t, b)
+		id := l.submit(50)
+		l.claim(id, "lw0")
+		l.start(id, 40)
+		requireCopy(t, b, "job:"+id, "step:"+id)
+		requireCopy(t, b, "job:"+id+":progress", "step:"+id+":progress")
+		l.start(id, 80) // the source moves on: record and progress hash
+		m := newMigrator(t, b, StageDualWrite)
+		dry := runBackfill(t, m, BackfillOptions{DryRun: true, BatchSize: 1000})
+		real := runBackfill(t, m, BackfillOptions{BatchSize: 1000})
+		require.EqualValues(t, 1, real.Copied)
+		require.Equal(t, real.Copied, dry.Copied)
+		require.Equal(t, real.SubKeysCopied, dry.SubKeysCopied, "sub-keys copied")
+	})
+}
