@@ -208,6 +208,12 @@ func cliBadInputs(t *testing.T) []cliBadInput {
 			says: []string{"backfill: --rate NaN: want keys per second, a finite number; 0 or no --rate for no limit", help}},
 		{name: "--rate Inf", args: with("backfill", "--rate", "Inf"), code: exitUsage,
 			says: []string{"backfill: --rate +Inf: want keys per second, a finite number", help}},
+		// So slow that one batch's interval overflows time.Duration: the
+		// library's pacing would wrap around and not pace at all.
+		{name: "--rate 1e-300", args: with("backfill", "--rate", "1e-300"), code: exitUsage,
+			says: []string{"backfill: --rate 1e-300: too slow: one batch of 500 keys would take longer than 292 years, more than the pacing can wait; want at least 5.43e-08 keys per second (0 or no --rate: no limit)", help}},
+		{name: "--rate too slow for its --batch", args: with("backfill", "--rate", "1e-7", "--batch", "10000"), code: exitUsage,
+			says: []string{"backfill: --rate 1e-07: too slow: one batch of 10,000 keys would take longer than 292 years", help}},
 		{name: "backfill --batch 0", args: with("backfill", "--batch", "0"), code: exitUsage,
 			says: []string{"backfill: --batch 0: must be at least 1; leave it out for the default", help}},
 		{name: "verify --batch 0", args: with("verify", "--batch", "0"), code: exitUsage,
@@ -445,4 +451,16 @@ func TestBadInput(t *testing.T) {
 			})
 		}
 	})
+}
+
+// TestMinRate: the lowest --rate the refusal names is one the pacing can
+// wait for, and barely below it is not.
+func TestMinRate(t *testing.T) {
+	for _, batch := range []int{1, jobstore.DefaultBatchSize, jobstore.MaxBatchSize} {
+		r := minRate(batch)
+		require.True(t, paceable(r, batch), "batch %d: %g", batch, r)
+		require.False(t, paceable(r*0.99, batch), "batch %d: %g", batch, r)
+		require.False(t, paceable(1e-300, batch))
+		require.True(t, paceable(1e-3, batch))
+	}
 }
