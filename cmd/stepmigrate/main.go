@@ -74,7 +74,8 @@ global flags (before or after the command):
   --json         print the result as JSON (follow: one JSON object a line)
 
 exit status: 0 success; 1 differences found, refused or failed; 2 bad usage;
-130 interrupted by a signal (run the command again: backfill resumes).
+130 interrupted by a signal (run the command again: backfill resumes);
+follow runs until a signal, then exits 0.
 Run the built binary (go install ./cmd/stepmigrate): go run turns every
 non-zero status into 1.
 `
