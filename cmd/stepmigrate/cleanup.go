@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -23,8 +25,9 @@ func (a *app) rollback(ctx context.Context, args []string) error {
 type cleanupJSON struct {
 	jobstore.CleanupResult
 	Verify *verifyJSON `json:"verify,omitempty"`
-	// DeleteSeconds is the deletion's time alone, from its first UNLINK;
-	// VerifySeconds the verification's before it.
+	// DeleteSeconds is the deletion's time alone, from its first batch;
+	// VerifySeconds the verification's before it (also Verify's
+	// elapsed_ns, which the library leaves 0 in a cleanup).
 	DeleteSeconds float64 `json:"delete_seconds"`
 	VerifySeconds float64 `json:"verify_seconds"`
 	KeysPerSecond float64 `json:"keys_per_second"`
@@ -74,32 +77,40 @@ func (a *app) drop(ctx context.Context, name string, ns jobstore.Namespace, need
 	if opts.DryRun {
 		verb = "found"
 	}
+	// The deletion is timed from its first batch, so that its rate does
+	// not count the verification before it: the first run of the
+	// library's deletion script, or failing that (a library whose script
+	// is not the one known here) the end of the first batch.
+	first := &scriptStart{sha: unlinkScriptSHA, src: unlinkScriptText}
+	a.rdb.AddHook(first)
 	opts.Progress = func(n int64) {
+		first.mark()
 		p.show(false, seg(6, "%s %s:*", name, ns), seg(9, "%s keys %s", group(n), verb))
 	}
-	// The deletion is timed from its first UNLINK, so that its rate does
-	// not count the verification before it.
-	first := &firstCommand{name: "unlink"}
-	a.rdb.AddHook(first)
 	start := time.Now()
 	res, err := a.m.Cleanup(ctx, ns, opts)
 	end := time.Now()
 	p.finish()
 	out := cleanupJSON{CleanupResult: res, Refused: err != nil}
-	if res.Verify != nil {
-		out.Verify = &verifyJSON{VerifyResult: *res.Verify, Diffs: diffsJSON(res.Verify.Diffs), BlockingDiffs: diffsJSON(res.Verify.BlockingDiffs)}
-	}
 	deleteStart, deleting := first.when()
+	verifyEnd := end
 	if deleting {
+		verifyEnd = deleteStart
 		out.DeleteSeconds = end.Sub(deleteStart).Seconds()
-		if res.Verify != nil {
-			out.VerifySeconds = deleteStart.Sub(start).Seconds()
-		}
 		if out.DeleteSeconds > 0 {
 			out.KeysPerSecond = float64(res.Deleted) / out.DeleteSeconds
 		}
-	} else if res.Verify != nil {
-		out.VerifySeconds = end.Sub(start).Seconds()
+	}
+	if res.Verify != nil {
+		v := *res.Verify
+		if v.Elapsed == 0 {
+			v.Elapsed = verifyEnd.Sub(start)
+		}
+		out.VerifySeconds = v.Elapsed.Seconds()
+		out.Verify = &verifyJSON{VerifyResult: v, Diffs: diffsJSON(v.Diffs), BlockingDiffs: diffsJSON(v.BlockingDiffs)}
+		if s := v.Elapsed.Seconds(); s > 0 {
+			out.Verify.PerSecond = float64(v.Checked) / s
+		}
 	}
 	switch {
 	case errors.Is(err, jobstore.ErrNamespaceInUse):
@@ -181,18 +192,65 @@ func refusal(name string, ns jobstore.Namespace, strict bool, v *jobstore.Verify
 	return b.String()
 }
 
-// firstCommand is a go-redis hook that notes when a command of one name
-// is first sent.
-type firstCommand struct {
-	name string
-	mu   sync.Mutex
-	at   time.Time
+// unlinkScriptText is the library's unlinkScript (migrate_cleanup.go),
+// which deletes (or, on a dry run, counts) each batch of a cleanup after
+// checking the published stage: the deletion's first command, after
+// SCAN. The library exports neither the script nor a signal that the
+// verification is over and the deletion has begun (CleanupOptions.Progress
+// comes after each batch, VerifyOptions.Progress after each of the
+// verification's), so the command knows the script by its SHA1, as
+// EVALSHA sends it. TestUnlinkScriptIsTheLibrarys keeps this copy the
+// library's, byte for byte.
+const unlinkScriptText = `
+local pub = redis.pcall('HGET', KEYS[#KEYS], 'stage')
+if type(pub) ~= 'string' then pub = nil end
+if (pub and string.lower(pub) ~= ARGV[1]) or (ARGV[2] == '1' and not pub) then
+  return {'STAGE', pub or ''}
+end
+local n = 0
+for i = 1, #KEYS - 1 do
+  if ARGV[3] == '1' then n = n + redis.call('EXISTS', KEYS[i]) else n = n + redis.call('UNLINK', KEYS[i]) end
+end
+return {'OK', n}
+`
+
+var unlinkScriptSHA = func() string {
+	sum := sha1.Sum([]byte(unlinkScriptText))
+	return hex.EncodeToString(sum[:])
+}()
+
+// scriptStart is a go-redis hook that notes when one script is first run:
+// EVALSHA with its SHA1, or EVAL with its text (which go-redis's
+// Script.Run sends when the server does not have the script yet).
+type scriptStart struct {
+	sha, src string
+	mu       sync.Mutex
+	at       time.Time
 }
 
-func (h *firstCommand) see(name string) {
-	if name != h.name {
+func (h *scriptStart) see(cmd redis.Cmder) {
+	args := cmd.Args()
+	if len(args) < 2 {
 		return
 	}
+	arg, _ := args[1].(string)
+	switch cmd.Name() {
+	case "evalsha", "evalsha_ro":
+		if !strings.EqualFold(arg, h.sha) {
+			return
+		}
+	case "eval", "eval_ro":
+		if arg != h.src {
+			return
+		}
+	default:
+		return
+	}
+	h.mark()
+}
+
+// mark notes now as the start, unless one is noted already.
+func (h *scriptStart) mark() {
 	h.mu.Lock()
 	if h.at.IsZero() {
 		h.at = time.Now()
@@ -200,25 +258,25 @@ func (h *firstCommand) see(name string) {
 	h.mu.Unlock()
 }
 
-func (h *firstCommand) when() (time.Time, bool) {
+func (h *scriptStart) when() (time.Time, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.at, !h.at.IsZero()
 }
 
-func (h *firstCommand) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *scriptStart) DialHook(next redis.DialHook) redis.DialHook { return next }
 
-func (h *firstCommand) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+func (h *scriptStart) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.see(cmd.Name())
+		h.see(cmd)
 		return next(ctx, cmd)
 	}
 }
 
-func (h *firstCommand) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+func (h *scriptStart) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		for _, c := range cmds {
-			h.see(c.Name())
+			h.see(c)
 		}
 		return next(ctx, cmds)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 
@@ -129,7 +130,9 @@ func TestCleanupRefused(t *testing.T) {
 
 // TestCleanupTimesTheDeletion: the rate cleanup prints is the deletion's
 // alone, not the verification's before it (the old command said "249
-// keys 41/s" for a cleanup that spent its time verifying).
+// keys 41/s" for a cleanup that spent its time verifying). The library
+// deletes with a script (EVALSHA), never a plain UNLINK: the times must
+// be real, in JSON and in text, for cleanup and rollback.
 func TestCleanupTimesTheDeletion(t *testing.T) {
 	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
@@ -143,17 +146,45 @@ func TestCleanupTimesTheDeletion(t *testing.T) {
 		}
 		m := e.runJSON(t, exitOK, "cleanup")
 		require.EqualValues(t, 21, m["deleted"])
-		verifySecs, deleteSecs := m["verify_seconds"].(float64), m["delete_seconds"].(float64)
+		verifySecs, deleteSecs, rate := m["verify_seconds"].(float64), m["delete_seconds"].(float64), m["keys_per_second"].(float64)
+		require.Greater(t, deleteSecs, 0.0, "the deletion is timed")
+		require.Greater(t, rate, 0.0)
 		require.GreaterOrEqual(t, verifySecs, 0.6, "three rounds 200 ms apart")
-		require.Less(t, deleteSecs, verifySecs)
-		require.InDelta(t, 21/deleteSecs, m["keys_per_second"], 1e-6*21/deleteSecs)
+		require.Less(t, deleteSecs, verifySecs, "the deletion is not counted in the verification")
+		require.InDelta(t, 21/deleteSecs, rate, 1e-6*21/deleteSecs)
+		elapsed := m["verify"].(map[string]any)["elapsed_ns"].(float64)
+		require.InDelta(t, verifySecs, elapsed/1e9, 1e-6, "the embedded verification's elapsed_ns is its time")
 
 		e.submit(t, jobstore.StageStepOnly, "k", 1) // keep step:* busy; job:* is empty now
 		code, out, errOut := e.run(t, "cleanup")
 		require.Equal(t, exitOK, code, errOut)
 		require.Contains(t, out, "verified first: 0 items of job:* compared with step:*")
 		require.Contains(t, out, "cleanup deleted 0 keys of job:*")
+
+		// A rollback, in text: the deletion's time and rate (the 61 records
+		// and steps:pending).
+		e.submit(t, jobstore.StageStepOnly, "r", 40)
+		code, _, errOut = e.run(t, "stage", "set", "legacy", "--force")
+		require.Equal(t, exitOK, code, errOut)
+		code, _, errOut = e.run(t, "backfill", "--reverse")
+		require.Equal(t, exitOK, code, errOut)
+		code, out, errOut = e.run(t, "rollback", "--batch", "10")
+		require.Equal(t, exitOK, code, errOut)
+		require.Regexp(t, `rollback deleted 62 keys of step:\* in [^ ]+ \([1-9][0-9,]* keys/s, the deletion alone\)`, out)
 	})
+}
+
+// TestUnlinkScriptIsTheLibrarys: the command knows the library's deletion
+// script by its SHA1, computed from a copy of its text; the copy must be
+// the library's, byte for byte, or the deletion goes untimed.
+func TestUnlinkScriptIsTheLibrarys(t *testing.T) {
+	raw, err := os.ReadFile("../../migrate_cleanup.go")
+	require.NoError(t, err)
+	_, rest, ok := strings.Cut(string(raw), "var unlinkScript = redis.NewScript(`")
+	require.True(t, ok, "migrate_cleanup.go defines unlinkScript")
+	text, _, ok := strings.Cut(rest, "`)")
+	require.True(t, ok)
+	require.Equal(t, text, unlinkScriptText, "cleanup.go's copy of the library's unlinkScript")
 }
 
 // TestRollbackTwice: a rollback deletes step:*; a second one, on an empty
