@@ -307,8 +307,13 @@ func cliBadInputs(t *testing.T) []cliBadInput {
 			noStage(t, c) // the environment's legacy is where it starts
 		}, code: exitFail, says: []string{"stage set refused", "not next to step-only", "--force jumps anyway"}},
 		{name: "cleanup in dual-write", args: with("cleanup"), code: exitFail,
-			says: []string{"cleanup refused: the published stage is dual-write, in which processes still use job:*",
-				"job:* can go only in step-only", "stepmigrate stage set step-only --wait"}},
+			says: []string{"cleanup refused: the shared stage is dual-write, in which processes still use job:*",
+				"job:* can go only in step-only: move the fleet there one stage at a time",
+				"the next is: stepmigrate stage set dual-read --wait"},
+			then: func(t *testing.T, c *cliCase) {
+				// The advice works: the next stage is not a jump.
+				require.Contains(t, succeeds(t, c, "stage", "set", "dual-read", "--force"), "published dual-read")
+			}},
 		{name: "stage set dual-read while a legacy worker lives", setup: func(t *testing.T, c *cliCase) {
 			require.NoError(t, c.e.rdb.HSet(ctx, c.key("worker:lw1"), "worker_id", "lw1", "status", "idle").Err())
 			require.NoError(t, c.e.rdb.Set(ctx, c.key("worker:lw1:heartbeat"), "1", time.Minute).Err())
@@ -319,18 +324,20 @@ func cliBadInputs(t *testing.T) []cliBadInput {
 				require.Contains(t, succeeds(t, c, "stage", "set", "dual-read", "--force"), "published dual-read (was dual-write)")
 			}},
 		{name: "cleanup --force in dual-write", args: with("cleanup", "--force"), code: exitFail,
-			says: []string{"cleanup refused", "stepmigrate stage set step-only"}},
+			says: []string{"cleanup refused", "stepmigrate stage set dual-read --wait"}},
 		{name: "cleanup --dry-run in dual-write", args: with("cleanup", "--dry-run"), code: exitFail,
-			says: []string{"cleanup refused", "stepmigrate stage set step-only"}},
+			says: []string{"cleanup refused", "stepmigrate stage set dual-read --wait"}},
 		{name: "--json cleanup in dual-write", args: with("--json", "cleanup"), code: exitFail,
-			says: []string{"cleanup refused", "stepmigrate stage set step-only"}},
+			says: []string{"cleanup refused", "stepmigrate stage set dual-read --wait"}},
 		{name: "rollback in dual-write", args: with("rollback"), code: exitFail,
 			says: []string{"rollback refused", "stepmigrate stage set legacy"}},
 		{name: "cleanup with no shared stage", setup: noStage, args: with("cleanup"), code: exitFail,
-			says: []string{"cleanup refused", "no stage is published, and this environment's stage is legacy", "stepmigrate stage set step-only"}},
+			says: []string{"cleanup refused", "no stage is published, and this environment's stage is legacy, in which job:* is still used",
+				"stepmigrate stage set dual-write --wait"}},
 		{name: "rollback in step-only", setup: func(t *testing.T, c *cliCase) {
 			require.NoError(t, c.e.rdb.HSet(ctx, c.key("jobstore:stage"), "stage", "step-only").Err())
-		}, args: with("rollback", "--force"), code: exitFail, says: []string{"rollback refused", "stepmigrate stage set legacy"}},
+		}, args: with("rollback", "--force"), code: exitFail,
+			says: []string{"rollback refused: the shared stage is step-only", "stepmigrate stage set step-primary --wait"}},
 		{name: "shared stage key of the wrong type", setup: plant("jobstore:stage", str), args: with("status"), code: exitFail,
 			says: []string{"the shared stage key", "is a string, not a hash", "redis-cli DEL", "stepmigrate stage set NAME --force"},
 			then: func(t *testing.T, c *cliCase) {

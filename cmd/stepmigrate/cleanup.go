@@ -114,7 +114,10 @@ func (a *app) drop(ctx context.Context, name string, ns jobstore.Namespace, need
 	}
 	switch {
 	case errors.Is(err, jobstore.ErrNamespaceInUse):
-		return failf("%s refused: %s", name, a.inUse(ns, needs))
+		if deleting {
+			return failf("%s stopped: %s", name, a.inUse(err, ns, needs))
+		}
+		return failf("%s refused: %s", name, a.inUse(err, ns, needs))
 	case errors.Is(err, jobstore.ErrCleanupRefused):
 		if a.json {
 			_ = a.printJSON(out)
@@ -149,14 +152,35 @@ func (a *app) drop(ctx context.Context, name string, ns jobstore.Namespace, need
 
 func secs(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
 
-// inUse says why the stage forbids the deletion, and how to move on.
-func (a *app) inUse(ns jobstore.Namespace, needs jobstore.Stage) string {
-	where := fmt.Sprintf("the published stage is %s", a.shared)
+// inUse says why the library refused to delete ns (ErrNamespaceInUse), in
+// its words, which name the stage or the processes at fault, and how to
+// move on. The stage read when the command connected only chooses the
+// advice: the library reads it again, and also refuses on live processes
+// that report another stage while the right one is published.
+func (a *app) inUse(err error, ns jobstore.Namespace, needs jobstore.Stage) string {
+	why := strings.TrimPrefix(err.Error(), jobstore.ErrNamespaceInUse.Error()+": ")
 	if !a.published {
-		where = fmt.Sprintf("no stage is published, and this environment's stage is %s", a.envStage)
+		// The library's Migrator runs in the environment's stage here.
+		why = strings.Replace(why, "this Migrator's stage is", "no stage is published, and this environment's stage is", 1)
 	}
-	return fmt.Sprintf("%s, in which processes still use %s:*; %s:* can go only in %s. Once every process can run it (stepmigrate status lists the fleet): stepmigrate stage set %s --wait",
-		where, ns, ns, needs, needs)
+	if a.published && a.shared == needs {
+		return fmt.Sprintf("%s. %s is published: stepmigrate status lists them and every process that does not report it yet; "+
+			"a process moves at its next check-in (Store.FollowStage), or needs a restart. Run it again once every live process reports %s",
+			why, needs, needs)
+	}
+	from := a.stageNow()
+	next := needs
+	if from > needs+1 {
+		next = from - 1
+	} else if from+1 < needs {
+		next = from + 1
+	}
+	if next != needs {
+		return fmt.Sprintf("%s. %s:* can go only in %s: move the fleet there one stage at a time, with the runbook's checks between stages "+
+			"(stepmigrate status lists the fleet); the next is: stepmigrate stage set %s --wait", why, ns, needs, next)
+	}
+	return fmt.Sprintf("%s. %s:* can go only in %s. Once every process can run it (stepmigrate status lists the fleet): stepmigrate stage set %s --wait",
+		why, ns, needs, needs)
 }
 
 // refusal lists what refuses a cleanup: every difference up to the limit,

@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jobstep/jobstore"
 	"github.com/stretchr/testify/require"
@@ -218,5 +219,36 @@ func TestRollbackTwice(t *testing.T) {
 		m := e.runJSON(t, exitOK, "rollback")
 		require.EqualValues(t, 0, m["verify"].(map[string]any)["differences"])
 		require.EqualValues(t, 0, m["deleted"])
+	})
+}
+
+// TestInUseNamesTheStragglers: with the right stage published, a live
+// process still checked in with another stage refuses a cleanup and a
+// rollback; the refusal says so, naming the process as the library does,
+// and does not claim the stage is wrong.
+func TestInUseNamesTheStragglers(t *testing.T) {
+	t.Parallel()
+	eachEnv(t, func(t *testing.T, e *env) {
+		e.publish(t, jobstore.StageDualWrite)
+		s := e.store(t, jobstore.StageDualWrite)
+		follow(t, s, time.Hour) // checks in now, with dual-write, then once an hour
+		waitFleet(t, e, 1)
+		code, _, errOut := e.run(t, "stage", "set", "legacy")
+		require.Equal(t, exitOK, code, errOut)
+
+		code, out, errOut := e.run(t, "rollback", "--dry-run")
+		require.Equal(t, exitFail, code, out)
+		require.Contains(t, errOut, "stepmigrate: rollback refused: 1 live processes report a stage in which step:* is still used: "+
+			s.ProcessID()+" (dual-write); move them to legacy first")
+		require.Contains(t, errOut, "stepmigrate status lists them")
+		require.NotContains(t, errOut, "the published stage is legacy, in which processes still use step:*")
+		require.NotContains(t, errOut, "stage set legacy", "legacy is published already")
+
+		e.publish(t, jobstore.StageStepOnly)
+		code, _, errOut = e.run(t, "cleanup", "--force")
+		require.Equal(t, exitFail, code)
+		require.Contains(t, errOut, "stepmigrate: cleanup refused: 1 live processes report a stage in which job:* is still used: "+
+			s.ProcessID()+" (dual-write); move them to step-only first")
+		require.NotContains(t, errOut, "the published stage is step-only, in which")
 	})
 }
