@@ -63,11 +63,13 @@ func (a *app) drop(ctx context.Context, name string, ns jobstore.Namespace, need
 	// The differences that refuse the deletion, all of them up to the
 	// limit: with --strict every one, else those that would be lost.
 	var refusing []jobstore.Diff
+	var kinds diffKinds
 	opts.Verify.MaxReported = *limit
 	opts.Verify.OnDiff = func(d jobstore.Diff) {
 		if (opts.Strict || d.Blocking) && len(refusing) < *limit {
 			refusing = append(refusing, d)
 		}
+		kinds.count(d)
 	}
 	p := a.progress()
 	opts.Verify.Progress = func(x jobstore.VerifyProgress) {
@@ -122,7 +124,7 @@ func (a *app) drop(ctx context.Context, name string, ns jobstore.Namespace, need
 		if a.json {
 			_ = a.printJSON(out)
 		}
-		return failf("%s", refusal(name, ns, opts.Strict, res.Verify, refusing))
+		return failf("%s", refusal(name, ns, opts.Strict, res.Verify, refusing, kinds))
 	case interrupted(ctx, err):
 		return exitError{exitInterrupted, fmt.Sprintf("%s interrupted after it %s %s keys; run it again to finish", name, verb, group(res.Deleted))}
 	case err != nil:
@@ -183,9 +185,33 @@ func (a *app) inUse(err error, ns jobstore.Namespace, needs jobstore.Stage) stri
 		why, ns, needs, needs)
 }
 
+// diffKinds sorts the differences a cleanup's verification found by what
+// keeps them: what deleting the namespace would lose (Blocking) is what
+// only it has or its copies not older than the other's, which a backfill
+// to the other namespace keeps, but for conflicts (records as fresh on
+// both sides but different, or not hashes), which it leaves alone; the
+// rest is stale or missing in the namespace, and loses nothing.
+type diffKinds struct {
+	blocking, conflicts, stale int64
+}
+
+func (k *diffKinds) count(d jobstore.Diff) {
+	switch {
+	case !d.Blocking:
+		k.stale++
+	case d.Item == jobstore.ItemRecord && d.Kind == jobstore.DiffDifferent &&
+		(strings.Contains(d.Detail, "neither is fresher") || !strings.Contains(d.Detail, " is fresher")):
+		k.blocking++
+		k.conflicts++
+	default:
+		k.blocking++
+	}
+}
+
 // refusal lists what refuses a cleanup: every difference up to the limit,
-// and how many more there are.
-func refusal(name string, ns jobstore.Namespace, strict bool, v *jobstore.VerifyResult, listed []jobstore.Diff) string {
+// and how many more there are; then what keeps what deleting ns would
+// lose, before anything that rewrites ns.
+func refusal(name string, ns jobstore.Namespace, strict bool, v *jobstore.VerifyResult, listed []jobstore.Diff, k diffKinds) string {
 	var b strings.Builder
 	n := int64(len(listed))
 	if v != nil {
@@ -210,9 +236,35 @@ func refusal(name string, ns jobstore.Namespace, strict bool, v *jobstore.Verify
 	if more := n - int64(len(listed)); more > 0 {
 		fmt.Fprintf(&b, "  ... and %s more (--limit lists more; stepmigrate verify --blocking lists them too)\n", group(more))
 	}
-	fmt.Fprintf(&b, "Find the process still writing %s:* (stepmigrate status lists stragglers and legacy processes); "+
-		"once none is, stepmigrate verify --repair rewrites %s:* from %s, and %s can run. --force deletes without verifying, losing them",
-		ns, ns, other, name)
+	backfill := "stepmigrate backfill"
+	if ns == jobstore.StepNamespace {
+		backfill += " --reverse"
+	}
+	if k.blocking > 0 || !strict {
+		fmt.Fprintf(&b, "First find the process still writing %s:* (stepmigrate status lists stragglers and legacy processes).\n", ns)
+	}
+	if k.blocking > k.conflicts || (!strict && k.blocking == 0) {
+		fmt.Fprintf(&b, "To keep them, copy them to %s first: %s (it copies what %s lacks or holds older, never over newer data), then run %s again; "+
+			"do not run stepmigrate verify --repair before that: it rewrites %s:* from %s, and would lose them.\n",
+			other, backfill, other, name, ns, other)
+	}
+	if k.conflicts > 0 {
+		fmt.Fprintf(&b, "The backfill leaves alone the copies as fresh on both sides but different (\"neither is fresher\"; %s here): "+
+			"which is right is your call; stepmigrate verify --repair keeps %s's and drops %s:*'s.\n", group(k.conflicts), other, ns)
+	}
+	if strict && k.stale > 0 {
+		then := "after that, "
+		if k.blocking == 0 {
+			then = ""
+		}
+		are := "differences are"
+		if k.stale == 1 {
+			are = "difference is"
+		}
+		fmt.Fprintf(&b, "%s %s stale or missing in %s:*, which loses nothing: %sstepmigrate verify --repair rewrites %s:* from %s "+
+			"(only --strict refuses on them).\n", group(k.stale), are, ns, then, ns, other)
+	}
+	fmt.Fprintf(&b, "--force deletes without verifying, losing what only %s:* has", ns)
 	return b.String()
 }
 

@@ -82,7 +82,10 @@ func TestVerifyWording(t *testing.T) {
 
 // TestCleanupRefused: a cleanup refused by its verification lists every
 // difference that blocks it (up to --limit), says "cleanup refused" once,
-// points at stepmigrate verify --repair, and deletes nothing.
+// and deletes nothing. What blocks it is what only job:* has, or its
+// fresher copies: the advice is what keeps them (a backfill to step:*),
+// never verify --repair, which would rewrite them from step:* and lose
+// them; and following it, the cleanup runs, with the data kept.
 func TestCleanupRefused(t *testing.T) {
 	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
@@ -104,7 +107,10 @@ func TestCleanupRefused(t *testing.T) {
 			require.Contains(t, errOut, fmt.Sprintf("  %s differs from %s: fields retry_count; %s is fresher [blocks cleanup]\n",
 				e.key(fmt.Sprint("job:j", i)), e.key(fmt.Sprint("step:j", i)), e.key(fmt.Sprint("job:j", i))))
 		}
-		require.Contains(t, errOut, "stepmigrate verify --repair rewrites job:* from step:*")
+		require.Contains(t, errOut, "To keep them, copy them to step:* first: stepmigrate backfill")
+		require.Contains(t, errOut, "do not run stepmigrate verify --repair before that: it rewrites job:* from step:*, and would lose them")
+		require.NotContains(t, errOut, "stepmigrate verify --repair rewrites job:* from step:*")
+		require.NotContains(t, errOut, "neither is fresher", "no conflict here")
 		require.Contains(t, errOut, "--force deletes without verifying")
 		for _, s := range []string{"Verify with Repair", "(first:", "more (--limit"} {
 			require.NotContains(t, errOut, s)
@@ -126,6 +132,61 @@ func TestCleanupRefused(t *testing.T) {
 		require.Equal(t, exitFail, code)
 		require.Contains(t, errOut, "cleanup refused (--strict): job:* differs from step:* in 7 places:")
 		require.Contains(t, errOut, e.key("job:j7")+" differs from "+e.key("step:j7"))
+		require.Contains(t, errOut, "To keep them, copy them to step:* first: stepmigrate backfill")
+		require.Contains(t, errOut, "1 difference is stale or missing in job:*, which loses nothing: after that, stepmigrate verify --repair rewrites job:* from step:*")
+
+		// The advice, followed: the backfill keeps job:*'s fresher copies,
+		// and the cleanup runs.
+		code, _, errOut = e.run(t, "backfill")
+		require.Equal(t, exitOK, code, errOut)
+		code, _, errOut = e.run(t, "cleanup")
+		require.Equal(t, exitOK, code, errOut)
+		for i := range 6 {
+			require.Equal(t, "2", e.rdb.HGet(ctx, e.key(fmt.Sprint("step:j", i)), "retry_count").Val(), "kept")
+		}
+		require.Empty(t, e.keys(t, "job:*"))
+	})
+}
+
+// TestRollbackRefusalKeepsStepOnly: a rollback refused because step:*
+// holds a record job:* lacks advises the backfill that copies it to job:*
+// (backfill --reverse), not verify --repair, which would delete it; a
+// conflict (as fresh on both sides, different) is said to be left by the
+// backfill and to be the operator's call. Following the advice, the
+// rollback runs and the record is kept.
+func TestRollbackRefusalKeepsStepOnly(t *testing.T) {
+	t.Parallel()
+	eachEnv(t, func(t *testing.T, e *env) {
+		e.publish(t, jobstore.StageDualWrite)
+		e.submit(t, jobstore.StageDualWrite, "j", 3)
+		e.publish(t, jobstore.StageLegacy)
+		require.NoError(t, e.rdb.HSet(ctx, e.key("step:extra1"), "id", "extra1", "service_required", "s", "status", "pending",
+			"priority", "1", "retry_count", "0", "max_retries", "3", "created_at", "2026-11-29T23:00:00.000Z").Err())
+
+		code, out, errOut := e.run(t, "rollback")
+		require.Equal(t, exitFail, code, out)
+		require.Contains(t, errOut, e.key("job:extra1")+" missing; "+e.key("step:extra1")+" has it")
+		require.Contains(t, errOut, "To keep them, copy them to job:* first: stepmigrate backfill --reverse")
+		require.NotContains(t, errOut, "stepmigrate verify --repair rewrites step:* from job:*")
+		code, _, errOut = e.run(t, "backfill", "--reverse")
+		require.Equal(t, exitOK, code, errOut)
+		code, out, errOut = e.run(t, "rollback", "--dry-run")
+		require.Equal(t, exitOK, code, errOut)
+		require.Contains(t, out, "rollback would delete")
+
+		// A conflict: as fresh on both sides, but different.
+		require.NoError(t, e.rdb.HSet(ctx, e.key("step:j1"), "priority", "99").Err())
+		code, _, errOut = e.run(t, "rollback")
+		require.Equal(t, exitFail, code)
+		require.Contains(t, errOut, "neither is fresher [blocks cleanup]")
+		require.Contains(t, errOut, "backfill leaves alone the copies as fresh on both sides but different (\"neither is fresher\"; 1 here)")
+		require.NotContains(t, errOut, "To keep them", "the backfill keeps nothing here")
+		require.Contains(t, errOut, "stepmigrate verify --repair keeps job:*'s and drops step:*'s")
+		code, _, errOut = e.run(t, "verify", "--repair")
+		require.Equal(t, exitOK, code, errOut)
+		code, _, errOut = e.run(t, "rollback")
+		require.Equal(t, exitOK, code, errOut)
+		require.Equal(t, "extra1", e.rdb.HGet(ctx, e.key("job:extra1"), "id").Val(), "kept")
 	})
 }
 
