@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"net"
@@ -120,6 +121,9 @@ type cliBadInput struct {
 	mayWrite string
 	// then, when set, follows the advice given and checks that it works.
 	then func(t *testing.T, c *cliCase)
+	// refusedJSON, for a refusal run with --json, is the reason its one
+	// JSON object on stdout gives; otherwise stdout stays empty.
+	refusedJSON string
 }
 
 // cliBadInputs is the table. Unless a case says otherwise, the shared
@@ -328,7 +332,18 @@ func cliBadInputs(t *testing.T) []cliBadInput {
 		{name: "cleanup --dry-run in dual-write", args: with("cleanup", "--dry-run"), code: exitFail,
 			says: []string{"cleanup refused", "stepmigrate stage set dual-read --wait"}},
 		{name: "--json cleanup in dual-write", args: with("--json", "cleanup"), code: exitFail,
-			says: []string{"cleanup refused", "stepmigrate stage set dual-read --wait"}},
+			says: []string{"cleanup refused", "stepmigrate stage set dual-read --wait"}, refusedJSON: "namespace_in_use"},
+		{name: "--json rollback --force in dual-read", setup: func(t *testing.T, c *cliCase) {
+			require.NoError(t, c.e.rdb.HSet(ctx, c.key("jobstore:stage"), "stage", "dual-read").Err())
+		}, args: with("rollback", "--force", "--json"), code: exitFail,
+			says: []string{"rollback refused", "stepmigrate stage set dual-write --wait"}, refusedJSON: "namespace_in_use"},
+		{name: "--json stage set two stages on", args: with("--json", "stage", "set", "step-primary"), code: exitFail,
+			says: []string{"stage set refused", "not next to step-primary"}, refusedJSON: "stage_jump"},
+		{name: "--json stage set dual-read while a legacy worker lives", setup: func(t *testing.T, c *cliCase) {
+			require.NoError(t, c.e.rdb.HSet(ctx, c.key("worker:lw1"), "worker_id", "lw1", "status", "idle").Err())
+			require.NoError(t, c.e.rdb.Set(ctx, c.key("worker:lw1:heartbeat"), "1", time.Minute).Err())
+		}, args: with("stage", "set", "dual-read", "--json"), code: exitFail,
+			says: []string{"stage set refused: legacy processes are still running"}, refusedJSON: "legacy_alive"},
 		{name: "rollback in dual-write", args: with("rollback"), code: exitFail,
 			says: []string{"rollback refused", "stepmigrate stage set legacy"}},
 		{name: "cleanup with no shared stage", setup: noStage, args: with("cleanup"), code: exitFail,
@@ -442,7 +457,21 @@ func TestBadInput(t *testing.T) {
 				}
 				// Progress lines or the usage may come before the verdict.
 				require.Contains(t, "\n"+errOut, "\nstepmigrate: ", "a line of stderr says what went wrong")
-				require.Empty(t, out, "stdout of a refused command")
+				if tc.refusedJSON != "" {
+					// With --json, a refusal is one JSON object: what the
+					// command refused, why, and the message stderr has.
+					var m map[string]any
+					dec := json.NewDecoder(strings.NewReader(out))
+					require.NoError(t, dec.Decode(&m), "stdout of a refusal with --json: %s", out)
+					require.False(t, dec.More(), "one JSON object: %s", out)
+					require.Equal(t, true, m["refused"], out)
+					require.Equal(t, tc.refusedJSON, m["reason"], out)
+					msg, _ := m["message"].(string)
+					require.NotEmpty(t, msg, out)
+					require.Contains(t, errOut, "stepmigrate: "+msg)
+				} else {
+					require.Empty(t, out, "stdout of a refused command")
+				}
 				require.NotContains(t, errOut, "secret")
 				after := c.snapshot(t)
 				if tc.mayWrite != "" {

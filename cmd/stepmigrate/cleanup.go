@@ -31,7 +31,11 @@ type cleanupJSON struct {
 	DeleteSeconds float64 `json:"delete_seconds"`
 	VerifySeconds float64 `json:"verify_seconds"`
 	KeysPerSecond float64 `json:"keys_per_second"`
-	Refused       bool    `json:"refused"`
+	// Refused is set when the library refused the deletion, or stopped it
+	// (the stage moved): Reason says why, Message what stderr says.
+	Refused bool   `json:"refused"`
+	Reason  string `json:"reason,omitempty"` // namespace_in_use, would_lose or strict
+	Message string `json:"message,omitempty"`
 }
 
 // drop runs cleanup (ns job) or rollback (ns step), which the library
@@ -93,7 +97,7 @@ func (a *app) drop(ctx context.Context, name string, ns jobstore.Namespace, need
 	res, err := a.m.Cleanup(ctx, ns, opts)
 	end := time.Now()
 	p.finish()
-	out := cleanupJSON{CleanupResult: res, Refused: err != nil}
+	out := cleanupJSON{CleanupResult: res}
 	deleteStart, deleting := first.when()
 	verifyEnd := end
 	if deleting {
@@ -114,17 +118,27 @@ func (a *app) drop(ctx context.Context, name string, ns jobstore.Namespace, need
 			out.Verify.PerSecond = float64(v.Checked) / s
 		}
 	}
-	switch {
-	case errors.Is(err, jobstore.ErrNamespaceInUse):
-		if deleting {
-			return failf("%s stopped: %s", name, a.inUse(err, ns, needs))
-		}
-		return failf("%s refused: %s", name, a.inUse(err, ns, needs))
-	case errors.Is(err, jobstore.ErrCleanupRefused):
+	// A refusal is also a result: with --json, stdout has it.
+	refuse := func(reason, msg string) error {
+		out.Refused, out.Reason, out.Message = true, reason, msg
 		if a.json {
 			_ = a.printJSON(out)
 		}
-		return failf("%s", refusal(name, ns, opts.Strict, res.Verify, refusing, kinds))
+		return failf("%s", msg)
+	}
+	switch {
+	case errors.Is(err, jobstore.ErrNamespaceInUse):
+		verb := "refused"
+		if deleting {
+			verb = "stopped"
+		}
+		return refuse("namespace_in_use", fmt.Sprintf("%s %s: %s", name, verb, a.inUse(err, ns, needs)))
+	case errors.Is(err, jobstore.ErrCleanupRefused):
+		reason := "would_lose"
+		if opts.Strict {
+			reason = "strict"
+		}
+		return refuse(reason, refusal(name, ns, opts.Strict, res.Verify, refusing, kinds))
 	case interrupted(ctx, err):
 		return exitError{exitInterrupted, fmt.Sprintf("%s interrupted after it %s %s keys; run it again to finish", name, verb, group(res.Deleted))}
 	case err != nil:

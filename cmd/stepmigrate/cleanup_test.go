@@ -124,10 +124,13 @@ func TestCleanupRefused(t *testing.T) {
 
 		m := e.runJSON(t, exitFail, "cleanup")
 		require.Equal(t, true, m["refused"])
+		require.Equal(t, "would_lose", m["reason"])
+		require.Contains(t, m["message"], "cleanup refused: 6 differences would be lost by deleting job:*")
 		require.Len(t, m["verify"].(map[string]any)["blocking_diffs"], 6)
 
 		// --strict refuses on a stale copy too.
 		require.NoError(t, e.rdb.HSet(ctx, e.key("step:j7"), "retry_count", "2").Err())
+		require.Equal(t, "strict", e.runJSON(t, exitFail, "cleanup", "--strict")["reason"])
 		code, _, errOut = e.run(t, "cleanup", "--strict", "--limit", "100")
 		require.Equal(t, exitFail, code)
 		require.Contains(t, errOut, "cleanup refused (--strict): job:* differs from step:* in 7 places:")
@@ -311,5 +314,12 @@ func TestInUseNamesTheStragglers(t *testing.T) {
 		require.Contains(t, errOut, "stepmigrate: cleanup refused: 1 live processes report a stage in which job:* is still used: "+
 			s.ProcessID()+" (dual-write); move them to step-only first")
 		require.NotContains(t, errOut, "the published stage is step-only, in which")
+
+		// With --json, the refusal is a JSON object on stdout too.
+		m := e.runJSON(t, exitFail, "cleanup")
+		require.Equal(t, true, m["refused"])
+		require.Equal(t, "namespace_in_use", m["reason"])
+		require.Contains(t, m["message"], s.ProcessID()+" (dual-write)")
+		require.EqualValues(t, 0, m["deleted"])
 	})
 }
