@@ -121,6 +121,9 @@ type cliBadInput struct {
 	mayWrite string
 	// then, when set, follows the advice given and checks that it works.
 	then func(t *testing.T, c *cliCase)
+	// once are what stderr must contain exactly once: advice said twice
+	// is noise.
+	once []string
 	// refusedJSON, for a refusal run with --json, is the reason its one
 	// JSON object on stdout gives; otherwise stdout stays empty.
 	refusedJSON string
@@ -355,6 +358,7 @@ func cliBadInputs(t *testing.T) []cliBadInput {
 			says: []string{"rollback refused: the shared stage is step-only", "stepmigrate stage set step-primary --wait"}},
 		{name: "shared stage key of the wrong type", setup: plant("jobstore:stage", str), args: with("status"), code: exitFail,
 			says: []string{"the shared stage key", "is a string, not a hash", "redis-cli DEL", "stepmigrate stage set NAME --force"},
+			once: []string{"stage set NAME --force", "delete it if nothing else uses it", "not a hash"},
 			then: func(t *testing.T, c *cliCase) {
 				// The advice, in its order: stage set alone cannot
 				// write over the key; once it is deleted, it can.
@@ -370,13 +374,28 @@ func cliBadInputs(t *testing.T) []cliBadInput {
 			says: []string{"is a string, not a hash", "redis-cli DEL"}},
 		{name: "shared stage that names no stage", setup: plant("jobstore:stage", badStage), args: with("verify"), code: exitFail,
 			says: []string{`unknown stage "sideways"`, "publish a valid one with: stepmigrate stage set NAME --force"},
+			once: []string{"publish a valid one", "stage set NAME --force", "every write ignores it"},
 			then: func(t *testing.T, c *cliCase) {
-				require.Contains(t, succeeds(t, c, "stage", "set", "dual-write", "--force"), "published dual-write")
+				// What it replaced is the value that named no stage, not
+				// the environment's stage.
+				out := succeeds(t, c, "stage", "set", "dual-write", "--force")
+				require.Contains(t, out, `published dual-write (was "sideways", which names no stage)`)
+				require.NotContains(t, out, "(was legacy)")
 				require.Contains(t, succeeds(t, c, "stage", "get"), "dual-write (published;")
 			}},
 		{name: "shared stage that names no stage, stage set without --force", setup: plant("jobstore:stage", badStage),
 			args: with("stage", "set", "dual-write"), code: exitFail,
-			says: []string{`unknown stage "sideways"`, "stepmigrate stage set NAME --force"}},
+			says: []string{`unknown stage "sideways"`, "stepmigrate stage set NAME --force"},
+			once: []string{"publish a valid one", "stage set NAME --force"},
+			then: func(t *testing.T, c *cliCase) {
+				code, out, errOut := runNoPanic(t, c.args("--json", "stage", "set", "dual-write", "--force"))
+				require.Equal(t, exitOK, code, errOut)
+				var m map[string]any
+				require.NoError(t, json.Unmarshal([]byte(out), &m), out)
+				require.Equal(t, "dual-write", m["published"])
+				require.Equal(t, "sideways", m["previous_invalid"])
+				require.NotContains(t, m, "previous", "no stage was published before")
+			}},
 		{name: "backfill with an unreadable checkpoint", setup: func(t *testing.T, c *cliCase) {
 			require.NoError(t, c.e.rdb.Set(ctx, c.key("jobstore:backfill:job-to-step"), "{half a checkpoint", 0).Err())
 		}, args: with("backfill"), code: exitFail,
@@ -454,6 +473,9 @@ func TestBadInput(t *testing.T) {
 				require.Equal(t, tc.code, code, "stepmigrate %q\nstdout: %s\nstderr: %s", args, out, errOut)
 				for _, s := range tc.says {
 					require.Contains(t, errOut, s, "stepmigrate %q", args)
+				}
+				for _, s := range tc.once {
+					require.Equal(t, 1, strings.Count(errOut, s), "%q once in: %s", s, errOut)
 				}
 				// Progress lines or the usage may come before the verdict.
 				require.Contains(t, "\n"+errOut, "\nstepmigrate: ", "a line of stderr says what went wrong")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"math"
@@ -108,20 +109,41 @@ func (p positiveDuration) Set(s string) error {
 func stageKeyName(prefix string) string { return prefix + "jobstore:stage" }
 
 // unreadableStage turns an error reading the shared stage into one whose
-// advice works. A key of another type blocks every command, stage set
-// included (PublishStage cannot write a hash over it), so the operator
-// must look at it and delete it first: it is not deleted here, as a key of
-// the wrong type may belong to something else. A stage hash with a value
-// no stage has is overwritten by stage set --force, so that command goes
-// on (a.forceStage) and every other one is told to run it.
+// advice works, said once (the library's message carries advice of its
+// own, in the library's terms, so the command says it in its own). A key
+// of another type blocks every command, stage set included (PublishStage
+// cannot write a hash over it), so the operator must look at it and
+// delete it first: it is not deleted here, as a key of the wrong type may
+// belong to something else. A stage hash with a value no stage has is
+// overwritten by stage set --force, so that command goes on (a.forceStage,
+// noting the value in a.badStage) and every other one is told to run it.
+// Other errors (the network's) are the library's.
 func (a *app) unreadableStage(ctx context.Context, err error) error {
+	if !errors.Is(err, jobstore.ErrCorruptRecord) {
+		return err
+	}
 	key := stageKeyName(a.prefix)
-	if typ, terr := a.rdb.Type(ctx, key).Result(); terr == nil && typ != "hash" && typ != "none" {
-		return fmt.Errorf("the shared stage key %s is a %s, not a hash (%v); nothing was changed. Look at it (redis-cli TYPE %s), delete it if nothing else uses it (redis-cli DEL %s), then publish the stage: stepmigrate stage set NAME --force",
-			key, typ, err, key, key)
+	typ, terr := a.rdb.Type(ctx, key).Result()
+	if terr == nil && typ != "hash" && typ != "none" {
+		return fmt.Errorf("the shared stage key %s is a %s, not a hash: every write ignores it and runs under its process's own stage, "+
+			"and no command can write the stage over it; nothing was changed. Look at it (redis-cli TYPE %s), delete it if nothing else uses it "+
+			"(redis-cli DEL %s), then publish the stage: stepmigrate stage set NAME --force", key, typ, key, key)
+	}
+	raw, rerr := a.rdb.HGet(ctx, key, "stage").Result()
+	if rerr != nil {
+		// Unread again: the library's message, and the command's advice.
+		if a.forceStage {
+			return nil
+		}
+		return fmt.Errorf("%v; publish a valid one with: stepmigrate stage set NAME --force", err)
 	}
 	if a.forceStage {
+		a.badStage = &raw
 		return nil
 	}
-	return fmt.Errorf("%v; publish a valid one with: stepmigrate stage set NAME --force", err)
+	return fmt.Errorf("the shared stage key %s holds unknown stage %q (want %s): every write ignores it and runs under its process's own stage; "+
+		"publish a valid one with: stepmigrate stage set NAME --force", key, raw, stageList)
 }
+
+// stageList names the stages, in order.
+const stageList = "legacy, dual-write, dual-read, step-primary, step-only"

@@ -104,8 +104,10 @@ type app struct {
 	shared    jobstore.Stage
 	published bool
 	// forceStage is set for stage set --force, which overwrites a shared
-	// stage that cannot be read instead of refusing it.
+	// stage that cannot be read instead of refusing it; badStage is then
+	// the value it overwrites, when it was one that names no stage.
 	forceStage bool
+	badStage   *string
 }
 
 // usageError is bad usage: exit status 2.

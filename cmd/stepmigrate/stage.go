@@ -17,7 +17,10 @@ type stageJSON struct {
 	Published   *jobstore.Stage `json:"published"` // null when none is
 	Environment jobstore.Stage  `json:"environment"`
 	Previous    *jobstore.Stage `json:"previous,omitempty"` // stage set: what it replaced
-	Wait        *waitJSON       `json:"wait,omitempty"`
+	// PreviousInvalid is what stage set --force replaced when the shared
+	// stage held a value that names no stage (then Previous is absent).
+	PreviousInvalid *string   `json:"previous_invalid,omitempty"`
+	Wait            *waitJSON `json:"wait,omitempty"`
 	// Refused is set when stage set was refused, and nothing published:
 	// Reason says why, Message what stderr says.
 	Refused bool   `json:"refused,omitempty"`
@@ -118,8 +121,13 @@ func (a *app) stage(ctx context.Context, args []string) error {
 		return failf("%s", msg)
 	}
 	out.Published, out.Previous = &to, &prev
+	was := prev.String()
+	if a.badStage != nil {
+		out.Previous, out.PreviousInvalid = nil, a.badStage
+		was = fmt.Sprintf("%q, which names no stage", *a.badStage)
+	}
 	if !a.json {
-		a.printf("published %s (was %s); processes running Store.FollowStage switch within their interval\n", to, prev)
+		a.printf("published %s (was %s); processes running Store.FollowStage switch within their interval\n", to, was)
 	}
 	if wait > 0 {
 		if err := a.waitForStage(ctx, to, wait, &out); err != nil {
@@ -153,11 +161,28 @@ func (a *app) publishRefusal(ctx context.Context, to jobstore.Stage, err error) 
 		if everr != nil {
 			evidence = err.Error()
 		}
-		return "legacy_alive", fmt.Sprintf("stage set refused: legacy processes are still running: %s.\n"+
-			"From dual-read on they break the migration: their job:* writes make reads of step:* stale, and from step-primary on "+
-			"a legacy worker and a jobstore worker can run the same job. Stop them (a follower's last legacy write must be over %s old), "+
-			"then run stepmigrate stage set %s again. --force publishes anyway, with those risks.",
-			evidence, durationText(jobstore.DefaultLegacyWindow), to), true
+		risks := "From dual-read on they break the migration: their job:* writes make reads of step:* stale, and from step-primary on " +
+			"a legacy worker and a jobstore worker can run the same job."
+		stop := fmt.Sprintf("a follower's last legacy write must be over %s old", durationText(jobstore.DefaultLegacyWindow))
+		// The gate is checked before the jump: when the move is also a
+		// jump, the same stage set would then be refused as one.
+		if from := a.stageNow(); to > from+1 || to+1 < from {
+			next := from + 1
+			if to < from {
+				next = from - 1
+			}
+			how := fmt.Sprintf("the next is: stepmigrate stage set %s", next)
+			if next < jobstore.StageDualRead {
+				how += fmt.Sprintf(" (legacy processes may still run in %s; stop them before dual-read)", next)
+			}
+			return "legacy_alive", fmt.Sprintf("stage set refused: legacy processes are still running: %s.\n%s "+
+				"And %s is %d stages away from %s, which stage set refuses without --force: stop them (%s), then move one stage at a time; %s. "+
+				"--force publishes %s anyway, jumping, with those risks.",
+				evidence, risks, to, max(to-from, from-to), from, stop, how, to), true
+		}
+		return "legacy_alive", fmt.Sprintf("stage set refused: legacy processes are still running: %s.\n%s "+
+			"Stop them (%s), then run stepmigrate stage set %s again. --force publishes anyway, with those risks.",
+			evidence, risks, stop, to), true
 	}
 	return "", "", false
 }
