@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"net"
@@ -120,6 +121,12 @@ type cliBadInput struct {
 	mayWrite string
 	// then, when set, follows the advice given and checks that it works.
 	then func(t *testing.T, c *cliCase)
+	// once are what stderr must contain exactly once: advice said twice
+	// is noise.
+	once []string
+	// refusedJSON, for a refusal run with --json, is the reason its one
+	// JSON object on stdout gives; otherwise stdout stays empty.
+	refusedJSON string
 }
 
 // cliBadInputs is the table. Unless a case says otherwise, the shared
@@ -208,6 +215,12 @@ func cliBadInputs(t *testing.T) []cliBadInput {
 			says: []string{"backfill: --rate NaN: want keys per second, a finite number; 0 or no --rate for no limit", help}},
 		{name: "--rate Inf", args: with("backfill", "--rate", "Inf"), code: exitUsage,
 			says: []string{"backfill: --rate +Inf: want keys per second, a finite number", help}},
+		// So slow that one batch's interval overflows time.Duration: the
+		// library's pacing would wrap around and not pace at all.
+		{name: "--rate 1e-300", args: with("backfill", "--rate", "1e-300"), code: exitUsage,
+			says: []string{"backfill: --rate 1e-300: too slow: one batch of 500 keys would take longer than 292 years, more than the pacing can wait; want at least 5.43e-08 keys per second (0 or no --rate: no limit)", help}},
+		{name: "--rate too slow for its --batch", args: with("backfill", "--rate", "1e-7", "--batch", "10000"), code: exitUsage,
+			says: []string{"backfill: --rate 1e-07: too slow: one batch of 10,000 keys would take longer than 292 years", help}},
 		{name: "backfill --batch 0", args: with("backfill", "--batch", "0"), code: exitUsage,
 			says: []string{"backfill: --batch 0: must be at least 1; leave it out for the default", help}},
 		{name: "verify --batch 0", args: with("verify", "--batch", "0"), code: exitUsage,
@@ -301,8 +314,13 @@ func cliBadInputs(t *testing.T) []cliBadInput {
 			noStage(t, c) // the environment's legacy is where it starts
 		}, code: exitFail, says: []string{"stage set refused", "not next to step-only", "--force jumps anyway"}},
 		{name: "cleanup in dual-write", args: with("cleanup"), code: exitFail,
-			says: []string{"cleanup refused: the published stage is dual-write, in which processes still use job:*",
-				"job:* can go only in step-only", "stepmigrate stage set step-only --wait"}},
+			says: []string{"cleanup refused: the shared stage is dual-write, in which processes still use job:*",
+				"job:* can go only in step-only: move the fleet there one stage at a time",
+				"the next is: stepmigrate stage set dual-read --wait"},
+			then: func(t *testing.T, c *cliCase) {
+				// The advice works: the next stage is not a jump.
+				require.Contains(t, succeeds(t, c, "stage", "set", "dual-read", "--force"), "published dual-read")
+			}},
 		{name: "stage set dual-read while a legacy worker lives", setup: func(t *testing.T, c *cliCase) {
 			require.NoError(t, c.e.rdb.HSet(ctx, c.key("worker:lw1"), "worker_id", "lw1", "status", "idle").Err())
 			require.NoError(t, c.e.rdb.Set(ctx, c.key("worker:lw1:heartbeat"), "1", time.Minute).Err())
@@ -313,20 +331,34 @@ func cliBadInputs(t *testing.T) []cliBadInput {
 				require.Contains(t, succeeds(t, c, "stage", "set", "dual-read", "--force"), "published dual-read (was dual-write)")
 			}},
 		{name: "cleanup --force in dual-write", args: with("cleanup", "--force"), code: exitFail,
-			says: []string{"cleanup refused", "stepmigrate stage set step-only"}},
+			says: []string{"cleanup refused", "stepmigrate stage set dual-read --wait"}},
 		{name: "cleanup --dry-run in dual-write", args: with("cleanup", "--dry-run"), code: exitFail,
-			says: []string{"cleanup refused", "stepmigrate stage set step-only"}},
+			says: []string{"cleanup refused", "stepmigrate stage set dual-read --wait"}},
 		{name: "--json cleanup in dual-write", args: with("--json", "cleanup"), code: exitFail,
-			says: []string{"cleanup refused", "stepmigrate stage set step-only"}},
+			says: []string{"cleanup refused", "stepmigrate stage set dual-read --wait"}, refusedJSON: "namespace_in_use"},
+		{name: "--json rollback --force in dual-read", setup: func(t *testing.T, c *cliCase) {
+			require.NoError(t, c.e.rdb.HSet(ctx, c.key("jobstore:stage"), "stage", "dual-read").Err())
+		}, args: with("rollback", "--force", "--json"), code: exitFail,
+			says: []string{"rollback refused", "stepmigrate stage set dual-write --wait"}, refusedJSON: "namespace_in_use"},
+		{name: "--json stage set two stages on", args: with("--json", "stage", "set", "step-primary"), code: exitFail,
+			says: []string{"stage set refused", "not next to step-primary"}, refusedJSON: "stage_jump"},
+		{name: "--json stage set dual-read while a legacy worker lives", setup: func(t *testing.T, c *cliCase) {
+			require.NoError(t, c.e.rdb.HSet(ctx, c.key("worker:lw1"), "worker_id", "lw1", "status", "idle").Err())
+			require.NoError(t, c.e.rdb.Set(ctx, c.key("worker:lw1:heartbeat"), "1", time.Minute).Err())
+		}, args: with("stage", "set", "dual-read", "--json"), code: exitFail,
+			says: []string{"stage set refused: legacy processes are still running"}, refusedJSON: "legacy_alive"},
 		{name: "rollback in dual-write", args: with("rollback"), code: exitFail,
 			says: []string{"rollback refused", "stepmigrate stage set legacy"}},
 		{name: "cleanup with no shared stage", setup: noStage, args: with("cleanup"), code: exitFail,
-			says: []string{"cleanup refused", "no stage is published, and this environment's stage is legacy", "stepmigrate stage set step-only"}},
+			says: []string{"cleanup refused", "no stage is published, and this environment's stage is legacy, in which job:* is still used",
+				"stepmigrate stage set dual-write --wait"}},
 		{name: "rollback in step-only", setup: func(t *testing.T, c *cliCase) {
 			require.NoError(t, c.e.rdb.HSet(ctx, c.key("jobstore:stage"), "stage", "step-only").Err())
-		}, args: with("rollback", "--force"), code: exitFail, says: []string{"rollback refused", "stepmigrate stage set legacy"}},
+		}, args: with("rollback", "--force"), code: exitFail,
+			says: []string{"rollback refused: the shared stage is step-only", "stepmigrate stage set step-primary --wait"}},
 		{name: "shared stage key of the wrong type", setup: plant("jobstore:stage", str), args: with("status"), code: exitFail,
 			says: []string{"the shared stage key", "is a string, not a hash", "redis-cli DEL", "stepmigrate stage set NAME --force"},
+			once: []string{"stage set NAME --force", "delete it if nothing else uses it", "not a hash"},
 			then: func(t *testing.T, c *cliCase) {
 				// The advice, in its order: stage set alone cannot
 				// write over the key; once it is deleted, it can.
@@ -342,13 +374,28 @@ func cliBadInputs(t *testing.T) []cliBadInput {
 			says: []string{"is a string, not a hash", "redis-cli DEL"}},
 		{name: "shared stage that names no stage", setup: plant("jobstore:stage", badStage), args: with("verify"), code: exitFail,
 			says: []string{`unknown stage "sideways"`, "publish a valid one with: stepmigrate stage set NAME --force"},
+			once: []string{"publish a valid one", "stage set NAME --force", "every write ignores it"},
 			then: func(t *testing.T, c *cliCase) {
-				require.Contains(t, succeeds(t, c, "stage", "set", "dual-write", "--force"), "published dual-write")
+				// What it replaced is the value that named no stage, not
+				// the environment's stage.
+				out := succeeds(t, c, "stage", "set", "dual-write", "--force")
+				require.Contains(t, out, `published dual-write (was "sideways", which names no stage)`)
+				require.NotContains(t, out, "(was legacy)")
 				require.Contains(t, succeeds(t, c, "stage", "get"), "dual-write (published;")
 			}},
 		{name: "shared stage that names no stage, stage set without --force", setup: plant("jobstore:stage", badStage),
 			args: with("stage", "set", "dual-write"), code: exitFail,
-			says: []string{`unknown stage "sideways"`, "stepmigrate stage set NAME --force"}},
+			says: []string{`unknown stage "sideways"`, "stepmigrate stage set NAME --force"},
+			once: []string{"publish a valid one", "stage set NAME --force"},
+			then: func(t *testing.T, c *cliCase) {
+				code, out, errOut := runNoPanic(t, c.args("--json", "stage", "set", "dual-write", "--force"))
+				require.Equal(t, exitOK, code, errOut)
+				var m map[string]any
+				require.NoError(t, json.Unmarshal([]byte(out), &m), out)
+				require.Equal(t, "dual-write", m["published"])
+				require.Equal(t, "sideways", m["previous_invalid"])
+				require.NotContains(t, m, "previous", "no stage was published before")
+			}},
 		{name: "backfill with an unreadable checkpoint", setup: func(t *testing.T, c *cliCase) {
 			require.NoError(t, c.e.rdb.Set(ctx, c.key("jobstore:backfill:job-to-step"), "{half a checkpoint", 0).Err())
 		}, args: with("backfill"), code: exitFail,
@@ -427,9 +474,26 @@ func TestBadInput(t *testing.T) {
 				for _, s := range tc.says {
 					require.Contains(t, errOut, s, "stepmigrate %q", args)
 				}
+				for _, s := range tc.once {
+					require.Equal(t, 1, strings.Count(errOut, s), "%q once in: %s", s, errOut)
+				}
 				// Progress lines or the usage may come before the verdict.
 				require.Contains(t, "\n"+errOut, "\nstepmigrate: ", "a line of stderr says what went wrong")
-				require.Empty(t, out, "stdout of a refused command")
+				if tc.refusedJSON != "" {
+					// With --json, a refusal is one JSON object: what the
+					// command refused, why, and the message stderr has.
+					var m map[string]any
+					dec := json.NewDecoder(strings.NewReader(out))
+					require.NoError(t, dec.Decode(&m), "stdout of a refusal with --json: %s", out)
+					require.False(t, dec.More(), "one JSON object: %s", out)
+					require.Equal(t, true, m["refused"], out)
+					require.Equal(t, tc.refusedJSON, m["reason"], out)
+					msg, _ := m["message"].(string)
+					require.NotEmpty(t, msg, out)
+					require.Contains(t, errOut, "stepmigrate: "+msg)
+				} else {
+					require.Empty(t, out, "stdout of a refused command")
+				}
 				require.NotContains(t, errOut, "secret")
 				after := c.snapshot(t)
 				if tc.mayWrite != "" {
@@ -445,4 +509,16 @@ func TestBadInput(t *testing.T) {
 			})
 		}
 	})
+}
+
+// TestMinRate: the lowest --rate the refusal names is one the pacing can
+// wait for, and barely below it is not.
+func TestMinRate(t *testing.T) {
+	for _, batch := range []int{1, jobstore.DefaultBatchSize, jobstore.MaxBatchSize} {
+		r := minRate(batch)
+		require.True(t, paceable(r, batch), "batch %d: %g", batch, r)
+		require.False(t, paceable(r*0.99, batch), "batch %d: %g", batch, r)
+		require.False(t, paceable(1e-300, batch))
+		require.True(t, paceable(1e-3, batch))
+	}
 }

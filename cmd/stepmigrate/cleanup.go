@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -23,12 +25,17 @@ func (a *app) rollback(ctx context.Context, args []string) error {
 type cleanupJSON struct {
 	jobstore.CleanupResult
 	Verify *verifyJSON `json:"verify,omitempty"`
-	// DeleteSeconds is the deletion's time alone, from its first UNLINK;
-	// VerifySeconds the verification's before it.
+	// DeleteSeconds is the deletion's time alone, from its first batch;
+	// VerifySeconds the verification's before it (also Verify's
+	// elapsed_ns, which the library leaves 0 in a cleanup).
 	DeleteSeconds float64 `json:"delete_seconds"`
 	VerifySeconds float64 `json:"verify_seconds"`
 	KeysPerSecond float64 `json:"keys_per_second"`
-	Refused       bool    `json:"refused"`
+	// Refused is set when the library refused the deletion, or stopped it
+	// (the stage moved): Reason says why, Message what stderr says.
+	Refused bool   `json:"refused"`
+	Reason  string `json:"reason,omitempty"` // namespace_in_use, would_lose or strict
+	Message string `json:"message,omitempty"`
 }
 
 // drop runs cleanup (ns job) or rollback (ns step), which the library
@@ -60,11 +67,13 @@ func (a *app) drop(ctx context.Context, name string, ns jobstore.Namespace, need
 	// The differences that refuse the deletion, all of them up to the
 	// limit: with --strict every one, else those that would be lost.
 	var refusing []jobstore.Diff
+	var kinds diffKinds
 	opts.Verify.MaxReported = *limit
 	opts.Verify.OnDiff = func(d jobstore.Diff) {
 		if (opts.Strict || d.Blocking) && len(refusing) < *limit {
 			refusing = append(refusing, d)
 		}
+		kinds.count(d)
 	}
 	p := a.progress()
 	opts.Verify.Progress = func(x jobstore.VerifyProgress) {
@@ -74,41 +83,62 @@ func (a *app) drop(ctx context.Context, name string, ns jobstore.Namespace, need
 	if opts.DryRun {
 		verb = "found"
 	}
+	// The deletion is timed from its first batch, so that its rate does
+	// not count the verification before it: the first run of the
+	// library's deletion script, or failing that (a library whose script
+	// is not the one known here) the end of the first batch.
+	first := &scriptStart{sha: unlinkScriptSHA, src: unlinkScriptText}
+	a.rdb.AddHook(first)
 	opts.Progress = func(n int64) {
+		first.mark()
 		p.show(false, seg(6, "%s %s:*", name, ns), seg(9, "%s keys %s", group(n), verb))
 	}
-	// The deletion is timed from its first UNLINK, so that its rate does
-	// not count the verification before it.
-	first := &firstCommand{name: "unlink"}
-	a.rdb.AddHook(first)
 	start := time.Now()
 	res, err := a.m.Cleanup(ctx, ns, opts)
 	end := time.Now()
 	p.finish()
-	out := cleanupJSON{CleanupResult: res, Refused: err != nil}
-	if res.Verify != nil {
-		out.Verify = &verifyJSON{VerifyResult: *res.Verify, Diffs: diffsJSON(res.Verify.Diffs), BlockingDiffs: diffsJSON(res.Verify.BlockingDiffs)}
-	}
+	out := cleanupJSON{CleanupResult: res}
 	deleteStart, deleting := first.when()
+	verifyEnd := end
 	if deleting {
+		verifyEnd = deleteStart
 		out.DeleteSeconds = end.Sub(deleteStart).Seconds()
-		if res.Verify != nil {
-			out.VerifySeconds = deleteStart.Sub(start).Seconds()
-		}
 		if out.DeleteSeconds > 0 {
 			out.KeysPerSecond = float64(res.Deleted) / out.DeleteSeconds
 		}
-	} else if res.Verify != nil {
-		out.VerifySeconds = end.Sub(start).Seconds()
 	}
-	switch {
-	case errors.Is(err, jobstore.ErrNamespaceInUse):
-		return failf("%s refused: %s", name, a.inUse(ns, needs))
-	case errors.Is(err, jobstore.ErrCleanupRefused):
+	if res.Verify != nil {
+		v := *res.Verify
+		if v.Elapsed == 0 {
+			v.Elapsed = verifyEnd.Sub(start)
+		}
+		out.VerifySeconds = v.Elapsed.Seconds()
+		out.Verify = &verifyJSON{VerifyResult: v, Diffs: diffsJSON(v.Diffs), BlockingDiffs: diffsJSON(v.BlockingDiffs)}
+		if s := v.Elapsed.Seconds(); s > 0 {
+			out.Verify.PerSecond = float64(v.Checked) / s
+		}
+	}
+	// A refusal is also a result: with --json, stdout has it.
+	refuse := func(reason, msg string) error {
+		out.Refused, out.Reason, out.Message = true, reason, msg
 		if a.json {
 			_ = a.printJSON(out)
 		}
-		return failf("%s", refusal(name, ns, opts.Strict, res.Verify, refusing))
+		return failf("%s", msg)
+	}
+	switch {
+	case errors.Is(err, jobstore.ErrNamespaceInUse):
+		verb := "refused"
+		if deleting {
+			verb = "stopped"
+		}
+		return refuse("namespace_in_use", fmt.Sprintf("%s %s: %s", name, verb, a.inUse(err, ns, needs)))
+	case errors.Is(err, jobstore.ErrCleanupRefused):
+		reason := "would_lose"
+		if opts.Strict {
+			reason = "strict"
+		}
+		return refuse(reason, refusal(name, ns, opts.Strict, res.Verify, refusing, kinds))
 	case interrupted(ctx, err):
 		return exitError{exitInterrupted, fmt.Sprintf("%s interrupted after it %s %s keys; run it again to finish", name, verb, group(res.Deleted))}
 	case err != nil:
@@ -138,19 +168,64 @@ func (a *app) drop(ctx context.Context, name string, ns jobstore.Namespace, need
 
 func secs(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
 
-// inUse says why the stage forbids the deletion, and how to move on.
-func (a *app) inUse(ns jobstore.Namespace, needs jobstore.Stage) string {
-	where := fmt.Sprintf("the published stage is %s", a.shared)
+// inUse says why the library refused to delete ns (ErrNamespaceInUse), in
+// its words, which name the stage or the processes at fault, and how to
+// move on. The stage read when the command connected only chooses the
+// advice: the library reads it again, and also refuses on live processes
+// that report another stage while the right one is published.
+func (a *app) inUse(err error, ns jobstore.Namespace, needs jobstore.Stage) string {
+	why := strings.TrimPrefix(err.Error(), jobstore.ErrNamespaceInUse.Error()+": ")
 	if !a.published {
-		where = fmt.Sprintf("no stage is published, and this environment's stage is %s", a.envStage)
+		// The library's Migrator runs in the environment's stage here.
+		why = strings.Replace(why, "this Migrator's stage is", "no stage is published, and this environment's stage is", 1)
 	}
-	return fmt.Sprintf("%s, in which processes still use %s:*; %s:* can go only in %s. Once every process can run it (stepmigrate status lists the fleet): stepmigrate stage set %s --wait",
-		where, ns, ns, needs, needs)
+	if a.published && a.shared == needs {
+		return fmt.Sprintf("%s. %s is published: stepmigrate status lists them and every process that does not report it yet; "+
+			"a process moves at its next check-in (Store.FollowStage), or needs a restart. Run it again once every live process reports %s",
+			why, needs, needs)
+	}
+	from := a.stageNow()
+	next := needs
+	if from > needs+1 {
+		next = from - 1
+	} else if from+1 < needs {
+		next = from + 1
+	}
+	if next != needs {
+		return fmt.Sprintf("%s. %s:* can go only in %s: move the fleet there one stage at a time, with the runbook's checks between stages "+
+			"(stepmigrate status lists the fleet); the next is: stepmigrate stage set %s --wait", why, ns, needs, next)
+	}
+	return fmt.Sprintf("%s. %s:* can go only in %s. Once every process can run it (stepmigrate status lists the fleet): stepmigrate stage set %s --wait",
+		why, ns, needs, needs)
+}
+
+// diffKinds sorts the differences a cleanup's verification found by what
+// keeps them: what deleting the namespace would lose (Blocking) is what
+// only it has or its copies not older than the other's, which a backfill
+// to the other namespace keeps, but for conflicts (records as fresh on
+// both sides but different, or not hashes), which it leaves alone; the
+// rest is stale or missing in the namespace, and loses nothing.
+type diffKinds struct {
+	blocking, conflicts, stale int64
+}
+
+func (k *diffKinds) count(d jobstore.Diff) {
+	switch {
+	case !d.Blocking:
+		k.stale++
+	case d.Item == jobstore.ItemRecord && d.Kind == jobstore.DiffDifferent &&
+		(strings.Contains(d.Detail, "neither is fresher") || !strings.Contains(d.Detail, " is fresher")):
+		k.blocking++
+		k.conflicts++
+	default:
+		k.blocking++
+	}
 }
 
 // refusal lists what refuses a cleanup: every difference up to the limit,
-// and how many more there are.
-func refusal(name string, ns jobstore.Namespace, strict bool, v *jobstore.VerifyResult, listed []jobstore.Diff) string {
+// and how many more there are; then what keeps what deleting ns would
+// lose, before anything that rewrites ns.
+func refusal(name string, ns jobstore.Namespace, strict bool, v *jobstore.VerifyResult, listed []jobstore.Diff, k diffKinds) string {
 	var b strings.Builder
 	n := int64(len(listed))
 	if v != nil {
@@ -175,24 +250,97 @@ func refusal(name string, ns jobstore.Namespace, strict bool, v *jobstore.Verify
 	if more := n - int64(len(listed)); more > 0 {
 		fmt.Fprintf(&b, "  ... and %s more (--limit lists more; stepmigrate verify --blocking lists them too)\n", group(more))
 	}
-	fmt.Fprintf(&b, "Find the process still writing %s:* (stepmigrate status lists stragglers and legacy processes); "+
-		"once none is, stepmigrate verify --repair rewrites %s:* from %s, and %s can run. --force deletes without verifying, losing them",
-		ns, ns, other, name)
+	backfill := "stepmigrate backfill"
+	if ns == jobstore.StepNamespace {
+		backfill += " --reverse"
+	}
+	if k.blocking > 0 || !strict {
+		fmt.Fprintf(&b, "First find the process still writing %s:* (stepmigrate status lists stragglers and legacy processes).\n", ns)
+	}
+	if k.blocking > k.conflicts || (!strict && k.blocking == 0) {
+		fmt.Fprintf(&b, "To keep them, copy them to %s first: %s (it copies what %s lacks or holds older, never over newer data), then run %s again; "+
+			"do not run stepmigrate verify --repair before that: it rewrites %s:* from %s, and would lose them.\n",
+			other, backfill, other, name, ns, other)
+	}
+	if k.conflicts > 0 {
+		fmt.Fprintf(&b, "The backfill leaves alone the copies as fresh on both sides but different (\"neither is fresher\"; %s here): "+
+			"which is right is your call; stepmigrate verify --repair keeps %s's and drops %s:*'s.\n", group(k.conflicts), other, ns)
+	}
+	if strict && k.stale > 0 {
+		then := "after that, "
+		if k.blocking == 0 {
+			then = ""
+		}
+		are := "differences are"
+		if k.stale == 1 {
+			are = "difference is"
+		}
+		fmt.Fprintf(&b, "%s %s stale or missing in %s:*, which loses nothing: %sstepmigrate verify --repair rewrites %s:* from %s "+
+			"(only --strict refuses on them).\n", group(k.stale), are, ns, then, ns, other)
+	}
+	fmt.Fprintf(&b, "--force deletes without verifying, losing what only %s:* has", ns)
 	return b.String()
 }
 
-// firstCommand is a go-redis hook that notes when a command of one name
-// is first sent.
-type firstCommand struct {
-	name string
-	mu   sync.Mutex
-	at   time.Time
+// unlinkScriptText is the library's unlinkScript (migrate_cleanup.go),
+// which deletes (or, on a dry run, counts) each batch of a cleanup after
+// checking the published stage: the deletion's first command, after
+// SCAN. The library exports neither the script nor a signal that the
+// verification is over and the deletion has begun (CleanupOptions.Progress
+// comes after each batch, VerifyOptions.Progress after each of the
+// verification's), so the command knows the script by its SHA1, as
+// EVALSHA sends it. TestUnlinkScriptIsTheLibrarys keeps this copy the
+// library's, byte for byte.
+const unlinkScriptText = `
+local pub = redis.pcall('HGET', KEYS[#KEYS], 'stage')
+if type(pub) ~= 'string' then pub = nil end
+if (pub and string.lower(pub) ~= ARGV[1]) or (ARGV[2] == '1' and not pub) then
+  return {'STAGE', pub or ''}
+end
+local n = 0
+for i = 1, #KEYS - 1 do
+  if ARGV[3] == '1' then n = n + redis.call('EXISTS', KEYS[i]) else n = n + redis.call('UNLINK', KEYS[i]) end
+end
+return {'OK', n}
+`
+
+var unlinkScriptSHA = func() string {
+	sum := sha1.Sum([]byte(unlinkScriptText))
+	return hex.EncodeToString(sum[:])
+}()
+
+// scriptStart is a go-redis hook that notes when one script is first run:
+// EVALSHA with its SHA1, or EVAL with its text (which go-redis's
+// Script.Run sends when the server does not have the script yet).
+type scriptStart struct {
+	sha, src string
+	mu       sync.Mutex
+	at       time.Time
 }
 
-func (h *firstCommand) see(name string) {
-	if name != h.name {
+func (h *scriptStart) see(cmd redis.Cmder) {
+	args := cmd.Args()
+	if len(args) < 2 {
 		return
 	}
+	arg, _ := args[1].(string)
+	switch cmd.Name() {
+	case "evalsha", "evalsha_ro":
+		if !strings.EqualFold(arg, h.sha) {
+			return
+		}
+	case "eval", "eval_ro":
+		if arg != h.src {
+			return
+		}
+	default:
+		return
+	}
+	h.mark()
+}
+
+// mark notes now as the start, unless one is noted already.
+func (h *scriptStart) mark() {
 	h.mu.Lock()
 	if h.at.IsZero() {
 		h.at = time.Now()
@@ -200,25 +348,25 @@ func (h *firstCommand) see(name string) {
 	h.mu.Unlock()
 }
 
-func (h *firstCommand) when() (time.Time, bool) {
+func (h *scriptStart) when() (time.Time, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.at, !h.at.IsZero()
 }
 
-func (h *firstCommand) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *scriptStart) DialHook(next redis.DialHook) redis.DialHook { return next }
 
-func (h *firstCommand) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+func (h *scriptStart) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.see(cmd.Name())
+		h.see(cmd)
 		return next(ctx, cmd)
 	}
 }
 
-func (h *firstCommand) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+func (h *scriptStart) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		for _, c := range cmds {
-			h.see(c.Name())
+			h.see(c)
 		}
 		return next(ctx, cmds)
 	}

@@ -2,8 +2,10 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jobstep/jobstore"
 	"github.com/stretchr/testify/require"
@@ -80,7 +82,10 @@ func TestVerifyWording(t *testing.T) {
 
 // TestCleanupRefused: a cleanup refused by its verification lists every
 // difference that blocks it (up to --limit), says "cleanup refused" once,
-// points at stepmigrate verify --repair, and deletes nothing.
+// and deletes nothing. What blocks it is what only job:* has, or its
+// fresher copies: the advice is what keeps them (a backfill to step:*),
+// never verify --repair, which would rewrite them from step:* and lose
+// them; and following it, the cleanup runs, with the data kept.
 func TestCleanupRefused(t *testing.T) {
 	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
@@ -102,7 +107,10 @@ func TestCleanupRefused(t *testing.T) {
 			require.Contains(t, errOut, fmt.Sprintf("  %s differs from %s: fields retry_count; %s is fresher [blocks cleanup]\n",
 				e.key(fmt.Sprint("job:j", i)), e.key(fmt.Sprint("step:j", i)), e.key(fmt.Sprint("job:j", i))))
 		}
-		require.Contains(t, errOut, "stepmigrate verify --repair rewrites job:* from step:*")
+		require.Contains(t, errOut, "To keep them, copy them to step:* first: stepmigrate backfill")
+		require.Contains(t, errOut, "do not run stepmigrate verify --repair before that: it rewrites job:* from step:*, and would lose them")
+		require.NotContains(t, errOut, "stepmigrate verify --repair rewrites job:* from step:*")
+		require.NotContains(t, errOut, "neither is fresher", "no conflict here")
 		require.Contains(t, errOut, "--force deletes without verifying")
 		for _, s := range []string{"Verify with Repair", "(first:", "more (--limit"} {
 			require.NotContains(t, errOut, s)
@@ -116,20 +124,80 @@ func TestCleanupRefused(t *testing.T) {
 
 		m := e.runJSON(t, exitFail, "cleanup")
 		require.Equal(t, true, m["refused"])
+		require.Equal(t, "would_lose", m["reason"])
+		require.Contains(t, m["message"], "cleanup refused: 6 differences would be lost by deleting job:*")
 		require.Len(t, m["verify"].(map[string]any)["blocking_diffs"], 6)
 
 		// --strict refuses on a stale copy too.
 		require.NoError(t, e.rdb.HSet(ctx, e.key("step:j7"), "retry_count", "2").Err())
+		require.Equal(t, "strict", e.runJSON(t, exitFail, "cleanup", "--strict")["reason"])
 		code, _, errOut = e.run(t, "cleanup", "--strict", "--limit", "100")
 		require.Equal(t, exitFail, code)
 		require.Contains(t, errOut, "cleanup refused (--strict): job:* differs from step:* in 7 places:")
 		require.Contains(t, errOut, e.key("job:j7")+" differs from "+e.key("step:j7"))
+		require.Contains(t, errOut, "To keep them, copy them to step:* first: stepmigrate backfill")
+		require.Contains(t, errOut, "1 difference is stale or missing in job:*, which loses nothing: after that, stepmigrate verify --repair rewrites job:* from step:*")
+
+		// The advice, followed: the backfill keeps job:*'s fresher copies,
+		// and the cleanup runs.
+		code, _, errOut = e.run(t, "backfill")
+		require.Equal(t, exitOK, code, errOut)
+		code, _, errOut = e.run(t, "cleanup")
+		require.Equal(t, exitOK, code, errOut)
+		for i := range 6 {
+			require.Equal(t, "2", e.rdb.HGet(ctx, e.key(fmt.Sprint("step:j", i)), "retry_count").Val(), "kept")
+		}
+		require.Empty(t, e.keys(t, "job:*"))
+	})
+}
+
+// TestRollbackRefusalKeepsStepOnly: a rollback refused because step:*
+// holds a record job:* lacks advises the backfill that copies it to job:*
+// (backfill --reverse), not verify --repair, which would delete it; a
+// conflict (as fresh on both sides, different) is said to be left by the
+// backfill and to be the operator's call. Following the advice, the
+// rollback runs and the record is kept.
+func TestRollbackRefusalKeepsStepOnly(t *testing.T) {
+	t.Parallel()
+	eachEnv(t, func(t *testing.T, e *env) {
+		e.publish(t, jobstore.StageDualWrite)
+		e.submit(t, jobstore.StageDualWrite, "j", 3)
+		e.publish(t, jobstore.StageLegacy)
+		require.NoError(t, e.rdb.HSet(ctx, e.key("step:extra1"), "id", "extra1", "service_required", "s", "status", "pending",
+			"priority", "1", "retry_count", "0", "max_retries", "3", "created_at", "2026-11-29T23:00:00.000Z").Err())
+
+		code, out, errOut := e.run(t, "rollback")
+		require.Equal(t, exitFail, code, out)
+		require.Contains(t, errOut, e.key("job:extra1")+" missing; "+e.key("step:extra1")+" has it")
+		require.Contains(t, errOut, "To keep them, copy them to job:* first: stepmigrate backfill --reverse")
+		require.NotContains(t, errOut, "stepmigrate verify --repair rewrites step:* from job:*")
+		code, _, errOut = e.run(t, "backfill", "--reverse")
+		require.Equal(t, exitOK, code, errOut)
+		code, out, errOut = e.run(t, "rollback", "--dry-run")
+		require.Equal(t, exitOK, code, errOut)
+		require.Contains(t, out, "rollback would delete")
+
+		// A conflict: as fresh on both sides, but different.
+		require.NoError(t, e.rdb.HSet(ctx, e.key("step:j1"), "priority", "99").Err())
+		code, _, errOut = e.run(t, "rollback")
+		require.Equal(t, exitFail, code)
+		require.Contains(t, errOut, "neither is fresher [blocks cleanup]")
+		require.Contains(t, errOut, "backfill leaves alone the copies as fresh on both sides but different (\"neither is fresher\"; 1 here)")
+		require.NotContains(t, errOut, "To keep them", "the backfill keeps nothing here")
+		require.Contains(t, errOut, "stepmigrate verify --repair keeps job:*'s and drops step:*'s")
+		code, _, errOut = e.run(t, "verify", "--repair")
+		require.Equal(t, exitOK, code, errOut)
+		code, _, errOut = e.run(t, "rollback")
+		require.Equal(t, exitOK, code, errOut)
+		require.Equal(t, "extra1", e.rdb.HGet(ctx, e.key("job:extra1"), "id").Val(), "kept")
 	})
 }
 
 // TestCleanupTimesTheDeletion: the rate cleanup prints is the deletion's
 // alone, not the verification's before it (the old command said "249
-// keys 41/s" for a cleanup that spent its time verifying).
+// keys 41/s" for a cleanup that spent its time verifying). The library
+// deletes with a script (EVALSHA), never a plain UNLINK: the times must
+// be real, in JSON and in text, for cleanup and rollback.
 func TestCleanupTimesTheDeletion(t *testing.T) {
 	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
@@ -143,17 +211,45 @@ func TestCleanupTimesTheDeletion(t *testing.T) {
 		}
 		m := e.runJSON(t, exitOK, "cleanup")
 		require.EqualValues(t, 21, m["deleted"])
-		verifySecs, deleteSecs := m["verify_seconds"].(float64), m["delete_seconds"].(float64)
+		verifySecs, deleteSecs, rate := m["verify_seconds"].(float64), m["delete_seconds"].(float64), m["keys_per_second"].(float64)
+		require.Greater(t, deleteSecs, 0.0, "the deletion is timed")
+		require.Greater(t, rate, 0.0)
 		require.GreaterOrEqual(t, verifySecs, 0.6, "three rounds 200 ms apart")
-		require.Less(t, deleteSecs, verifySecs)
-		require.InDelta(t, 21/deleteSecs, m["keys_per_second"], 1e-6*21/deleteSecs)
+		require.Less(t, deleteSecs, verifySecs, "the deletion is not counted in the verification")
+		require.InDelta(t, 21/deleteSecs, rate, 1e-6*21/deleteSecs)
+		elapsed := m["verify"].(map[string]any)["elapsed_ns"].(float64)
+		require.InDelta(t, verifySecs, elapsed/1e9, 1e-6, "the embedded verification's elapsed_ns is its time")
 
 		e.submit(t, jobstore.StageStepOnly, "k", 1) // keep step:* busy; job:* is empty now
 		code, out, errOut := e.run(t, "cleanup")
 		require.Equal(t, exitOK, code, errOut)
 		require.Contains(t, out, "verified first: 0 items of job:* compared with step:*")
 		require.Contains(t, out, "cleanup deleted 0 keys of job:*")
+
+		// A rollback, in text: the deletion's time and rate (the 61 records
+		// and steps:pending).
+		e.submit(t, jobstore.StageStepOnly, "r", 40)
+		code, _, errOut = e.run(t, "stage", "set", "legacy", "--force")
+		require.Equal(t, exitOK, code, errOut)
+		code, _, errOut = e.run(t, "backfill", "--reverse")
+		require.Equal(t, exitOK, code, errOut)
+		code, out, errOut = e.run(t, "rollback", "--batch", "10")
+		require.Equal(t, exitOK, code, errOut)
+		require.Regexp(t, `rollback deleted 62 keys of step:\* in [^ ]+ \([1-9][0-9,]* keys/s, the deletion alone\)`, out)
 	})
+}
+
+// TestUnlinkScriptIsTheLibrarys: the command knows the library's deletion
+// script by its SHA1, computed from a copy of its text; the copy must be
+// the library's, byte for byte, or the deletion goes untimed.
+func TestUnlinkScriptIsTheLibrarys(t *testing.T) {
+	raw, err := os.ReadFile("../../migrate_cleanup.go")
+	require.NoError(t, err)
+	_, rest, ok := strings.Cut(string(raw), "var unlinkScript = redis.NewScript(`")
+	require.True(t, ok, "migrate_cleanup.go defines unlinkScript")
+	text, _, ok := strings.Cut(rest, "`)")
+	require.True(t, ok)
+	require.Equal(t, text, unlinkScriptText, "cleanup.go's copy of the library's unlinkScript")
 }
 
 // TestRollbackTwice: a rollback deletes step:*; a second one, on an empty
@@ -186,6 +282,44 @@ func TestRollbackTwice(t *testing.T) {
 		require.Contains(t, out, "rollback deleted 0 keys of step:*")
 		m := e.runJSON(t, exitOK, "rollback")
 		require.EqualValues(t, 0, m["verify"].(map[string]any)["differences"])
+		require.EqualValues(t, 0, m["deleted"])
+	})
+}
+
+// TestInUseNamesTheStragglers: with the right stage published, a live
+// process still checked in with another stage refuses a cleanup and a
+// rollback; the refusal says so, naming the process as the library does,
+// and does not claim the stage is wrong.
+func TestInUseNamesTheStragglers(t *testing.T) {
+	t.Parallel()
+	eachEnv(t, func(t *testing.T, e *env) {
+		e.publish(t, jobstore.StageDualWrite)
+		s := e.store(t, jobstore.StageDualWrite)
+		follow(t, s, time.Hour) // checks in now, with dual-write, then once an hour
+		waitFleet(t, e, 1)
+		code, _, errOut := e.run(t, "stage", "set", "legacy")
+		require.Equal(t, exitOK, code, errOut)
+
+		code, out, errOut := e.run(t, "rollback", "--dry-run")
+		require.Equal(t, exitFail, code, out)
+		require.Contains(t, errOut, "stepmigrate: rollback refused: 1 live processes report a stage in which step:* is still used: "+
+			s.ProcessID()+" (dual-write); move them to legacy first")
+		require.Contains(t, errOut, "stepmigrate status lists them")
+		require.NotContains(t, errOut, "the published stage is legacy, in which processes still use step:*")
+		require.NotContains(t, errOut, "stage set legacy", "legacy is published already")
+
+		e.publish(t, jobstore.StageStepOnly)
+		code, _, errOut = e.run(t, "cleanup", "--force")
+		require.Equal(t, exitFail, code)
+		require.Contains(t, errOut, "stepmigrate: cleanup refused: 1 live processes report a stage in which job:* is still used: "+
+			s.ProcessID()+" (dual-write); move them to step-only first")
+		require.NotContains(t, errOut, "the published stage is step-only, in which")
+
+		// With --json, the refusal is a JSON object on stdout too.
+		m := e.runJSON(t, exitFail, "cleanup")
+		require.Equal(t, true, m["refused"])
+		require.Equal(t, "namespace_in_use", m["reason"])
+		require.Contains(t, m["message"], s.ProcessID()+" (dual-write)")
 		require.EqualValues(t, 0, m["deleted"])
 	})
 }

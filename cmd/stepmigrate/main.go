@@ -74,7 +74,8 @@ global flags (before or after the command):
   --json         print the result as JSON (follow: one JSON object a line)
 
 exit status: 0 success; 1 differences found, refused or failed; 2 bad usage;
-130 interrupted by a signal (run the command again: backfill resumes).
+130 interrupted by a signal (run the command again: backfill resumes);
+follow runs until a signal, then exits 0.
 Run the built binary (go install ./cmd/stepmigrate): go run turns every
 non-zero status into 1.
 `
@@ -103,8 +104,10 @@ type app struct {
 	shared    jobstore.Stage
 	published bool
 	// forceStage is set for stage set --force, which overwrites a shared
-	// stage that cannot be read instead of refusing it.
+	// stage that cannot be read instead of refusing it; badStage is then
+	// the value it overwrites, when it was one that names no stage.
 	forceStage bool
+	badStage   *string
 }
 
 // usageError is bad usage: exit status 2.

@@ -29,7 +29,8 @@ func TestUsage(t *testing.T) {
 		"follow [--configure] [--sweep D|off] [--debounce D] [--recheck D]", "cleanup", "rollback",
 		"stage set NAME [--force] [--wait[=DURATION]]",
 		"exit status: 0 success; 1 differences found, refused or failed; 2 bad usage;",
-		"130 interrupted by a signal", "go install ./cmd/stepmigrate", "go run turns every\nnon-zero status into 1"} {
+		"130 interrupted by a signal", "go install ./cmd/stepmigrate", "go run turns every\nnon-zero status into 1",
+		"follow runs until a signal, then exits 0"} {
 		require.Contains(t, out, s)
 	}
 	code, _, errOut := runArgs()
@@ -42,6 +43,19 @@ func TestUsage(t *testing.T) {
 	code, out, errOut = runArgs("stage")
 	require.Equal(t, exitOK, code, errOut)
 	require.Contains(t, out, "none published (the environment here says legacy)")
+}
+
+// TestREADMEExitStatus: the runbook's exit statuses are the command's:
+// 130 on a signal, except follow, which runs until one and exits 0.
+func TestREADMEExitStatus(t *testing.T) {
+	raw, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	i := strings.Index(string(raw), "Exit status: **0** success")
+	require.GreaterOrEqual(t, i, 0, "the README lists stepmigrate's exit statuses")
+	para, _, _ := strings.Cut(string(raw[i:]), "\n\n")
+	para = strings.Join(strings.Fields(para), " ")
+	require.Contains(t, para, "**130** interrupted by a signal")
+	require.Contains(t, para, "except `follow`, which runs until a signal, then exits **0**")
 }
 
 // TestBinary runs the command as its own process: the exit statuses a
@@ -218,7 +232,8 @@ func TestRunbook(t *testing.T) {
 		code, _, errOut = e.run(t, "cleanup")
 		require.Equal(t, exitFail, code)
 		require.Contains(t, errOut, "cleanup refused")
-		require.Contains(t, errOut, "stepmigrate stage set step-only")
+		require.Contains(t, errOut, "job:* can go only in step-only: move the fleet there one stage at a time")
+		require.Contains(t, errOut, "the next is: stepmigrate stage set dual-read --wait")
 		code, _, errOut = e.run(t, "rollback")
 		require.Equal(t, exitFail, code)
 		require.Contains(t, errOut, "stepmigrate stage set legacy")

@@ -17,7 +17,15 @@ type stageJSON struct {
 	Published   *jobstore.Stage `json:"published"` // null when none is
 	Environment jobstore.Stage  `json:"environment"`
 	Previous    *jobstore.Stage `json:"previous,omitempty"` // stage set: what it replaced
-	Wait        *waitJSON       `json:"wait,omitempty"`
+	// PreviousInvalid is what stage set --force replaced when the shared
+	// stage held a value that names no stage (then Previous is absent).
+	PreviousInvalid *string   `json:"previous_invalid,omitempty"`
+	Wait            *waitJSON `json:"wait,omitempty"`
+	// Refused is set when stage set was refused, and nothing published:
+	// Reason says why, Message what stderr says.
+	Refused bool   `json:"refused,omitempty"`
+	Reason  string `json:"reason,omitempty"` // stage_jump or legacy_alive
+	Message string `json:"message,omitempty"`
 }
 
 type waitJSON struct {
@@ -102,11 +110,24 @@ func (a *app) stage(ctx context.Context, args []string) error {
 	}
 	prev := a.stageNow()
 	if err := a.m.PublishStage(ctx, to, jobstore.PublishOptions{Force: *force}); err != nil {
-		return a.publishError(ctx, to, err)
+		reason, msg, refused := a.publishRefusal(ctx, to, err)
+		if !refused {
+			return failf("stage set: %v", err)
+		}
+		out.Refused, out.Reason, out.Message = true, reason, msg
+		if a.json {
+			_ = a.printJSON(out)
+		}
+		return failf("%s", msg)
 	}
 	out.Published, out.Previous = &to, &prev
+	was := prev.String()
+	if a.badStage != nil {
+		out.Previous, out.PreviousInvalid = nil, a.badStage
+		was = fmt.Sprintf("%q, which names no stage", *a.badStage)
+	}
 	if !a.json {
-		a.printf("published %s (was %s); processes running Store.FollowStage switch within their interval\n", to, prev)
+		a.printf("published %s (was %s); processes running Store.FollowStage switch within their interval\n", to, was)
 	}
 	if wait > 0 {
 		if err := a.waitForStage(ctx, to, wait, &out); err != nil {
@@ -127,25 +148,43 @@ func isDuration(s string) bool {
 	return err == nil
 }
 
-// publishError explains a refused PublishStage.
-func (a *app) publishError(ctx context.Context, to jobstore.Stage, err error) error {
+// publishRefusal explains a refused PublishStage: why (a JSON reason),
+// and the message. refused is false for other errors.
+func (a *app) publishRefusal(ctx context.Context, to jobstore.Stage, err error) (reason, msg string, refused bool) {
 	switch {
 	case errors.Is(err, jobstore.ErrStageJump):
-		return failf("stage set refused: %s (the runbook says what to check between stages; --force jumps anyway, "+
-			"which risks processes of two stages that cannot run side by side)", strings.TrimPrefix(err.Error(), jobstore.ErrStageJump.Error()+": "))
+		return "stage_jump", fmt.Sprintf("stage set refused: %s (the runbook says what to check between stages; --force jumps anyway, "+
+			"which risks processes of two stages that cannot run side by side)", strings.TrimPrefix(err.Error(), jobstore.ErrStageJump.Error()+": ")), true
 	case errors.Is(err, jobstore.ErrLegacyAlive):
 		ev, everr := a.m.LegacyEvidence(ctx)
 		evidence := ev.String()
 		if everr != nil {
 			evidence = err.Error()
 		}
-		return failf("stage set refused: legacy processes are still running: %s.\n"+
-			"From dual-read on they break the migration: their job:* writes make reads of step:* stale, and from step-primary on "+
-			"a legacy worker and a jobstore worker can run the same job. Stop them (a follower's last legacy write must be over %s old), "+
-			"then run stepmigrate stage set %s again. --force publishes anyway, with those risks.",
-			evidence, durationText(jobstore.DefaultLegacyWindow), to)
+		risks := "From dual-read on they break the migration: their job:* writes make reads of step:* stale, and from step-primary on " +
+			"a legacy worker and a jobstore worker can run the same job."
+		stop := fmt.Sprintf("a follower's last legacy write must be over %s old", durationText(jobstore.DefaultLegacyWindow))
+		// The gate is checked before the jump: when the move is also a
+		// jump, the same stage set would then be refused as one.
+		if from := a.stageNow(); to > from+1 || to+1 < from {
+			next := from + 1
+			if to < from {
+				next = from - 1
+			}
+			how := fmt.Sprintf("the next is: stepmigrate stage set %s", next)
+			if next < jobstore.StageDualRead {
+				how += fmt.Sprintf(" (legacy processes may still run in %s; stop them before dual-read)", next)
+			}
+			return "legacy_alive", fmt.Sprintf("stage set refused: legacy processes are still running: %s.\n%s "+
+				"And %s is %d stages away from %s, which stage set refuses without --force: stop them (%s), then move one stage at a time; %s. "+
+				"--force publishes %s anyway, jumping, with those risks.",
+				evidence, risks, to, max(to-from, from-to), from, stop, how, to), true
+		}
+		return "legacy_alive", fmt.Sprintf("stage set refused: legacy processes are still running: %s.\n%s "+
+			"Stop them (%s), then run stepmigrate stage set %s again. --force publishes anyway, with those risks.",
+			evidence, risks, stop, to), true
 	}
-	return failf("stage set: %v", err)
+	return "", "", false
 }
 
 // waitForStage waits until every process checked in reports st, or the

@@ -91,3 +91,40 @@ func TestLegacyGate(t *testing.T) {
 		require.Equal(t, exitOK, code, errOut)
 	})
 }
+
+// TestLegacyGateOnAJump: when the legacy gate refuses a move of more than
+// one stage, the advice is not to run the same stage set again (which,
+// the legacy processes stopped, would be refused as a jump) but the next
+// stage on the way; which works.
+func TestLegacyGateOnAJump(t *testing.T) {
+	t.Parallel()
+	eachEnv(t, func(t *testing.T, e *env) {
+		e.publish(t, jobstore.StageDualWrite)
+		require.NoError(t, e.rdb.HSet(ctx, e.key("worker:legacy-1"), "worker_id", "legacy-1", "status", "busy").Err())
+		require.NoError(t, e.rdb.Set(ctx, e.key("worker:legacy-1:heartbeat"), "1", time.Minute).Err())
+
+		code, _, errOut := e.run(t, "stage", "set", "step-only")
+		require.Equal(t, exitFail, code)
+		require.Contains(t, errOut, "stage set refused: legacy processes are still running: legacy worker heartbeat of legacy-1.\n")
+		require.NotContains(t, errOut, "run stepmigrate stage set step-only again")
+		require.Contains(t, errOut, "step-only is 3 stages away from dual-write, which stage set refuses without --force: "+
+			"stop them (a follower's last legacy write must be over 1m old), then move one stage at a time; the next is: stepmigrate stage set dual-read.")
+		require.Contains(t, errOut, "--force publishes step-only anyway, jumping, with those risks")
+
+		// From legacy the next stage is dual-write, which legacy
+		// processes may still run in: it is not gated.
+		e.publish(t, jobstore.StageLegacy)
+		code, _, errOut = e.run(t, "stage", "set", "step-primary")
+		require.Equal(t, exitFail, code)
+		require.Contains(t, errOut, "the next is: stepmigrate stage set dual-write (legacy processes may still run in dual-write; stop them before dual-read)")
+		code, out, errOut := e.run(t, "stage", "set", "dual-write")
+		require.Equal(t, exitOK, code, errOut)
+		require.Contains(t, out, "published dual-write (was legacy)")
+
+		// The advice followed: legacy stopped, the next stage.
+		require.NoError(t, e.rdb.Del(ctx, e.key("worker:legacy-1:heartbeat")).Err())
+		code, out, errOut = e.run(t, "stage", "set", "dual-read")
+		require.Equal(t, exitOK, code, errOut)
+		require.Contains(t, out, "published dual-read (was dual-write)")
+	})
+}
