@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -56,6 +57,10 @@ type CleanupResult struct {
 	Checkpoints  int64 `json:"checkpoints"`
 	// Deleted is their sum.
 	Deleted int64 `json:"deleted"`
+	// Deleting is how long the deletion took (or, on a dry run, the
+	// count), from its first batch, without the verification before it
+	// (Verify.Elapsed); zero when it never began.
+	Deleting time.Duration `json:"deleting_ns"`
 }
 
 // Cleanup deletes every key that a job owns in ns (records, sub-keys,
@@ -103,7 +108,10 @@ func (m *Migrator) Cleanup(ctx context.Context, ns Namespace, opts CleanupOption
 		}
 	}
 	d := deleter{m: m, k: m.s.space(ns), dry: opts.DryRun, batch: batch, res: &res, progress: opts.Progress, guard: guard}
-	return res, d.run(ctx)
+	start := time.Now()
+	err = d.run(ctx)
+	res.Deleting = time.Since(start)
+	return res, err
 }
 
 // freeStage is the one stage in which no process uses ns.
@@ -196,17 +204,23 @@ func (m *Migrator) cleanupVerify(ctx context.Context, ns Namespace, opts Cleanup
 		return err
 	}
 	err = v.run(ctx, []verifySide{{s: v.o, c: v.a, full: true}})
+	v.res.Elapsed = time.Since(v.start)
 	res.Verify = &v.res
 	if err != nil {
 		return err
 	}
+	// Advice that keeps what the refusal protects: a repair from the other
+	// side would delete it just the same.
 	switch r := &v.res; {
-	case opts.Strict && r.Differences > 0:
-		return fmt.Errorf("%w: strict: %s:* differs from %s:* in %d places (first: %s); repair them (Verify with Repair) with writes paused, or clean up without Strict",
-			ErrCleanupRefused, ns, ns.other(), r.Differences, r.Diffs[0])
 	case r.Blocking > 0:
-		return fmt.Errorf("%w: deleting %s:* would lose %d things only it has, or copies not older than %s:*'s: %s; repair them from %s:* (Verify with Repair) or find the process still writing %s:*",
-			ErrCleanupRefused, ns, r.Blocking, ns.other(), firstDiffs(r.BlockingDiffs, 3), ns.other(), ns)
+		return fmt.Errorf("%w: deleting %s:* would lose %d things only it has, or copies not older than %s:*'s: %s; "+
+			"copy them to %s:* with Backfill from %s:* (it keeps the fresher copy; a copy as fresh as the other but different needs your choice), "+
+			"or find the process still writing %s:*",
+			ErrCleanupRefused, ns, r.Blocking, ns.other(), firstDiffs(r.BlockingDiffs, 3), ns.other(), ns, ns)
+	case opts.Strict && r.Differences > 0:
+		return fmt.Errorf("%w: strict: %s:* differs from %s:* in %d places, none of which deleting it would lose (first: %s); "+
+			"make %s:* match with Verify with Repair from %s:*, writes paused, or clean up without Strict",
+			ErrCleanupRefused, ns, ns.other(), r.Differences, r.Diffs[0], ns, ns.other())
 	}
 	return nil
 }

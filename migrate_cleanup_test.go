@@ -227,3 +227,24 @@ func TestVerifyAndCleanupRefuseBadOptions(t *testing.T) {
 	_, err = m.Cleanup(ctx, JobNamespace, CleanupOptions{Verify: VerifyOptions{Rounds: -1}})
 	require.ErrorIs(t, err, ErrInvalidArgument)
 }
+
+// TestCleanupTimesVerificationAndDeletionApart: the result says how long
+// the verification took and how long the deletion, each on its own, so
+// that a deletion rate does not count the verification.
+func TestCleanupTimesVerificationAndDeletionApart(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		l := newLegacy(t, b)
+		for range 5 {
+			l.submit(50)
+		}
+		m := newMigrator(t, b, StageDualWrite)
+		runBackfill(t, m, BackfillOptions{})
+		m = newMigrator(t, b, StageLegacy)
+		res, err := m.Cleanup(ctx, StepNamespace, CleanupOptions{Verify: quickVerify})
+		require.NoError(t, err)
+		require.Positive(t, res.Deleted)
+		require.Positive(t, res.Deleting)
+		require.NotNil(t, res.Verify)
+		require.Positive(t, res.Verify.Elapsed)
+	})
+}

@@ -2,16 +2,12 @@ package main
 
 import (
 	"context"
-	"crypto/sha1"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jobstep/jobstore"
-	"github.com/redis/go-redis/v9"
 )
 
 func (a *app) cleanup(ctx context.Context, args []string) error {
@@ -83,35 +79,21 @@ func (a *app) drop(ctx context.Context, name string, ns jobstore.Namespace, need
 	if opts.DryRun {
 		verb = "found"
 	}
-	// The deletion is timed from its first batch, so that its rate does
-	// not count the verification before it: the first run of the
-	// library's deletion script, or failing that (a library whose script
-	// is not the one known here) the end of the first batch.
-	first := &scriptStart{sha: unlinkScriptSHA, src: unlinkScriptText}
-	a.rdb.AddHook(first)
 	opts.Progress = func(n int64) {
-		first.mark()
 		p.show(false, seg(6, "%s %s:*", name, ns), seg(9, "%s keys %s", group(n), verb))
 	}
-	start := time.Now()
 	res, err := a.m.Cleanup(ctx, ns, opts)
-	end := time.Now()
 	p.finish()
 	out := cleanupJSON{CleanupResult: res}
-	deleteStart, deleting := first.when()
-	verifyEnd := end
+	// The library times the deletion from its first batch, apart from the
+	// verification before it, so that its rate counts the deletion alone.
+	deleting := res.Deleting > 0
 	if deleting {
-		verifyEnd = deleteStart
-		out.DeleteSeconds = end.Sub(deleteStart).Seconds()
-		if out.DeleteSeconds > 0 {
-			out.KeysPerSecond = float64(res.Deleted) / out.DeleteSeconds
-		}
+		out.DeleteSeconds = res.Deleting.Seconds()
+		out.KeysPerSecond = float64(res.Deleted) / out.DeleteSeconds
 	}
 	if res.Verify != nil {
 		v := *res.Verify
-		if v.Elapsed == 0 {
-			v.Elapsed = verifyEnd.Sub(start)
-		}
 		out.VerifySeconds = v.Elapsed.Seconds()
 		out.Verify = &verifyJSON{VerifyResult: v, Diffs: diffsJSON(v.Diffs), BlockingDiffs: diffsJSON(v.BlockingDiffs)}
 		if s := v.Elapsed.Seconds(); s > 0 {
@@ -280,94 +262,4 @@ func refusal(name string, ns jobstore.Namespace, strict bool, v *jobstore.Verify
 	}
 	fmt.Fprintf(&b, "--force deletes without verifying, losing what only %s:* has", ns)
 	return b.String()
-}
-
-// unlinkScriptText is the library's unlinkScript (migrate_cleanup.go),
-// which deletes (or, on a dry run, counts) each batch of a cleanup after
-// checking the published stage: the deletion's first command, after
-// SCAN. The library exports neither the script nor a signal that the
-// verification is over and the deletion has begun (CleanupOptions.Progress
-// comes after each batch, VerifyOptions.Progress after each of the
-// verification's), so the command knows the script by its SHA1, as
-// EVALSHA sends it. TestUnlinkScriptIsTheLibrarys keeps this copy the
-// library's, byte for byte.
-const unlinkScriptText = `
-local pub = redis.pcall('HGET', KEYS[#KEYS], 'stage')
-if type(pub) ~= 'string' then pub = nil end
-if (pub and string.lower(pub) ~= ARGV[1]) or (ARGV[2] == '1' and not pub) then
-  return {'STAGE', pub or ''}
-end
-local n = 0
-for i = 1, #KEYS - 1 do
-  if ARGV[3] == '1' then n = n + redis.call('EXISTS', KEYS[i]) else n = n + redis.call('UNLINK', KEYS[i]) end
-end
-return {'OK', n}
-`
-
-var unlinkScriptSHA = func() string {
-	sum := sha1.Sum([]byte(unlinkScriptText))
-	return hex.EncodeToString(sum[:])
-}()
-
-// scriptStart is a go-redis hook that notes when one script is first run:
-// EVALSHA with its SHA1, or EVAL with its text (which go-redis's
-// Script.Run sends when the server does not have the script yet).
-type scriptStart struct {
-	sha, src string
-	mu       sync.Mutex
-	at       time.Time
-}
-
-func (h *scriptStart) see(cmd redis.Cmder) {
-	args := cmd.Args()
-	if len(args) < 2 {
-		return
-	}
-	arg, _ := args[1].(string)
-	switch cmd.Name() {
-	case "evalsha", "evalsha_ro":
-		if !strings.EqualFold(arg, h.sha) {
-			return
-		}
-	case "eval", "eval_ro":
-		if arg != h.src {
-			return
-		}
-	default:
-		return
-	}
-	h.mark()
-}
-
-// mark notes now as the start, unless one is noted already.
-func (h *scriptStart) mark() {
-	h.mu.Lock()
-	if h.at.IsZero() {
-		h.at = time.Now()
-	}
-	h.mu.Unlock()
-}
-
-func (h *scriptStart) when() (time.Time, bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.at, !h.at.IsZero()
-}
-
-func (h *scriptStart) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *scriptStart) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.see(cmd)
-		return next(ctx, cmd)
-	}
-}
-
-func (h *scriptStart) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		for _, c := range cmds {
-			h.see(c)
-		}
-		return next(ctx, cmds)
-	}
 }

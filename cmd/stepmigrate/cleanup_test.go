@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -237,19 +236,6 @@ func TestCleanupTimesTheDeletion(t *testing.T) {
 		require.Equal(t, exitOK, code, errOut)
 		require.Regexp(t, `rollback deleted 62 keys of step:\* in [^ ]+ \([1-9][0-9,]* keys/s, the deletion alone\)`, out)
 	})
-}
-
-// TestUnlinkScriptIsTheLibrarys: the command knows the library's deletion
-// script by its SHA1, computed from a copy of its text; the copy must be
-// the library's, byte for byte, or the deletion goes untimed.
-func TestUnlinkScriptIsTheLibrarys(t *testing.T) {
-	raw, err := os.ReadFile("../../migrate_cleanup.go")
-	require.NoError(t, err)
-	_, rest, ok := strings.Cut(string(raw), "var unlinkScript = redis.NewScript(`")
-	require.True(t, ok, "migrate_cleanup.go defines unlinkScript")
-	text, _, ok := strings.Cut(rest, "`)")
-	require.True(t, ok)
-	require.Equal(t, text, unlinkScriptText, "cleanup.go's copy of the library's unlinkScript")
 }
 
 // TestRollbackTwice: a rollback deletes step:*; a second one, on an empty
