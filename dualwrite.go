@@ -312,6 +312,12 @@ func (s *Store) execAll(ctx context.Context, build func(i int, st Stage) spec, n
 		todo[i] = i
 	}
 	for attempt := 0; len(todo) > 0; attempt++ {
+		if err := ctx.Err(); err != nil {
+			for _, i := range todo {
+				errs[i] = err // not sent: certainly not applied
+			}
+			break
+		}
 		st, end := s.begin()
 		ws := make([]*write, len(todo))
 		for k, i := range todo {

@@ -271,6 +271,12 @@ func (f *fleetRun) publish(st Stage) {
 	}
 	require.NoError(f.t, f.m.PublishStage(ctx, st, opts), "publish %s", st)
 	require.Eventually(f.t, func() bool { return f.js.Stage() == st }, 5*time.Second, 5*time.Millisecond)
+	// As stage set --wait: every live process has checked in with it, so
+	// that the next move is one stage from each of them.
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	left, err := f.m.WaitForStage(wctx, st, 20*time.Millisecond)
+	require.NoError(f.t, err, "fleet at %s; stragglers %v", st, left)
 }
 
 // startFollower starts the follower; stopFollower stops it and keeps its

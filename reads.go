@@ -96,19 +96,21 @@ func (s *Store) GetPendingJobs(ctx context.Context, limit int) ([]*Job, error) {
 	}
 	st := s.Stage()
 	pending := s.space(st.Reads()).pending()
-	if st.readsFallBack() {
-		n, err := s.rdb.Exists(ctx, pending).Result()
-		if err != nil {
-			return nil, redisError("list pending", "", err)
-		}
-		if n == 0 {
-			pending = s.space(JobNamespace).pending()
-			s.reads.fallbacks.Add(1)
-		}
-	}
 	ids, err := s.rdb.ZRevRange(ctx, pending, 0, int64(limit-1)).Result()
 	if err != nil {
 		return nil, redisError("list pending", "", err)
+	}
+	if len(ids) == 0 && st.readsFallBack() {
+		// An empty sorted set does not exist in Redis: a steps:pending
+		// with nothing in it is no evidence that the step side lacks
+		// anything, so only answers read from jobs:pending count.
+		pending = s.space(JobNamespace).pending()
+		if ids, err = s.rdb.ZRevRange(ctx, pending, 0, int64(limit-1)).Result(); err != nil {
+			return nil, redisError("list pending", "", err)
+		}
+		if len(ids) > 0 {
+			s.reads.fallbacks.Add(1)
+		}
 	}
 	valid := ids[:0:0]
 	for _, id := range ids {
@@ -150,10 +152,13 @@ func (s *Store) readJobs(ctx context.Context, st Stage, ids []string) ([]stored,
 		return nil, err
 	}
 	s.reads.reads.Add(uint64(len(ids)))
+	var fellBack []bool
 	if st.readsFallBack() {
+		// A step record missing, or of the wrong type (junk where the
+		// mirror belongs), is read from job:*, authoritative in dual-read.
 		var missing []int
 		for i, g := range out {
-			if len(g.rec) == 0 && g.bad == nil {
+			if len(g.rec) == 0 {
 				missing = append(missing, i)
 			}
 		}
@@ -168,14 +173,22 @@ func (s *Store) readJobs(ctx context.Context, st Stage, ids []string) ([]stored,
 			}
 			for j, i := range missing {
 				if len(found[j].rec) > 0 {
+					if out[i].bad != nil {
+						s.logOnce(ctx, "badmirror:"+ids[i], "jobstore: dual-read: the step record is unreadable; answered from job:*",
+							slog.String("error", out[i].bad.Error()))
+					}
 					out[i] = found[j]
 					s.reads.fallbacks.Add(1)
+					if fellBack == nil {
+						fellBack = make([]bool, len(ids))
+					}
+					fellBack[i] = true
 				}
 			}
 		}
 	}
 	if s.shadowRatio > 0 && st.DualWrites() {
-		s.shadowCheck(ctx, read, ids, out)
+		s.shadowCheck(ctx, read, ids, out, fellBack)
 	}
 	return out, nil
 }
@@ -231,34 +244,49 @@ func (s *Store) readIn(ctx context.Context, k keyspace, ids []string) ([]stored,
 }
 
 // shadowCheck compares a sample of the records read from ns with their
-// copies in the other namespace, counting and logging differences. It
-// never changes what the read returns, and its own errors are only logged.
-func (s *Store) shadowCheck(ctx context.Context, ns keyspace, ids []string, got []stored) {
+// copies in the other namespace, counting and logging differences. Both
+// copies of each sampled record are read again in one MULTI, so that a
+// write landing between the read and the check (each write and its mirror
+// are atomic) is no mismatch. Records answered by the fallback (fellBack)
+// came from the other namespace and are not sampled. It never changes
+// what the read returns, and its own errors are only logged.
+func (s *Store) shadowCheck(ctx context.Context, ns keyspace, ids []string, got []stored, fellBack []bool) {
 	var sample []string
-	var want []map[string]string
 	for i, id := range ids {
-		if len(got[i].rec) > 0 && rand.Float64() < s.shadowRatio {
+		if len(got[i].rec) > 0 && (fellBack == nil || !fellBack[i]) && rand.Float64() < s.shadowRatio {
 			sample = append(sample, id)
-			want = append(want, got[i].rec)
 		}
 	}
 	if len(sample) == 0 {
 		return
 	}
 	oth := s.space(ns.ns.other())
-	copies, err := s.readIn(ctx, oth, sample)
-	if err != nil {
+	pipe := s.rdb.TxPipeline()
+	reads := make([]*redis.MapStringStringCmd, len(sample))
+	copies := make([]*redis.MapStringStringCmd, len(sample))
+	for i, id := range sample {
+		reads[i] = pipe.HGetAll(ctx, ns.record(id))
+		copies[i] = pipe.HGetAll(ctx, oth.record(id))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !hasErrorPrefix(err, "WRONGTYPE") {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: shadow read failed", slog.String("error", err.Error()))
 		return
 	}
 	s.reads.shadowChecks.Add(uint64(len(sample)))
 	for i, id := range sample {
-		if !maps.Equal(want[i], copies[i].rec) {
-			s.reads.shadowMismatches.Add(1)
-			s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: shadow read mismatch",
-				slog.String("read", ns.record(id)), slog.String("copy", oth.record(id)),
-				slog.Any("diff", fieldDiff(want[i], copies[i].rec)))
+		a, errA := reads[i].Result()
+		b, errB := copies[i].Result()
+		if errA == nil && errB == nil && maps.Equal(a, b) {
+			continue
 		}
+		s.reads.shadowMismatches.Add(1)
+		attrs := []slog.Attr{slog.String("read", ns.record(id)), slog.String("copy", oth.record(id))}
+		if err := errors.Join(errA, errB); err != nil {
+			attrs = append(attrs, slog.String("error", err.Error()))
+		} else {
+			attrs = append(attrs, slog.Any("diff", fieldDiff(a, b)))
+		}
+		s.log.LogAttrs(ctx, slog.LevelWarn, "jobstore: shadow read mismatch", attrs...)
 	}
 }
 

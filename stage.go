@@ -274,17 +274,21 @@ func (s *Store) keyError(ctx context.Context, what, key, want string, err error,
 }
 
 // publishStageScript sets the shared stage, refusing a jump of more than
-// one stage unless forced. The check and the write are atomic, so two
-// operators cannot race each other past the rule. The stored stage is
-// read as the writes read it (stage_name): ASCII case and surrounding
-// space do not matter. A stage key of another type is never overwritten,
-// forced or not: it may belong to something else.
+// one stage unless forced: from the published stage and from the stage of
+// every live process of the fleet (a process that has not yet taken the
+// last published stage must not be left two behind); when none is
+// published, from the Migrator's stage too. The check and the write are
+// atomic, so two operators cannot race each other past the rule. The
+// stored stage is read as the writes read it (stage_name): ASCII case and
+// surrounding space do not matter. A stage key of another type is never
+// overwritten, forced or not: it may belong to something else.
 //
 //	KEYS: stage key
-//	ARGV: to, force ("1"/"0"), now_iso, k, the k stages the fleet runs when
-//	none is published (the Migrator's first, then the live check-ins'),
-//	stage names in order...
-//	Reply: {"OK", previous} | {"JUMP", current} | {"WRONGTYPE", type}
+//	ARGV: to, force ("1"/"0"), now_iso, k, the k stages the fleet runs
+//	(the Migrator's first, then the live check-ins'), stage names in
+//	order...
+//	Reply: {"OK", previous} | {"JUMP", stage, "published" | "unpublished" | "fleet"}
+//	       | {"WRONGTYPE", type}
 var publishStageScript = redis.NewScript(luaStages + `
 local k = tonumber(ARGV[4])
 local order = {}
@@ -292,18 +296,19 @@ for i = 5 + k, #ARGV do order[ARGV[i]] = i end
 local cur = redis.pcall('HGET', KEYS[1], 'stage')
 if type(cur) == 'table' then return {'WRONGTYPE', redis.call('TYPE', KEYS[1])['ok']} end
 local to = ARGV[1]
-local running, how = {}, 'published'
+local running = {}
 if cur then
   cur = stage_name(cur) or cur
-  running = {cur}
+  running[1] = {cur, 'published'}
+  for i = 6, 4 + k do running[#running + 1] = {ARGV[i], 'fleet'} end
 else
-  cur, how = ARGV[5], 'unpublished'
-  for i = 5, 4 + k do running[#running + 1] = ARGV[i] end
+  cur = ARGV[5]
+  for i = 5, 4 + k do running[#running + 1] = {ARGV[i], 'unpublished'} end
 end
 if ARGV[2] ~= '1' then
   for _, r in ipairs(running) do
-    if not order[r] or math.abs(order[r] - order[to]) > 1 then
-      return {'JUMP', r, how}
+    if not order[r[1]] or math.abs(order[r[1]] - order[to]) > 1 then
+      return {'JUMP', r[1], r[2]}
     end
   end
 end
@@ -315,8 +320,9 @@ return {'OK', cur}
 // it and runs under it from then on (see lua.go), and FollowStage moves
 // each Store's reads to it within one interval. Unless opts.Force is set,
 // it refuses with ErrStageJump a move of more than one stage from the
-// stage published before (or, when none was, from the Migrator's stage
-// or the stage any live process of the fleet checks in with), and with
+// stage published before, or from the stage any live process of the
+// fleet checks in with (or, when none was published, from the
+// Migrator's stage), and with
 // ErrLegacyAlive a move to dual-read or later while a legacy
 // process looks alive (see LegacyEvidence). The check and the write are
 // atomic.
@@ -353,8 +359,12 @@ func (m *Migrator) PublishStage(ctx context.Context, to Stage, opts PublishOptio
 		return redisError("publish stage", "", err)
 	}
 	if len(res) == 3 && res[0] == "JUMP" {
-		if res[2] == "published" {
+		switch res[2] {
+		case "published":
 			return fmt.Errorf("%w: the shared stage is %s, not next to %s; move one stage at a time or force", ErrStageJump, res[1], to)
+		case "fleet":
+			return fmt.Errorf("%w: a live process of the fleet still runs %s, not next to %s; wait until the fleet has taken the published stage (WaitForStage, stepmigrate stage set --wait), or force",
+				ErrStageJump, res[1], to)
 		}
 		return fmt.Errorf("%w: no stage is published, and this Migrator or a live process of the fleet runs %s, not next to %s; move one stage at a time or force",
 			ErrStageJump, res[1], to)
