@@ -1105,18 +1105,34 @@ func (v *verifier) report(d Diff) {
 // "key" copies a record or sub-key whole (or deletes the copy when the
 // original is gone), "member" sets or removes a pending member, "field"
 // sets or removes a hash field and copies the hash's whole-key TTL,
-// "ttl" copies the whole-key TTL only. A failing operation (a key of the
-// wrong type) is reported and the others still apply.
+// "ttl" copies the whole-key TTL only; "record" is "key" for a record,
+// which is copied only if it is a hash (the follower and Backfill pass
+// over junk there too). A failing operation (a key of the wrong type) is
+// reported and the others still apply.
+//
+// It first checks the published stage: when one is published whose
+// primary is not the namespace Verify took as authoritative (a stage
+// change during the verification), it writes nothing, or it would copy
+// the side no longer authoritative over the one that now is.
 //
 //	KEYS[2i-1], KEYS[2i] -> authoritative key, other key of operation i
-//	ARGV[2i+1], ARGV[2i+2] -> kind of operation i, its member or field ('' for key and ttl)
-//	Reply: OK {errors} {} repaired
-var repairScript = redis.NewScript(migrateLua(`
+//	KEYS[#KEYS] -> jobstore:stage
+//	ARGV[3] -> the stages whose primary is the authoritative namespace, space-separated
+//	ARGV[2i+2], ARGV[2i+3] -> kind of operation i, its member or field ('' for key and ttl)
+//	Reply: OK {errors} {} repaired | STAGE published
+var repairScript = redis.NewScript(migrateLua(luaStages + `
+local allowed = {}
+for name in string.gmatch(ARGV[3], '%S+') do allowed[name] = true end
+local pub = stage_name(redis.pcall('HGET', KEYS[#KEYS], 'stage'))
+if pub and not allowed[pub] then return {'STAGE', pub} end
 local n = 0
-for i = 3, #ARGV, 2 do
-  local a, o, kind, arg = KEYS[i - 2], KEYS[i - 1], ARGV[i], ARGV[i + 1]
+for i = 4, #ARGV, 2 do
+  local a, o, kind, arg = KEYS[i - 3], KEYS[i - 2], ARGV[i], ARGV[i + 1]
   local ok, e = pcall(function()
-    if kind == 'key' then
+    if kind == 'record' and redis.call('EXISTS', a) == 1 and redis.call('TYPE', a)['ok'] ~= 'hash' then
+      error(a .. ' is a ' .. redis.call('TYPE', a)['ok'] .. ', not a hash: not copied')
+    end
+    if kind == 'key' or kind == 'record' then
       if redis.call('EXISTS', a) == 1 then copy_key(a, o) else redis.call('DEL', o) end
     elseif kind == 'member' then
       set_member(a, o, arg, false, false)
@@ -1139,18 +1155,30 @@ func (v *verifier) repair(ctx context.Context, found []checked) error {
 	for i, c := range found {
 		items[i] = c.it
 	}
+	var allowed []string
+	for st := StageLegacy; st <= StageStepOnly; st++ {
+		if st.Primary() == v.a.ns {
+			allowed = append(allowed, st.String())
+		}
+	}
 	var errs []error
 	for _, batch := range byJob(items, v.batch) {
-		keys := make([]string, 0, 2*len(batch))
-		args := flags()
+		keys := make([]string, 0, 2*len(batch)+1)
+		args := append(flags(), strings.Join(allowed, " "))
 		for _, it := range batch {
 			a, o, kind, arg := v.repairOp(it)
 			keys = append(keys, a, o)
 			args = append(args, kind, arg)
 		}
+		keys = append(keys, stageKey(v.m.s.prefix))
 		res, err := repairScript.Run(ctx, v.rdb, keys, args...).Slice()
 		if err != nil {
 			return redisError("verify: repair", "", err)
+		}
+		if len(res) == 2 && res[0] == "STAGE" {
+			errs = append(errs, fmt.Errorf("%w: verify: the published stage is now %v, in which %s:* is no longer authoritative; "+
+				"repair stopped (%d repaired before); run verify again", ErrNamespaceInUse, res[1], v.a.ns, v.res.Repaired))
+			return errors.Join(errs...)
 		}
 		if len(res) > 4 {
 			n, _ := res[4].(int64)
@@ -1167,7 +1195,7 @@ func (v *verifier) repair(ctx context.Context, found []checked) error {
 func (v *verifier) repairOp(it vitem) (a, o, kind, arg string) {
 	switch {
 	case it.what == ItemRecord:
-		return v.a.record(it.id), v.o.record(it.id), "key", ""
+		return v.a.record(it.id), v.o.record(it.id), "record", ""
 	case it.what == ItemSubKey:
 		return v.a.sub(it.id, it.sub), v.o.sub(it.id, it.sub), "key", ""
 	case it.ttl:
