@@ -155,7 +155,7 @@ func TestFollowerSweepEmptiesAnActiveHashTheJobSideLost(t *testing.T) {
 	require.NoError(t, op.PublishStage(ctx, StageDualWrite, PublishOptions{}))
 	id := "lost-entry"
 	rec := legacyRecord(t, b, id)
-	require.NoError(t, b.rdb.Copy(ctx, rec, b.key("step:"+id), 0, false).Err())
+	requireCopyKey(t, b, rec, b.key("step:"+id))
 	require.NoError(t, b.rdb.HSet(ctx, b.key("steps:active:gone"), id, `{"id":"lost-entry"}`).Err())
 
 	_, stop := runFollower(t, newMigrator(t, b, StageDualWrite), FollowOptions{Configure: true, Sweep: -1})
@@ -389,4 +389,11 @@ func TestFollowerSyncScriptsRefuseOtherStages(t *testing.T) {
 		require.Equal(t, "REFUSED", res[0], st)
 	}
 	requireNoKeys(t, b, "step*")
+}
+
+// requireCopyKey copies a key within the backend's database, TTL
+// included. (Not rdb.Copy: go-redis always sends a DB argument.)
+func requireCopyKey(t testing.TB, b *backend, from, to string) {
+	t.Helper()
+	require.NoError(t, b.rdb.Do(context.Background(), "COPY", from, to, "REPLACE").Err())
 }
