@@ -82,7 +82,7 @@ func TestLostClaimThatRanIsStillHandedOver(t *testing.T) {
 // progress key of the wrong type, instead of stopping half-way with the
 // job claimed on one side only.
 func TestClaimPassesOverAnExhaustedProgressStream(t *testing.T) {
-	b := realBackend(t)
+	b := serverBackend(t)
 	s := newStore(t, b, WithDualWrite(true))
 	caps := registerWorker(t, s, "w", "s")
 	id, err := s.SubmitJob(ctx, Job{Service: "s", Priority: 9})
