@@ -134,3 +134,33 @@ func TestFollowerSweepKeepsCopiesWhoseOriginalExists(t *testing.T) {
 	require.Empty(t, missing, "step copies deleted while their original existed")
 	require.Greater(t, st.Sweeps, uint64(5), "sweeps ran meanwhile")
 }
+
+// TestFollowerSweepRemovesEntriesWhoseJobIsGone: a queue entry of the
+// step side whose job has neither record nor entry any more (the legacy
+// cleanup deleted both while no follower listened) goes at the next
+// sweep. Sweeps walked the job side's queues only, so they never met it.
+func TestFollowerSweepRemovesEntriesWhoseJobIsGone(t *testing.T) {
+	b := followerBackend(t)
+	op := newMigrator(t, b, StageLegacy)
+	require.NoError(t, op.PublishStage(ctx, StageDualWrite, PublishOptions{}))
+
+	// Entries on both sides, as the follower left them.
+	for _, ns := range []string{"job", "step"} {
+		require.NoError(t, b.rdb.ZAdd(ctx, b.key(ns+"s:pending"), redisZ(5, "sw-p-gone"), redisZ(6, "sw-p-kept")).Err())
+		require.NoError(t, b.rdb.HSet(ctx, b.key(ns+"s:completed"), "sw-c-gone", `{"ok":1}`, "sw-c-kept", `{"ok":2}`).Err())
+		require.NoError(t, b.rdb.HSet(ctx, b.key(ns+"s:failed"), "sw-f-gone", `{"error":"x"}`, "sw-f-kept", `{"error":"y"}`).Err())
+	}
+	// While the follower is down: the legacy side drops three of them.
+	require.NoError(t, b.rdb.ZRem(ctx, b.key("jobs:pending"), "sw-p-gone").Err())
+	require.NoError(t, b.rdb.HDel(ctx, b.key("jobs:completed"), "sw-c-gone").Err())
+	require.NoError(t, b.rdb.HDel(ctx, b.key("jobs:failed"), "sw-f-gone").Err())
+
+	sweptOnce(t, b)
+
+	res := runVerify(t, newMigrator(t, b, StageDualWrite), quickVerify)
+	t.Logf("verify: %d differences %v", res.Differences, res.Diffs)
+	require.Equal(t, []string{"sw-p-kept"}, b.rdb.ZRange(ctx, b.key("steps:pending"), 0, -1).Val())
+	require.Equal(t, map[string]string{"sw-c-kept": `{"ok":2}`}, b.rdb.HGetAll(ctx, b.key("steps:completed")).Val())
+	require.Equal(t, map[string]string{"sw-f-kept": `{"error":"y"}`}, b.rdb.HGetAll(ctx, b.key("steps:failed")).Val())
+	require.Zero(t, res.Differences, "%v", res.Diffs)
+}
