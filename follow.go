@@ -56,7 +56,12 @@ import (
 // or before it starts, writes go unseen. So it sweeps: when it starts,
 // after every reconnection, and every Sweep interval, it walks every
 // record and queue entry of the job namespace, and the active hashes of
-// both namespaces, and syncs what differs. A restarted or failed-over
+// both namespaces, and syncs what differs; then the step namespace's
+// records and sub-keys, and syncs each whose job original is gone, which
+// deletes it, and its pending, completed and failed entries, and syncs
+// each whose job has neither record nor entry, which removes it: a job
+// key or entry deleted or expired while the follower did not listen is
+// met by no walk of the job side. A restarted or failed-over
 // server comes back without the notification setting, and another user of
 // the server may replace it: the follower checks it after every
 // reconnection and every second, sets it again (Configure) and sweeps,
@@ -1125,8 +1130,10 @@ func (f *follower) sweepLoop(ctx context.Context, now chan struct{}) {
 }
 
 // sweep syncs every job of the job namespace: the records (SCAN) and the
-// ids in its queues (ZSCAN, HSCAN), in batches, at SweepRate. Jobs
-// already equal cost a comparison and write nothing.
+// ids in its queues (ZSCAN, HSCAN), in batches, at SweepRate; then the
+// step copies whose original is gone (sweepOrphans) and the step entries
+// whose job is gone (sweepOrphanEntries). Jobs already equal
+// cost a comparison and write nothing.
 func (f *follower) sweep(ctx context.Context) error {
 	job, step := f.s.space(JobNamespace), f.s.space(StepNamespace)
 	pace := newPacer(f.opts.SweepRate)
@@ -1211,7 +1218,171 @@ func (f *follower) sweep(ctx context.Context) error {
 			return err
 		}
 	}
+	// Step copies whose original is gone: a job key deleted or expired
+	// while no follower listened is met by no walk of the job side.
+	if err := f.sweepOrphans(ctx, job, step, pace, add); err != nil {
+		return err
+	}
+	if err := f.sweepOrphanEntries(ctx, job, step, pace, add); err != nil {
+		return err
+	}
 	return flush()
+}
+
+// sweepOrphans walks the step side's records and sub-keys (SCAN), a page
+// at a time, and adds a sync for each whose job counterpart does not
+// exist (one pipelined EXISTS per page): the sync deletes the copy. Keys
+// whose original exists were synced by the walk of the job side; they
+// are paced as looked at. Deleting is safe next to every other writer:
+// the sync script checks the original again, atomically, and deletes
+// only a copy whose original is gone at that moment, in a stage where
+// job:* is authoritative; a dual-writing process writes both sides in one
+// script, and the legacy RedisService writes its step:<id> snapshot
+// after job:<id>, so neither leaves a copy without its original.
+func (f *follower) sweepOrphans(ctx context.Context, job, step keyspace, pace *pacer, add func(target, string) error) error {
+	if st := f.s.Stage(); !followStage(st) {
+		return refused(st)
+	}
+	type orphan struct {
+		id, suffix string
+		exists     *redis.IntCmd
+	}
+	for cursor := uint64(0); ; {
+		keys, next, err := f.s.rdb.Scan(ctx, cursor, step.recordPattern(), 500).Result()
+		if err != nil {
+			return err
+		}
+		page := make([]orphan, 0, len(keys))
+		pipe := f.s.rdb.Pipeline()
+		for _, k := range keys {
+			if id, suffix, ok := step.parseRecordKey(k); ok {
+				src := job.record(id)
+				if suffix != "" {
+					src = job.sub(id, suffix)
+				}
+				page = append(page, orphan{id: id, suffix: suffix, exists: pipe.Exists(ctx, src)})
+			}
+		}
+		if len(page) > 0 {
+			if _, err := pipe.Exec(ctx); err != nil {
+				return err
+			}
+		}
+		kept := len(keys)
+		for _, o := range page {
+			if o.exists.Val() == 0 {
+				kept--
+				if err := add(target{id: o.id}, o.suffix); err != nil {
+					return err
+				}
+			}
+		}
+		if err := pace.wait(ctx, kept); err != nil {
+			return err
+		}
+		if next == 0 {
+			return nil
+		}
+		cursor = next
+	}
+}
+
+// sweepOrphanEntries walks the step side's pending, completed and failed
+// entries (ZSCAN, HSCAN), a page at a time, and adds a sync for each id
+// whose job has neither record nor entry in the same queue (one pipelined
+// EXISTS and ZSCORE or HEXISTS per id, per page): the sync makes the
+// step entries equal to the job side's, none. The ids with a record or an
+// entry on the job side were synced by the walks of the job side; they
+// are paced as looked at. The active hashes need no such walk: the
+// sweep syncs those of both sides whole. A queue of the wrong type, on
+// either side, is passed over, as the sync passes it over.
+func (f *follower) sweepOrphanEntries(ctx context.Context, job, step keyspace, pace *pacer, add func(target, string) error) error {
+	type candidate struct {
+		id     string
+		record *redis.IntCmd
+		entry  redis.Cmder // ZSCORE (redis.Nil: none) or HEXISTS
+	}
+	queues := []struct {
+		src, dst string
+		zset     bool
+	}{{job.pending(), step.pending(), true}, {job.completed(), step.completed(), false}, {job.failed(), step.failed(), false}}
+	for _, q := range queues {
+		for cursor := uint64(0); ; {
+			var page []string // members or fields, each followed by its score or value
+			var next uint64
+			var err error
+			if q.zset {
+				page, next, err = f.s.rdb.ZScan(ctx, q.dst, cursor, "*", 500).Result()
+			} else {
+				page, next, err = f.s.rdb.HScan(ctx, q.dst, cursor, "*", 500).Result()
+			}
+			if hasErrorPrefix(err, "WRONGTYPE") {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			pipe := f.s.rdb.Pipeline()
+			var cands []candidate
+			for i := 0; i < len(page); i += 2 {
+				if id := page[i]; validateID(id) == nil {
+					c := candidate{id: id, record: pipe.Exists(ctx, job.record(id))}
+					if q.zset {
+						c.entry = pipe.ZScore(ctx, q.src, id)
+					} else {
+						c.entry = pipe.HExists(ctx, q.src, id)
+					}
+					cands = append(cands, c)
+				}
+			}
+			if len(cands) > 0 {
+				_, _ = pipe.Exec(ctx) // each command's error is read below
+			}
+			kept := (len(page) + 1) / 2
+			for _, c := range cands {
+				if err := c.record.Err(); err != nil {
+					return err
+				}
+				gone, err := entryGone(c.entry)
+				if err != nil {
+					return err
+				}
+				if gone && c.record.Val() == 0 {
+					kept--
+					if err := add(target{id: c.id}, ""); err != nil {
+						return err
+					}
+				}
+			}
+			if err := pace.wait(ctx, kept); err != nil {
+				return err
+			}
+			if next == 0 {
+				break
+			}
+			cursor = next
+		}
+	}
+	return nil
+}
+
+// entryGone reads a ZSCORE or HEXISTS of a job queue: whether the entry
+// is absent. A queue of the wrong type holds no entry a sync could copy:
+// it counts as present, so that nothing is synced for it.
+func entryGone(cmd redis.Cmder) (bool, error) {
+	err := cmd.Err()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return true, nil
+	case hasErrorPrefix(err, "WRONGTYPE"):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	if b, ok := cmd.(*redis.BoolCmd); ok {
+		return !b.Val(), nil
+	}
+	return false, nil
 }
 
 // pacer spreads work at a rate per second.
