@@ -199,6 +199,12 @@ type VerifyProgress struct {
 // each job in one MULTI, so that a write in flight (dual-writes are
 // atomic) is not reported. It is safe to run while services write, and
 // writes nothing, except with Repair, which runs after the rounds.
+//
+// A queue key of the wrong type on either side (pending not a sorted set;
+// an active hash, completed or failed not a hash: the follower and the
+// backfill pass such keys over) is one blocking difference, "not a hash",
+// whose entries are not compared and which Repair leaves alone; the rest
+// is compared as usual.
 func (m *Migrator) Verify(ctx context.Context, opts VerifyOptions) (VerifyResult, error) {
 	st, err := m.effectiveStage(ctx)
 	if err != nil {
@@ -230,6 +236,10 @@ type vitem struct {
 	// ttl marks the item of a hash's whole-key TTL, which has no id. (An
 	// id "" is an entry named "": a member or field may be.)
 	ttl bool
+	// keyType marks the item of a queue key's type (pending, an active
+	// hash, completed, failed), which has no id: a key of the wrong type
+	// on either side is one difference, and its entries are not compared.
+	keyType bool
 }
 
 // vtypes are the types of a sub-key's two sides as last read.
@@ -813,14 +823,38 @@ func (v *verifier) activePass(ctx context.Context, sd verifySide) error {
 }
 
 // entryPass scans one queue key and notes the entries its counterpart
-// lacks or (full) holds otherwise.
+// lacks or (full) holds otherwise. When either key is of the wrong type
+// (the follower and the backfill pass such keys over), that is noted as
+// one difference, the key's, and its entries are not compared: the rest
+// of the namespace still is.
 func (v *verifier) entryPass(ctx context.Context, sd verifySide, what string, kind entryKind, key, other, worker string) error {
-	scan := entryScanner(v.rdb, kind, key, int64(v.batch))
-	return v.walk(ctx, what, scan, func(ctx context.Context, items []scanItem) error {
+	keyItem := vitem{what: what, sub: worker, keyType: true}
+	ok, err := v.queueTypesOK(ctx, kind, key, other)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return v.suspect(ctx, keyItem, vtypes{})
+	}
+	// A key that turns into another type during the walk fails its scan
+	// or read with WRONGTYPE: the key is noted for the rounds instead.
+	wrongType := false
+	noteWrongType := func(err error) error {
+		if errors.Is(err, ErrCorruptRecord) {
+			wrongType = true
+		}
+		return err
+	}
+	scanAll := entryScanner(v.rdb, kind, key, int64(v.batch))
+	scan := func(ctx context.Context, cursor uint64) ([]scanItem, uint64, error) {
+		items, next, err := scanAll(ctx, cursor)
+		return items, next, noteWrongType(err)
+	}
+	err = v.walk(ctx, what, scan, func(ctx context.Context, items []scanItem) error {
 		v.res.Checked += int64(len(items))
 		differ, err := differing(ctx, v.rdb, kind, other, items, !sd.full)
 		if err != nil {
-			return err
+			return noteWrongType(err)
 		}
 		for _, id := range differ {
 			if err := v.suspect(ctx, vitem{what: what, id: id, sub: worker}, vtypes{}); err != nil {
@@ -829,6 +863,58 @@ func (v *verifier) entryPass(ctx context.Context, sd verifySide, what string, ki
 		}
 		return nil
 	})
+	if err != nil && wrongType {
+		return v.suspect(ctx, keyItem, vtypes{})
+	}
+	return err
+}
+
+// queueType is the type a queue key of the kind must have.
+func queueType(kind entryKind) string {
+	if kind == kindZset {
+		return "zset"
+	}
+	return "hash"
+}
+
+// queueTypesOK reports whether a queue key and its counterpart are each
+// missing or of the kind's type.
+func (v *verifier) queueTypesOK(ctx context.Context, kind entryKind, key, other string) (bool, error) {
+	pipe := v.rdb.Pipeline()
+	kt, ot := pipe.Type(ctx, key), pipe.Type(ctx, other)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return false, redisError("verify: read the type of "+key, "", err)
+	}
+	want := queueType(kind)
+	return (kt.Val() == "none" || kt.Val() == want) && (ot.Val() == "none" || ot.Val() == want), nil
+}
+
+// keyTypeDiff compares the types of a queue key's two sides: either of
+// another type than the queue's is a difference, which blocks a cleanup
+// (what the key holds cannot be compared) and which Repair leaves alone.
+func (v *verifier) keyTypeDiff(it vitem, at, ot string) *Diff {
+	want := queueType(entryKindOf(it))
+	var bad []string
+	for _, side := range []struct{ ns, typ string }{{v.a.ns.String(), at}, {v.o.ns.String(), ot}} {
+		if side.typ != "none" && side.typ != want {
+			bad = append(bad, fmt.Sprintf("the %s:* key is a %s", side.ns, side.typ))
+		}
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	ak, ok := v.entryKeys(it)
+	d := v.diff(it.what, "", ak, ok)
+	d.Kind, d.Detail, d.Blocking = DiffDifferent, "not a "+want+": "+strings.Join(bad, ", "), true
+	return &d
+}
+
+// entryKindOf is the kind of the queue an entry item is in.
+func entryKindOf(it vitem) entryKind {
+	if it.what == ItemPending {
+		return kindZset
+	}
+	return kindHash
 }
 
 // compareHashTTL notes the whole-key TTL of completed or failed when one
@@ -887,7 +973,9 @@ func (v *verifier) settle(ctx context.Context) error {
 		v.report(c.d)
 	}
 	if v.opts.Repair {
-		return v.repair(ctx, found)
+		// A queue key of the wrong type is not rewritten: what it holds
+		// is not the queue's, and a person must look at it.
+		return v.repair(ctx, slices.DeleteFunc(found, func(c checked) bool { return c.it.keyType }))
 	}
 	return nil
 }
@@ -899,7 +987,7 @@ var itemOrder = map[string]int{ItemRecord: 0, ItemSubKey: 1, ItemPending: 2, Ite
 // worker: the order differences are reported in.
 func compareItems(x, y vitem) int {
 	return cmp.Or(strings.Compare(x.id, y.id), cmp.Compare(itemOrder[x.what], itemOrder[y.what]), strings.Compare(x.sub, y.sub),
-		compareBool(x.ttl, y.ttl))
+		compareBool(x.ttl, y.ttl), compareBool(x.keyType, y.keyType))
 }
 
 func compareBool(x, y bool) int {
@@ -1002,16 +1090,17 @@ func (v *verifier) readItem(ctx context.Context, pipe redis.Pipeliner, it vitem)
 			}
 			return v.subKeyDiff(it, p, r)
 		}
+	case it.keyType:
+		a, o := v.entryKeys(it)
+		at, ot := pipe.Type(ctx, a), pipe.Type(ctx, o)
+		return func(recPair) *Diff { return v.keyTypeDiff(it, at.Val(), ot.Val()) }
 	case it.ttl:
 		a, o := v.entryKeys(it)
 		at, ot := pipe.PTTL(ctx, a), pipe.PTTL(ctx, o)
 		return func(recPair) *Diff { return v.hashTTLDiff(it, at.Val(), ot.Val()) }
 	}
 	a, o := v.entryKeys(it)
-	kind := kindHash
-	if it.what == ItemPending {
-		kind = kindZset
-	}
+	kind := entryKindOf(it)
 	ac, oc := readEntry(ctx, pipe, kind, a, it.id), readEntry(ctx, pipe, kind, o, it.id)
 	return func(r recPair) *Diff { return v.entryDiff(it, kind, ac(), oc(), r) }
 }
