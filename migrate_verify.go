@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"maps"
 	"reflect"
 	"slices"
@@ -27,6 +28,10 @@ const (
 	DefaultTTLTolerance = 2 * time.Second
 	DefaultMaxReported  = 100
 	DefaultMaxSuspects  = 50_000
+	// DefaultInFlightRounds × Delay is the default InFlightWait.
+	DefaultInFlightRounds = 10
+	// maxInFlightListed bounds VerifyResult.InFlightItems.
+	maxInFlightListed = 10
 )
 
 // VerifyOptions configures Verify. The zero value uses the defaults.
@@ -37,11 +42,18 @@ type VerifyOptions struct {
 	BatchSize int
 	// Rounds is how many times a difference is re-checked, Delay apart,
 	// before it is reported: one that goes away in a round was a write in
-	// flight. 0 means DefaultVerifyRounds (3).
+	// flight. One whose authoritative side keeps changing is re-checked
+	// longer (InFlightWait). 0 means DefaultVerifyRounds (3).
 	Rounds int
 	// Delay is the pause before each round. 0 means DefaultVerifyDelay
 	// (200 ms).
 	Delay time.Duration
+	// InFlightWait bounds how long the rounds go on, past Rounds, for
+	// items whose authoritative side keeps changing while the other side
+	// follows: what is still changing then is counted as in flight
+	// (VerifyResult.InFlight), not as a difference. 0 means
+	// DefaultInFlightRounds × Delay.
+	InFlightWait time.Duration
 	// TTLTolerance is how far apart two TTLs may be. 0 means
 	// DefaultTTLTolerance (2 s).
 	TTLTolerance time.Duration
@@ -165,6 +177,15 @@ type VerifyResult struct {
 	// first MaxReported blocking ones. OnDiff gets them all.
 	Diffs         []Diff `json:"diffs"`
 	BlockingDiffs []Diff `json:"blocking_diffs"`
+	// InFlight counts the items that still differed when the rounds
+	// ended but whose authoritative side changed in every round while the
+	// other side followed: writes in flight (a job the legacy services
+	// keep writing, mirrored by the follower a little later each time).
+	// They are not differences and block nothing: a cleanup deletes the
+	// other side, which loses nothing of an item the authoritative side
+	// keeps rewriting. InFlightItems lists the first few as last seen.
+	InFlight      int64  `json:"in_flight"`
+	InFlightItems []Diff `json:"in_flight_items"`
 	// Rounds is how many re-check rounds ran.
 	Rounds int `json:"rounds"`
 	// Repaired counts the differences rewritten (Repair).
@@ -199,6 +220,25 @@ type VerifyProgress struct {
 // each job in one MULTI, so that a write in flight (dual-writes are
 // atomic) is not reported. It is safe to run while services write, and
 // writes nothing, except with Repair, which runs after the rounds.
+//
+// A write the follower mirrors a little later (a legacy service writing a
+// job's progress every few milliseconds) differs at every read, so each
+// read also keeps a digest of each side of the item (a record's fields
+// and TTL, a sub-key's type, content and TTL, an entry's value). An item
+// that still differs after Rounds rounds is reported once its
+// authoritative side stayed unchanged for a whole round, or when its
+// other side never changed (nothing follows): a static difference is
+// always reported. One whose authoritative side keeps changing while the
+// other follows is re-checked for up to InFlightWait (10 × Delay), and
+// counted as in flight (VerifyResult.InFlight) if it still changes then:
+// not a difference, and not blocking, as a cleanup deletes the other side,
+// which loses nothing of an item the authoritative side keeps rewriting.
+//
+// A queue key of the wrong type on either side (pending not a sorted set;
+// an active hash, completed or failed not a hash: the follower and the
+// backfill pass such keys over) is one blocking difference, "not a hash",
+// whose entries are not compared and which Repair leaves alone; the rest
+// is compared as usual.
 func (m *Migrator) Verify(ctx context.Context, opts VerifyOptions) (VerifyResult, error) {
 	st, err := m.effectiveStage(ctx)
 	if err != nil {
@@ -230,6 +270,10 @@ type vitem struct {
 	// ttl marks the item of a hash's whole-key TTL, which has no id. (An
 	// id "" is an entry named "": a member or field may be.)
 	ttl bool
+	// keyType marks the item of a queue key's type (pending, an active
+	// hash, completed, failed), which has no id: a key of the wrong type
+	// on either side is one difference, and its entries are not compared.
+	keyType bool
 }
 
 // vtypes are the types of a sub-key's two sides as last read.
@@ -244,22 +288,25 @@ type verifier struct {
 	res   VerifyResult
 	sus   map[vitem]vtypes
 	start time.Time
+	seed  maphash.Seed // of the digests
 }
 
 func (m *Migrator) newVerifier(authoritative Namespace, opts VerifyOptions) (*verifier, error) {
 	v := &verifier{m: m, rdb: m.s.rdb, a: m.s.space(authoritative), o: m.s.space(authoritative.other()),
 		sus: map[vitem]vtypes{}, start: time.Now()}
 	v.res = VerifyResult{Authoritative: authoritative.String(), Other: authoritative.other().String(),
-		ByItem: map[string]int64{}, Diffs: []Diff{}, BlockingDiffs: []Diff{}}
+		ByItem: map[string]int64{}, Diffs: []Diff{}, BlockingDiffs: []Diff{}, InFlightItems: []Diff{}}
+	v.seed = maphash.MakeSeed()
 	var err error
 	if v.batch, err = batchSize(opts.BatchSize); err != nil {
 		return v, err
 	}
-	if opts.Rounds < 0 || opts.Delay < 0 || opts.TTLTolerance < 0 || opts.MaxReported < 0 || opts.MaxSuspects < 0 {
+	if opts.Rounds < 0 || opts.Delay < 0 || opts.InFlightWait < 0 || opts.TTLTolerance < 0 || opts.MaxReported < 0 || opts.MaxSuspects < 0 {
 		return v, fmt.Errorf("%w: verify options must not be negative", ErrInvalidArgument)
 	}
 	opts.Rounds = cmpOr(opts.Rounds, DefaultVerifyRounds)
 	opts.Delay = cmpOr(opts.Delay, DefaultVerifyDelay)
+	opts.InFlightWait = cmpOr(opts.InFlightWait, DefaultInFlightRounds*opts.Delay)
 	opts.TTLTolerance = cmpOr(opts.TTLTolerance, DefaultTTLTolerance)
 	opts.MaxReported = cmpOr(opts.MaxReported, DefaultMaxReported)
 	opts.MaxSuspects = cmpOr(opts.MaxSuspects, DefaultMaxSuspects)
@@ -813,14 +860,38 @@ func (v *verifier) activePass(ctx context.Context, sd verifySide) error {
 }
 
 // entryPass scans one queue key and notes the entries its counterpart
-// lacks or (full) holds otherwise.
+// lacks or (full) holds otherwise. When either key is of the wrong type
+// (the follower and the backfill pass such keys over), that is noted as
+// one difference, the key's, and its entries are not compared: the rest
+// of the namespace still is.
 func (v *verifier) entryPass(ctx context.Context, sd verifySide, what string, kind entryKind, key, other, worker string) error {
-	scan := entryScanner(v.rdb, kind, key, int64(v.batch))
-	return v.walk(ctx, what, scan, func(ctx context.Context, items []scanItem) error {
+	keyItem := vitem{what: what, sub: worker, keyType: true}
+	ok, err := v.queueTypesOK(ctx, kind, key, other)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return v.suspect(ctx, keyItem, vtypes{})
+	}
+	// A key that turns into another type during the walk fails its scan
+	// or read with WRONGTYPE: the key is noted for the rounds instead.
+	wrongType := false
+	noteWrongType := func(err error) error {
+		if errors.Is(err, ErrCorruptRecord) {
+			wrongType = true
+		}
+		return err
+	}
+	scanAll := entryScanner(v.rdb, kind, key, int64(v.batch))
+	scan := func(ctx context.Context, cursor uint64) ([]scanItem, uint64, error) {
+		items, next, err := scanAll(ctx, cursor)
+		return items, next, noteWrongType(err)
+	}
+	err = v.walk(ctx, what, scan, func(ctx context.Context, items []scanItem) error {
 		v.res.Checked += int64(len(items))
 		differ, err := differing(ctx, v.rdb, kind, other, items, !sd.full)
 		if err != nil {
-			return err
+			return noteWrongType(err)
 		}
 		for _, id := range differ {
 			if err := v.suspect(ctx, vitem{what: what, id: id, sub: worker}, vtypes{}); err != nil {
@@ -829,6 +900,58 @@ func (v *verifier) entryPass(ctx context.Context, sd verifySide, what string, ki
 		}
 		return nil
 	})
+	if err != nil && wrongType {
+		return v.suspect(ctx, keyItem, vtypes{})
+	}
+	return err
+}
+
+// queueType is the type a queue key of the kind must have.
+func queueType(kind entryKind) string {
+	if kind == kindZset {
+		return "zset"
+	}
+	return "hash"
+}
+
+// queueTypesOK reports whether a queue key and its counterpart are each
+// missing or of the kind's type.
+func (v *verifier) queueTypesOK(ctx context.Context, kind entryKind, key, other string) (bool, error) {
+	pipe := v.rdb.Pipeline()
+	kt, ot := pipe.Type(ctx, key), pipe.Type(ctx, other)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return false, redisError("verify: read the type of "+key, "", err)
+	}
+	want := queueType(kind)
+	return (kt.Val() == "none" || kt.Val() == want) && (ot.Val() == "none" || ot.Val() == want), nil
+}
+
+// keyTypeDiff compares the types of a queue key's two sides: either of
+// another type than the queue's is a difference, which blocks a cleanup
+// (what the key holds cannot be compared) and which Repair leaves alone.
+func (v *verifier) keyTypeDiff(it vitem, at, ot string) *Diff {
+	want := queueType(entryKindOf(it))
+	var bad []string
+	for _, side := range []struct{ ns, typ string }{{v.a.ns.String(), at}, {v.o.ns.String(), ot}} {
+		if side.typ != "none" && side.typ != want {
+			bad = append(bad, fmt.Sprintf("the %s:* key is a %s", side.ns, side.typ))
+		}
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	ak, ok := v.entryKeys(it)
+	d := v.diff(it.what, "", ak, ok)
+	d.Kind, d.Detail, d.Blocking = DiffDifferent, "not a "+want+": "+strings.Join(bad, ", "), true
+	return &d
+}
+
+// entryKindOf is the kind of the queue an entry item is in.
+func entryKindOf(it vitem) entryKind {
+	if it.what == ItemPending {
+		return kindZset
+	}
+	return kindHash
 }
 
 // compareHashTTL notes the whole-key TTL of completed or failed when one
@@ -860,36 +983,122 @@ func (v *verifier) entryKeys(it vitem) (a, o string) {
 
 // settle re-checks the suspects over the rounds, reports those that stay,
 // and repairs them if asked. The suspects are then forgotten.
+//
+// Each read of an item keeps a digest of both sides (see vdigest); a read
+// right after the pass gives the first. An item that still differs in
+// round Rounds or later is reported once its authoritative side stayed
+// unchanged since the read before, or once its other side was never seen
+// to change (nothing follows the writes). Otherwise it is a write in
+// flight, re-checked while InFlightWait lasts, and counted as in flight
+// if it is still changing then.
 func (v *verifier) settle(ctx context.Context) error {
 	items := slices.Collect(maps.Keys(v.sus))
 	slices.SortFunc(items, compareItems)
-	var found []checked
+	var confirmed []checked
 	if len(items) > 0 {
 		v.progress("rounds")
-	}
-	for round := 1; round <= v.opts.Rounds && len(items) > 0; round++ {
-		if err := sleepCtx(ctx, v.opts.Delay); err != nil {
+		// The first digests, and a first re-check.
+		found, err := v.checkAll(ctx, items)
+		if err != nil {
 			return err
 		}
-		v.res.Rounds = max(v.res.Rounds, round)
-		var err error
-		if found, err = v.checkAll(ctx, items); err != nil {
-			return err
-		}
+		last := make(map[vitem]checked, len(found))
+		followed := map[vitem]bool{}
 		items = items[:0]
 		for _, c := range found {
+			last[c.it] = c
 			items = append(items, c.it)
 		}
-		v.progress(fmt.Sprint("round ", round))
+		begun := time.Now()
+		for round := 1; len(items) > 0; round++ {
+			if round > v.opts.Rounds && time.Since(begun)+v.opts.Delay > v.opts.InFlightWait {
+				break
+			}
+			if err := sleepCtx(ctx, v.opts.Delay); err != nil {
+				return err
+			}
+			v.res.Rounds = max(v.res.Rounds, round)
+			if found, err = v.checkAll(ctx, items); err != nil {
+				return err
+			}
+			items = items[:0]
+			for _, c := range found {
+				prev := last[c.it]
+				last[c.it] = c
+				changed := !v.sameDigest(prev.a, c.a)
+				if !v.sameDigest(prev.o, c.o) {
+					followed[c.it] = true
+				}
+				if round >= v.opts.Rounds && (!changed || !followed[c.it]) {
+					confirmed = append(confirmed, c)
+				} else {
+					items = append(items, c.it)
+				}
+			}
+			v.progress(fmt.Sprint("round ", round))
+		}
+		// What is left kept changing, followed, until the time ran out.
+		for _, it := range items {
+			v.inFlight(last[it].d)
+		}
+		slices.SortFunc(confirmed, func(x, y checked) int { return compareItems(x.it, y.it) })
 	}
 	clear(v.sus)
-	for _, c := range found {
+	for _, c := range confirmed {
 		v.report(c.d)
 	}
 	if v.opts.Repair {
-		return v.repair(ctx, found)
+		// A queue key of the wrong type is not rewritten: what it holds
+		// is not the queue's, and a person must look at it.
+		return v.repair(ctx, slices.DeleteFunc(confirmed, func(c checked) bool { return c.it.keyType }))
 	}
 	return nil
+}
+
+// inFlight counts an item whose authoritative side kept changing through
+// the rounds, and lists it while there is room. It blocks nothing.
+func (v *verifier) inFlight(d Diff) {
+	v.res.InFlight++
+	if len(v.res.InFlightItems) < min(maxInFlightListed, v.opts.MaxReported) {
+		d.Blocking = false
+		v.res.InFlightItems = append(v.res.InFlightItems, d)
+	}
+}
+
+// vdigest is one side of an item as read at one moment, to tell whether
+// it changed between two reads: a hash of its content (a record's fields,
+// a sub-key's type and content, an entry's value, a queue key's type) and
+// when it expires, if it does. The zero value, unknown, counts as
+// unchanged.
+type vdigest struct {
+	known    bool
+	sum      uint64
+	expires  bool
+	deadline time.Time
+}
+
+// digest makes the digest of content (compared by its printed form, in
+// which maps are sorted) and a PTTL, as read at at.
+func (v *verifier) digest(at time.Time, content any, ttl time.Duration) vdigest {
+	d := vdigest{known: true, sum: maphash.String(v.seed, fmt.Sprintf("%T %v", content, content))}
+	if ttl > 0 {
+		d.expires, d.deadline = true, at.Add(ttl)
+	}
+	return d
+}
+
+// sameDigest reports whether two reads of a side found the same content
+// and expiry (deadlines within the TTL tolerance: a TTL counting down is
+// no change). An unknown digest is the same as any.
+func (v *verifier) sameDigest(x, y vdigest) bool {
+	if !x.known || !y.known {
+		return true
+	}
+	if x.sum != y.sum || x.expires != y.expires {
+		return false
+	}
+	gap := x.deadline.Sub(y.deadline)
+	return !x.expires || (gap <= v.opts.TTLTolerance && -gap <= v.opts.TTLTolerance)
 }
 
 // itemOrder puts a job's record first, then its sub-keys and entries.
@@ -899,7 +1108,7 @@ var itemOrder = map[string]int{ItemRecord: 0, ItemSubKey: 1, ItemPending: 2, Ite
 // worker: the order differences are reported in.
 func compareItems(x, y vitem) int {
 	return cmp.Or(strings.Compare(x.id, y.id), cmp.Compare(itemOrder[x.what], itemOrder[y.what]), strings.Compare(x.sub, y.sub),
-		compareBool(x.ttl, y.ttl))
+		compareBool(x.ttl, y.ttl), compareBool(x.keyType, y.keyType))
 }
 
 func compareBool(x, y bool) int {
@@ -912,10 +1121,12 @@ func compareBool(x, y bool) int {
 	return -1
 }
 
-// checked is a difference confirmed by a round, with its item.
+// checked is a difference found by a round, with its item and the
+// digests of its two sides.
 type checked struct {
-	it vitem
-	d  Diff
+	it   vitem
+	d    Diff
+	a, o vdigest
 }
 
 // checkAll re-reads items in batches; a job's items stay in one batch
@@ -955,21 +1166,22 @@ func byJob(items []vitem, n int) [][]vitem {
 func (v *verifier) check(ctx context.Context, items []vitem) ([]checked, error) {
 	pipe := v.rdb.TxPipeline()
 	var ids []string
-	at := map[string]int{}
+	idx := map[string]int{}
 	for _, it := range items {
-		if _, ok := at[it.id]; !ok && validateID(it.id) == nil {
-			at[it.id] = len(ids)
+		if _, ok := idx[it.id]; !ok && validateID(it.id) == nil {
+			idx[it.id] = len(ids)
 			ids = append(ids, it.id)
 		}
 	}
 	recs := v.readRecords(ctx, pipe, ids)
-	reads := make([]func(r recPair) *Diff, len(items))
+	reads := make([]func(r recPair, at time.Time) (*Diff, vdigest, vdigest), len(items))
 	for i, it := range items {
 		reads[i] = v.readItem(ctx, pipe, it)
 	}
 	if err := execReads(ctx, pipe); err != nil {
 		return nil, err
 	}
+	at := time.Now()
 	pairs, err := recs()
 	if err != nil {
 		return nil, err
@@ -977,43 +1189,63 @@ func (v *verifier) check(ctx context.Context, items []vitem) ([]checked, error) 
 	var out []checked
 	for i, it := range items {
 		var r recPair
-		if k, ok := at[it.id]; ok {
+		if k, ok := idx[it.id]; ok {
 			r = pairs[k]
 		}
-		if d := reads[i](r); d != nil {
-			out = append(out, checked{it, *d})
+		if d, a, o := reads[i](r, at); d != nil {
+			out = append(out, checked{it, *d, a, o})
 		}
 	}
 	return out, nil
 }
 
 // readItem queues the reads of one item; the returned function compares
-// them, given the job's records.
-func (v *verifier) readItem(ctx context.Context, pipe redis.Pipeliner, it vitem) func(r recPair) *Diff {
+// them, given the job's records and when they were read, and returns the
+// digests of the two sides.
+func (v *verifier) readItem(ctx context.Context, pipe redis.Pipeliner, it vitem) func(r recPair, at time.Time) (*Diff, vdigest, vdigest) {
 	switch {
 	case it.what == ItemRecord:
-		return func(r recPair) *Diff { return v.recordDiff(it.id, r) }
+		return func(r recPair, at time.Time) (*Diff, vdigest, vdigest) {
+			return v.recordDiff(it.id, r), v.digest(at, recordContent(r.a, r.aErr), r.aTTL), v.digest(at, recordContent(r.o, r.oErr), r.oTTL)
+		}
 	case it.what == ItemSubKey:
 		read := v.readSubKey(ctx, pipe, it, v.sus[it])
-		return func(r recPair) *Diff {
+		return func(r recPair, at time.Time) (*Diff, vdigest, vdigest) {
 			p := read()
 			if p.changed {
 				v.sus[it] = vtypes{p.aType, p.oType}
 			}
-			return v.subKeyDiff(it, p, r)
+			return v.subKeyDiff(it, p, r), v.digest(at, [2]any{p.aType, p.a}, p.aTTL), v.digest(at, [2]any{p.oType, p.o}, p.oTTL)
+		}
+	case it.keyType:
+		a, o := v.entryKeys(it)
+		at, ot := pipe.Type(ctx, a), pipe.Type(ctx, o)
+		return func(_ recPair, now time.Time) (*Diff, vdigest, vdigest) {
+			return v.keyTypeDiff(it, at.Val(), ot.Val()), v.digest(now, at.Val(), 0), v.digest(now, ot.Val(), 0)
 		}
 	case it.ttl:
 		a, o := v.entryKeys(it)
 		at, ot := pipe.PTTL(ctx, a), pipe.PTTL(ctx, o)
-		return func(recPair) *Diff { return v.hashTTLDiff(it, at.Val(), ot.Val()) }
+		return func(_ recPair, now time.Time) (*Diff, vdigest, vdigest) {
+			return v.hashTTLDiff(it, at.Val(), ot.Val()), v.digest(now, nil, at.Val()), v.digest(now, nil, ot.Val())
+		}
 	}
 	a, o := v.entryKeys(it)
-	kind := kindHash
-	if it.what == ItemPending {
-		kind = kindZset
-	}
+	kind := entryKindOf(it)
 	ac, oc := readEntry(ctx, pipe, kind, a, it.id), readEntry(ctx, pipe, kind, o, it.id)
-	return func(r recPair) *Diff { return v.entryDiff(it, kind, ac(), oc(), r) }
+	return func(r recPair, now time.Time) (*Diff, vdigest, vdigest) {
+		av, ov := ac(), oc()
+		return v.entryDiff(it, kind, av, ov, r), v.digest(now, av, 0), v.digest(now, ov, 0)
+	}
+}
+
+// recordContent is what a record's digest covers: its fields, or that it
+// is not a hash.
+func recordContent(fields map[string]string, err error) any {
+	if err != nil {
+		return "not a hash"
+	}
+	return fields
 }
 
 // readEntry queues the read of one entry: a score or a field's value.

@@ -95,7 +95,8 @@ func (a *app) drop(ctx context.Context, name string, ns jobstore.Namespace, need
 	if res.Verify != nil {
 		v := *res.Verify
 		out.VerifySeconds = v.Elapsed.Seconds()
-		out.Verify = &verifyJSON{VerifyResult: v, Diffs: diffsJSON(v.Diffs), BlockingDiffs: diffsJSON(v.BlockingDiffs)}
+		vj := newVerifyJSON(v)
+		out.Verify = &vj
 		if s := v.Elapsed.Seconds(); s > 0 {
 			out.Verify.PerSecond = float64(v.Checked) / s
 		}

@@ -27,8 +27,17 @@ type verifyJSON struct {
 	// --limit.
 	Diffs         []diffJSON `json:"diffs"`
 	BlockingDiffs []diffJSON `json:"blocking_diffs"`
+	// InFlightItems are the result's, each with its text: writes in
+	// flight, not differences.
+	InFlightItems []diffJSON `json:"in_flight_items"`
 	BlockingOnly  bool       `json:"blocking_only"` // --blocking: the exit status looks at blocking differences only
 	PerSecond     float64    `json:"per_second"`
+}
+
+// newVerifyJSON is a result with the text of each difference listed.
+func newVerifyJSON(res jobstore.VerifyResult) verifyJSON {
+	return verifyJSON{VerifyResult: res, Diffs: diffsJSON(res.Diffs), BlockingDiffs: diffsJSON(res.BlockingDiffs),
+		InFlightItems: diffsJSON(res.InFlightItems)}
 }
 
 func (a *app) verify(ctx context.Context, args []string) error {
@@ -87,7 +96,9 @@ func (a *app) verify(ctx context.Context, args []string) error {
 		found = res.Blocking
 	}
 	if a.json {
-		if err := a.printJSON(verifyJSON{res, diffsJSON(res.Diffs), diffsJSON(res.BlockingDiffs), *blocking, rate}); err != nil {
+		out := newVerifyJSON(res)
+		out.BlockingOnly, out.PerSecond = *blocking, rate
+		if err := a.printJSON(out); err != nil {
 			return err
 		}
 	} else {
@@ -144,5 +155,15 @@ func (a *app) printVerify(res jobstore.VerifyResult, listed []jobstore.Diff, fou
 	}
 	if more := found - int64(len(listed)); more > 0 {
 		a.printf("  ... and %s more (--limit lists more)\n", group(more))
+	}
+	if res.InFlight > 0 {
+		a.printf("in flight: %s that %s:* kept rewriting through the rounds while %s:* followed; not differences, they block nothing:\n",
+			plural(res.InFlight, "item"), res.Authoritative, res.Other)
+		for _, d := range res.InFlightItems {
+			a.printf("  %s\n", d)
+		}
+		if more := res.InFlight - int64(len(res.InFlightItems)); more > 0 {
+			a.printf("  ... and %s more\n", group(more))
+		}
 	}
 }
