@@ -203,6 +203,7 @@ func (m *Migrator) cleanupVerify(ctx context.Context, ns Namespace, opts Cleanup
 	if err != nil {
 		return err
 	}
+	v.forCleanup = true
 	err = v.run(ctx, []verifySide{{s: v.o, c: v.a, full: true}})
 	v.res.Elapsed = time.Since(v.start)
 	res.Verify = &v.res

@@ -30,6 +30,8 @@ const (
 	DefaultMaxSuspects  = 50_000
 	// DefaultInFlightRounds × Delay is the default InFlightWait.
 	DefaultInFlightRounds = 10
+	// maxInFlightWait bounds Delay and InFlightWait.
+	maxInFlightWait = 10 * time.Minute
 	// maxInFlightListed bounds VerifyResult.InFlightItems.
 	maxInFlightListed = 10
 )
@@ -48,11 +50,12 @@ type VerifyOptions struct {
 	// Delay is the pause before each round. 0 means DefaultVerifyDelay
 	// (200 ms).
 	Delay time.Duration
-	// InFlightWait bounds how long the rounds go on, past Rounds, for
-	// items whose authoritative side keeps changing while the other side
-	// follows: what is still changing then is counted as in flight
-	// (VerifyResult.InFlight), not as a difference. 0 means
-	// DefaultInFlightRounds × Delay.
+	// InFlightWait bounds how long, past Rounds, an item whose
+	// authoritative side keeps changing is watched, to see whether the
+	// other side follows it (see Verify): one still changing and followed
+	// then is counted as in flight (VerifyResult.InFlight), not as a
+	// difference. 0 means DefaultInFlightRounds × Delay; at most 10
+	// minutes.
 	InFlightWait time.Duration
 	// TTLTolerance is how far apart two TTLs may be. 0 means
 	// DefaultTTLTolerance (2 s).
@@ -225,14 +228,19 @@ type VerifyProgress struct {
 // job's progress every few milliseconds) differs at every read, so each
 // read also keeps a digest of each side of the item (a record's fields
 // and TTL, a sub-key's type, content and TTL, an entry's value). An item
-// that still differs after Rounds rounds is reported once its
-// authoritative side stayed unchanged for a whole round, or when its
-// other side never changed (nothing follows): a static difference is
-// always reported. One whose authoritative side keeps changing while the
-// other follows is re-checked for up to InFlightWait (10 × Delay), and
-// counted as in flight (VerifyResult.InFlight) if it still changes then:
-// not a difference, and not blocking, as a cleanup deletes the other side,
-// which loses nothing of an item the authoritative side keeps rewriting.
+// that still differs at round Rounds is reported, unless job:* is
+// authoritative (a stage in which the follower runs), the verification
+// is not a cleanup's, and its authoritative side changed since the round
+// before. Such an item is watched for up to InFlightWait (10 × Delay),
+// both sides read every 2 ms: it is counted as in flight
+// (VerifyResult.InFlight), not as a difference, only if the other side
+// caught up with it at least twice, the last time within the last two
+// Delays, where catching up means moving to a state the authoritative
+// side was seen in, as the follower's whole copies do; and it is settled
+// only if it is equal at the last read. A copy that is
+// partial or wrong never matches, and a follower that stopped stops
+// catching up: those are reported, as is a difference that stops
+// changing.
 //
 // A queue key of the wrong type on either side (pending not a sorted set;
 // an active hash, completed or failed not a hash: the follower and the
@@ -288,7 +296,10 @@ type verifier struct {
 	res   VerifyResult
 	sus   map[vitem]vtypes
 	start time.Time
-	seed  maphash.Seed // of the digests
+	// forCleanup: the verification before a cleanup, which counts no
+	// write in flight (see inFlightOK).
+	forCleanup bool
+	seed       maphash.Seed // of the digests
 }
 
 func (m *Migrator) newVerifier(authoritative Namespace, opts VerifyOptions) (*verifier, error) {
@@ -306,7 +317,10 @@ func (m *Migrator) newVerifier(authoritative Namespace, opts VerifyOptions) (*ve
 	}
 	opts.Rounds = cmpOr(opts.Rounds, DefaultVerifyRounds)
 	opts.Delay = cmpOr(opts.Delay, DefaultVerifyDelay)
-	opts.InFlightWait = cmpOr(opts.InFlightWait, DefaultInFlightRounds*opts.Delay)
+	if opts.Delay > maxInFlightWait || opts.InFlightWait > maxInFlightWait {
+		return v, fmt.Errorf("%w: verify delay %v and in-flight wait %v must be at most %v", ErrInvalidArgument, opts.Delay, opts.InFlightWait, maxInFlightWait)
+	}
+	opts.InFlightWait = cmpOr(opts.InFlightWait, min(DefaultInFlightRounds*opts.Delay, maxInFlightWait))
 	opts.TTLTolerance = cmpOr(opts.TTLTolerance, DefaultTTLTolerance)
 	opts.MaxReported = cmpOr(opts.MaxReported, DefaultMaxReported)
 	opts.MaxSuspects = cmpOr(opts.MaxSuspects, DefaultMaxSuspects)
@@ -1003,17 +1017,16 @@ func (v *verifier) settle(ctx context.Context) error {
 			return err
 		}
 		last := make(map[vitem]checked, len(found))
-		followed := map[vitem]bool{}
 		items = items[:0]
 		for _, c := range found {
 			last[c.it] = c
 			items = append(items, c.it)
 		}
-		begun := time.Now()
-		for round := 1; len(items) > 0; round++ {
-			if round > v.opts.Rounds && time.Since(begun)+v.opts.Delay > v.opts.InFlightWait {
-				break
-			}
+		// The rounds: what still differs at round Rounds is reported, but
+		// for items whose authoritative side changed since the round
+		// before (a write in flight), which may be followed (see follows).
+		var moving []vitem
+		for round := 1; round <= v.opts.Rounds && len(items) > 0; round++ {
 			if err := sleepCtx(ctx, v.opts.Delay); err != nil {
 				return err
 			}
@@ -1025,21 +1038,26 @@ func (v *verifier) settle(ctx context.Context) error {
 			for _, c := range found {
 				prev := last[c.it]
 				last[c.it] = c
-				changed := !v.sameDigest(prev.a, c.a)
-				if !v.sameDigest(prev.o, c.o) {
-					followed[c.it] = true
-				}
-				if round >= v.opts.Rounds && (!changed || !followed[c.it]) {
-					confirmed = append(confirmed, c)
-				} else {
+				switch {
+				case round < v.opts.Rounds:
 					items = append(items, c.it)
+				case v.inFlightOK() && !v.sameDigest(prev.a, c.a):
+					moving = append(moving, c.it)
+				default:
+					confirmed = append(confirmed, c)
 				}
 			}
 			v.progress(fmt.Sprint("round ", round))
 		}
-		// What is left kept changing, followed, until the time ran out.
-		for _, it := range items {
-			v.inFlight(last[it].d)
+		if len(moving) > 0 {
+			inflight, still, err := v.follows(ctx, moving, last)
+			if err != nil {
+				return err
+			}
+			confirmed = append(confirmed, still...)
+			for _, c := range inflight {
+				v.inFlight(c.d)
+			}
 		}
 		slices.SortFunc(confirmed, func(x, y checked) int { return compareItems(x.it, y.it) })
 	}
@@ -1055,8 +1073,85 @@ func (v *verifier) settle(ctx context.Context) error {
 	return nil
 }
 
+// inFlightOK tells whether differences may be counted as writes in
+// flight at all: only where job:* is authoritative (the stages in which
+// the follower mirrors the legacy services' writes a little later), and
+// never in the verification before a cleanup, which must refuse while the
+// namespace it deletes still changes.
+func (v *verifier) inFlightOK() bool { return v.a.ns == JobNamespace && !v.forCleanup }
+
+// followPoll is how often follows reads the items it watches: often
+// enough to see most states of an item written every few milliseconds.
+const followPoll = 2 * time.Millisecond
+
+// follows watches items whose authoritative side is changing, for up to
+// InFlightWait, reading both sides every followPoll and keeping the
+// digests the authoritative side had. An item is followed when the other
+// side catches up with it: moves to a state the authoritative side was
+// seen in (a whole copy of it, as the follower makes). One equal at the
+// last read is settled. One still differing at the end is in flight if it
+// was caught up with at least twice, the last time within the last two
+// Delays; any other is reported: a copy that is partial or wrong never
+// matches, and one that stopped following stops catching up.
+func (v *verifier) follows(ctx context.Context, items []vitem, last map[vitem]checked) (inflight, still []checked, err error) {
+	type watch struct {
+		seen    map[vdigest]bool
+		catches int
+		caught  time.Time
+		equal   bool // at the last read
+	}
+	key := func(d vdigest) vdigest { return vdigest{known: d.known, sum: d.sum, expires: d.expires} }
+	w := make(map[vitem]*watch, len(items))
+	for _, it := range items {
+		w[it] = &watch{seen: map[vdigest]bool{key(last[it].a): true}}
+	}
+	// An item found equal at one read is watched on, to the end: with
+	// reads this often, a side that never moves (a follower that is down)
+	// can equal the other by chance for a moment, as a progress hash going
+	// from 0 to 100 passes the value its stale copy holds. It is settled
+	// if it is equal at the last read.
+	end := time.Now().Add(v.opts.InFlightWait)
+	for time.Now().Before(end) {
+		if err := sleepCtx(ctx, followPoll); err != nil {
+			return nil, nil, err
+		}
+		found, err := v.checkAll(ctx, items)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, x := range w {
+			x.equal = true
+		}
+		for _, c := range found {
+			x, prev := w[c.it], last[c.it]
+			x.equal = false
+			last[c.it] = c
+			if len(x.seen) < 100_000 {
+				x.seen[key(c.a)] = true
+			}
+			if !v.sameDigest(prev.o, c.o) && x.seen[key(c.o)] {
+				x.catches++
+				x.caught = time.Now()
+			}
+		}
+	}
+	for _, it := range items {
+		x, c := w[it], last[it]
+		if x.equal {
+			continue
+		}
+		if x.catches >= 2 && time.Since(x.caught) <= 2*v.opts.Delay+followPoll {
+			inflight = append(inflight, c)
+		} else {
+			still = append(still, c)
+		}
+	}
+	return inflight, still, nil
+}
+
 // inFlight counts an item whose authoritative side kept changing through
-// the rounds, and lists it while there is room. It blocks nothing.
+// the rounds while the other side followed, and lists it while there is
+// room. It blocks nothing.
 func (v *verifier) inFlight(d Diff) {
 	v.res.InFlight++
 	if len(v.res.InFlightItems) < min(maxInFlightListed, v.opts.MaxReported) {

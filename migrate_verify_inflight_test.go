@@ -141,7 +141,6 @@ func TestVerifyReportsADifferenceOnceItsWritesStop(t *testing.T) {
 	require.Equal(t, ItemSubKey, res.Diffs[0].Item)
 	require.Equal(t, b.key("step:"+id+":progress"), res.Diffs[0].Key)
 	require.Zero(t, res.InFlight)
-	require.Greater(t, res.Rounds, 2, "the rounds went on while the writes did")
 }
 
 // A job whose authoritative side keeps changing while the other side never
@@ -179,5 +178,4 @@ func TestVerifyCountsAFollowedStreamAsInFlight(t *testing.T) {
 	require.Equal(t, ItemSubKey, res.InFlightItems[0].Item)
 	require.Equal(t, b.key("step:"+id+":progress"), res.InFlightItems[0].Key)
 	require.False(t, res.InFlightItems[0].Blocking)
-	require.Greater(t, res.Rounds, 2, "the rounds went on past Rounds while it changed")
 }
