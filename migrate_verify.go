@@ -1440,7 +1440,9 @@ func (v *verifier) report(d Diff) {
 // It first checks the published stage: when one is published whose
 // primary is not the namespace Verify took as authoritative (a stage
 // change during the verification), it writes nothing, or it would copy
-// the side no longer authoritative over the one that now is.
+// the side no longer authoritative over the one that now is; nor when
+// the stage key holds no stage it can read (junk, or a key of another
+// type): an operator's tool that overwrites a namespace does not guess.
 //
 //	KEYS[2i-1], KEYS[2i] -> authoritative key, other key of operation i
 //	KEYS[#KEYS] -> jobstore:stage
@@ -1450,7 +1452,9 @@ func (v *verifier) report(d Diff) {
 var repairScript = redis.NewScript(migrateLua(luaStages + `
 local allowed = {}
 for name in string.gmatch(ARGV[3], '%S+') do allowed[name] = true end
-local pub = stage_name(redis.pcall('HGET', KEYS[#KEYS], 'stage'))
+local raw = redis.pcall('HGET', KEYS[#KEYS], 'stage')
+local pub = stage_name(raw)
+if raw and not pub then return {'STAGE', 'unreadable'} end
 if pub and not allowed[pub] then return {'STAGE', pub} end
 local n = 0
 for i = 4, #ARGV, 2 do
@@ -1501,6 +1505,11 @@ func (v *verifier) repair(ctx context.Context, found []checked) error {
 		res, err := repairScript.Run(ctx, v.rdb, keys, args...).Slice()
 		if err != nil {
 			return redisError("verify: repair", "", err)
+		}
+		if len(res) == 2 && res[0] == "STAGE" && res[1] == "unreadable" {
+			errs = append(errs, fmt.Errorf("%w: verify: the published stage became unreadable (%s holds no stage); repair stopped (%d repaired before); fix the stage key, then run verify again",
+				ErrNamespaceInUse, stageKey(v.m.s.prefix), v.res.Repaired))
+			return errors.Join(errs...)
 		}
 		if len(res) == 2 && res[0] == "STAGE" {
 			errs = append(errs, fmt.Errorf("%w: verify: the published stage is now %v, in which %s:* is no longer authoritative; "+

@@ -61,3 +61,24 @@ func TestRepairNeverCopiesAJunkRecordOverAGoodOne(t *testing.T) {
 	typ := b.rdb.Type(ctx, b.key("step:"+id)).Val()
 	require.Equal(t, "hash", typ, "repair replaced the step record with the junk job key")
 }
+
+// TestRepairRefusesAnUnreadableStage: the writes ignore a stage key they
+// cannot read, but a repair, which overwrites a namespace, stops. (Verify
+// refuses such a key when it starts; this one is written meanwhile.)
+func TestRepairRefusesAnUnreadableStage(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		id := mirroredJob(t, b)
+		require.NoError(t, b.rdb.HSet(ctx, b.key("step:"+id), "status", "pending").Err())
+		opts := quickVerify
+		opts.Repair = true
+		opts.Progress = func(p VerifyProgress) { // junk written while it verifies
+			if p.Phase == "rounds" {
+				require.NoError(t, b.rdb.HSet(ctx, b.key("jobstore:stage"), "stage", "sideways").Err())
+			}
+		}
+		_, err := newMigrator(t, b, StageDualWrite).Verify(ctx, opts)
+		require.ErrorIs(t, err, ErrNamespaceInUse)
+		require.ErrorContains(t, err, "unreadable")
+		require.Equal(t, "pending", b.rdb.HGet(ctx, b.key("step:"+id), "status").Val(), "nothing repaired")
+	})
+}
