@@ -154,8 +154,8 @@ func TestFollowerSweepEmptiesAnActiveHashTheJobSideLost(t *testing.T) {
 	op := newMigrator(t, b, StageLegacy)
 	require.NoError(t, op.PublishStage(ctx, StageDualWrite, PublishOptions{}))
 	id := "lost-entry"
-	rec := legacyRecord(t, b, id)
-	requireCopyKey(t, b, rec, b.key("step:"+id))
+	legacyRecord(t, b, id)
+	requireCopy(t, b, "job:"+id, "step:"+id)
 	require.NoError(t, b.rdb.HSet(ctx, b.key("steps:active:gone"), id, `{"id":"lost-entry"}`).Err())
 
 	_, stop := runFollower(t, newMigrator(t, b, StageDualWrite), FollowOptions{Configure: true, Sweep: -1})
@@ -389,11 +389,4 @@ func TestFollowerSyncScriptsRefuseOtherStages(t *testing.T) {
 		require.Equal(t, "REFUSED", res[0], st)
 	}
 	requireNoKeys(t, b, "step*")
-}
-
-// requireCopyKey copies a key within the backend's database, TTL
-// included. (Not rdb.Copy: go-redis always sends a DB argument.)
-func requireCopyKey(t testing.TB, b *backend, from, to string) {
-	t.Helper()
-	require.NoError(t, b.rdb.Do(context.Background(), "COPY", from, to, "REPLACE").Err())
 }

@@ -12,10 +12,10 @@ import (
 
 var inFlightOpts = VerifyOptions{Rounds: 3, Delay: 20 * time.Millisecond, InFlightWait: 300 * time.Millisecond}
 
-// a follower that mirrors each write but leaves a permanent
-// difference (here: step:<id>:progress lacks a field job:<id>:progress
-// has). Both sides change every round, so the item is "in flight" and
-// Verify passes, though the step copy is permanently wrong.
+// A writer that follows each write but leaves a permanent difference
+// (step:<id>:progress lacks a field job:<id>:progress has): both sides
+// change every round, yet the step copy never equals a state of the job
+// side, so it is reported, not counted in flight.
 func TestInFlightNeverHidesAPartialCopy(t *testing.T) {
 	b := serverBackend(t)
 	id := mirroredJob(t, b)
@@ -28,21 +28,13 @@ func TestInFlightNeverHidesAPartialCopy(t *testing.T) {
 	require.EqualValues(t, 1, res.Differences, "step:%s:progress never has eta: a real difference", id)
 }
 
-// the follower mirrors once during the rounds, then dies; the
-// legacy side keeps writing. "followed" is sticky, so the item is counted
-// in flight although nothing follows any more.
+// The follower mirrors once during the rounds, then dies while the legacy
+// side keeps writing: nothing catches up any more, so it is reported.
 func TestInFlightNeverHidesAFollowerThatStopped(t *testing.T) {
 	b := serverBackend(t)
 	id := mirroredJob(t, b)
-	sctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for i := 1; sctx.Err() == nil; i++ {
-			_ = b.rdb.HSet(sctx, b.key("job:"+id+":progress"), "progress", fmt.Sprint(i)).Err()
-			time.Sleep(5 * time.Millisecond)
-		}
-	})
-	defer func() { cancel(); wg.Wait() }()
+	stop := streamWrites(t, b, id, false)
+	defer stop()
 	time.Sleep(10 * time.Millisecond)
 	// the follower's last mirror, during round 1
 	time.AfterFunc(25*time.Millisecond, func() {
@@ -62,26 +54,18 @@ func TestInFlightNeverAppliesWithStepAuthoritative(t *testing.T) {
 	b := serverBackend(t)
 	id := mirroredJob(t, b)
 	require.NoError(t, b.rdb.HSet(ctx, b.key("job:"+id), "retry_count", "1", "status", "failed").Err())
-	sctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for i := 1; sctx.Err() == nil; i++ {
-			_ = b.rdb.HSet(sctx, b.key("step:"+id), "hb", fmt.Sprint(i)).Err()
-			_ = b.rdb.HSet(sctx, b.key("job:"+id), "hb", fmt.Sprint(i)).Err()
-			time.Sleep(5 * time.Millisecond)
-		}
-	})
-	defer func() { cancel(); wg.Wait() }()
+	stop := rewriteBothRecords(b, id)
+	defer stop()
 	time.Sleep(20 * time.Millisecond)
 	res := runVerify(t, newMigrator(t, b, StageStepPrimary), inFlightOpts)
 	t.Logf("differences %d in flight %v", res.Differences, res.InFlightItems)
 	require.EqualValues(t, 1, res.Blocking, "job:%s is fresher than step:%s", id, id)
 }
 
-// cleanup of job:* in step-only. job:<id> holds a fresher record
-// (retry_count 1 vs 0) written by a straggler that still writes job:*;
-// step:<id> is rewritten by step-only workers. Both move: in flight, not
-// blocking, and Cleanup deletes the fresher job:<id>.
+// Cleanup of job:* in step-only: job:<id> holds a fresher record
+// (retry_count 1 against 0) from a straggler that still writes job:*,
+// while step-only workers rewrite step:<id>. Both move, and the cleanup
+// must still refuse: its verification counts nothing in flight.
 func TestCleanupRefusesAChangingFresherCopy(t *testing.T) {
 	b := serverBackend(t)
 	id := mirroredJob(t, b)
@@ -91,6 +75,19 @@ func TestCleanupRefusesAChangingFresherCopy(t *testing.T) {
 	_, err := m.Cleanup(ctx, JobNamespace, CleanupOptions{Verify: inFlightOpts, DryRun: true})
 	require.ErrorIs(t, err, ErrCleanupRefused)
 
+	stop := rewriteBothRecords(b, id)
+	defer stop()
+	time.Sleep(20 * time.Millisecond)
+	res, err := m.Cleanup(ctx, JobNamespace, CleanupOptions{Verify: inFlightOpts})
+	t.Logf("verify %+v in flight %v; job:%s after cleanup: %v", res.Verify.BlockingDiffs, res.Verify.InFlightItems, id,
+		b.rdb.HGetAll(ctx, b.key("job:"+id)).Val())
+	require.ErrorIs(t, err, ErrCleanupRefused, "job:%s is fresher than step:%s and would be lost", id, id)
+}
+
+// rewriteBothRecords writes a field of step:<id> and then of job:<id>
+// every 5 ms, as a step-primary Store and its mirror, or a straggler
+// beside step-only workers, would, until the returned stop is called.
+func rewriteBothRecords(b *backend, id string) (stop func()) {
 	sctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -100,10 +97,5 @@ func TestCleanupRefusesAChangingFresherCopy(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	})
-	defer func() { cancel(); wg.Wait() }()
-	time.Sleep(20 * time.Millisecond)
-	res, err := m.Cleanup(ctx, JobNamespace, CleanupOptions{Verify: inFlightOpts})
-	t.Logf("verify %+v in flight %v; job:%s after cleanup: %v", res.Verify.BlockingDiffs, res.Verify.InFlightItems, id,
-		b.rdb.HGetAll(ctx, b.key("job:"+id)).Val())
-	require.ErrorIs(t, err, ErrCleanupRefused, "job:%s is fresher than step:%s and would be lost", id, id)
+	return func() { cancel(); wg.Wait() }
 }
